@@ -1,0 +1,56 @@
+"""Reading files the way a security tool must: no symlinks followed, sizes bounded up front."""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+from reconciler.errors import InputError
+
+
+def read_bounded(path: Path, limit: int, *, display: str | None = None) -> bytes:
+    """The bytes of regular file `path`, refusing symlinks and files over `limit` bytes.
+
+    Reads at most `limit + 1` bytes so that a huge or endless file costs nothing; the caller's
+    size check then reports it. Raises InputError for what is not a readable regular file.
+    """
+    shown = display or str(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise InputError(f"{shown}: no such file") from None
+    except OSError as error:
+        if path.is_symlink():
+            raise InputError(f"{shown}: is a symbolic link; links are not followed") from None
+        raise InputError(f"{shown}: cannot read: {error.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError(f"{shown}: not a regular file")
+        chunks: list[bytes] = []
+        remaining = limit + 1
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file, fsync and rename: never half-written."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

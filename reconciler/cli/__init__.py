@@ -1,0 +1,1 @@
+"""The `circle` command line: thin commands over the adapters and the pure core."""

@@ -1,0 +1,42 @@
+"""Printing for people (rich, on a terminal or plain when piped) and for machines (JSON)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+
+from reconciler.core.problems import Problem, Severity
+
+stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def print_error(message: str, as_json: bool, problems: Sequence[Problem] = ()) -> None:
+    """One clear error: a line per problem on stderr, or one JSON object on stdout."""
+    if as_json:
+        print_json({"error": message, "problems": [p.as_dict() for p in problems]})
+        return
+    if problems:
+        for problem in problems:
+            stderr.print(str(problem), markup=False)
+    else:
+        stderr.print(f"circle: error: {message}", markup=False)
+
+
+def print_problems(problems: Sequence[Problem]) -> None:
+    for problem in problems:
+        style = "yellow" if problem.severity is Severity.WARNING else "red"
+        stdout.print(str(problem), style=style, markup=False)
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

@@ -1,0 +1,392 @@
+"""Value types shared by the circle documents: names, digests, paths, quantities, durations, keys.
+
+Each is an `Annotated` type: validation turns the YAML spelling into one canonical value (CPU
+in millicores, memory in bytes, durations in seconds), serialization writes it back in the
+shortest exact spelling, and the JSON Schema says what an editor should accept.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, PlainSerializer, WithJsonSchema
+
+_NAME = re.compile(r"[a-z]([a-z0-9-]{0,61}[a-z0-9])?")
+_LABEL_KEY = re.compile(
+    r"([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?"
+)
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_PATTERN_PART = re.compile(r"(\*\*|[A-Za-z0-9._*?+@=-]+)")
+_PATH_PART = re.compile(r"[A-Za-z0-9._+@=-]+")
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise ValueError(
+            f"invalid name {value!r}: expected 1-63 lowercase letters, digits and '-', "
+            "starting with a letter and not ending with '-'"
+        )
+    return value
+
+
+Name = Annotated[
+    str,
+    AfterValidator(_check_name),
+    WithJsonSchema({"type": "string", "pattern": "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"}),
+]
+"""A DNS-label-like name: documents, members, rules, ports, backends."""
+
+
+def _check_label_key(value: str) -> str:
+    if not _LABEL_KEY.fullmatch(value):
+        raise ValueError(
+            f"invalid label key {value!r}: expected an optional 'domain/' prefix and a name of "
+            "letters, digits, '.', '_' and '-' (at most 63 characters)"
+        )
+    return value
+
+
+def _check_label_value(value: str) -> str:
+    if not _LABEL_VALUE.fullmatch(value):
+        raise ValueError(
+            f"invalid label value {value!r}: expected at most 63 letters, digits, '.', '_' "
+            "and '-', starting and ending with a letter or digit"
+        )
+    return value
+
+
+LabelKey = Annotated[str, AfterValidator(_check_label_key)]
+LabelValue = Annotated[str, AfterValidator(_check_label_value)]
+
+
+def _check_digest(value: str) -> str:
+    if not _DIGEST.fullmatch(value):
+        raise ValueError(
+            f"invalid digest {value!r}: expected 'sha256:' and 64 lowercase hexadecimal digits"
+        )
+    return value
+
+
+Digest = Annotated[
+    str,
+    AfterValidator(_check_digest),
+    WithJsonSchema({"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"}),
+]
+
+
+def _check_hex64(value: str) -> str:
+    if not _HEX64.fullmatch(value):
+        raise ValueError(f"invalid sha256 {value!r}: expected 64 lowercase hexadecimal digits")
+    return value
+
+
+Sha256Hex = Annotated[
+    str,
+    AfterValidator(_check_hex64),
+    WithJsonSchema({"type": "string", "pattern": "^[0-9a-f]{64}$"}),
+]
+
+
+def _check_env_name(value: str) -> str:
+    if not _ENV_NAME.fullmatch(value):
+        raise ValueError(
+            f"invalid environment variable name {value!r}: expected letters, digits and '_', "
+            "not starting with a digit"
+        )
+    return value
+
+
+EnvName = Annotated[
+    str,
+    AfterValidator(_check_env_name),
+    WithJsonSchema({"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,127}$"}),
+]
+
+
+def _split_relative(value: str, what: str, part: re.Pattern[str]) -> list[str]:
+    if not value:
+        raise ValueError(f"empty {what}")
+    if len(value) > 1024:
+        raise ValueError(f"{what} is {len(value)} characters long; the limit is 1024")
+    if value.startswith("/"):
+        raise ValueError(
+            f"{what} {value!r} is absolute; expected a path relative to the repository"
+        )
+    if "\\" in value:
+        raise ValueError(f"{what} {value!r} contains '\\'; expected '/' as the separator")
+    parts = value.split("/")
+    for piece in parts:
+        if piece in ("", ".", ".."):
+            raise ValueError(
+                f"{what} {value!r} has an empty, '.' or '..' component; expected a normalized "
+                "relative path"
+            )
+        if not part.fullmatch(piece):
+            raise ValueError(
+                f"{what} {value!r} has a component {piece!r} with characters outside "
+                "letters, digits and ._+@=-"
+            )
+    return parts
+
+
+def _check_relpath(value: str) -> str:
+    _split_relative(value, "path", _PATH_PART)
+    return value
+
+
+RelPath = Annotated[str, AfterValidator(_check_relpath)]
+"""A normalized relative path: no leading '/', no '.', '..' or empty components."""
+
+
+def _check_pattern(value: str) -> str:
+    for piece in _split_relative(value, "path pattern", _PATTERN_PART):
+        if "**" in piece and piece != "**":
+            raise ValueError(
+                f"path pattern {value!r}: '**' must be a whole path component (as in 'src/**')"
+            )
+    return value
+
+
+PathPattern = Annotated[str, AfterValidator(_check_pattern)]
+"""A repository path pattern: `*` and `?` stay inside one component, `**` spans any number."""
+
+
+# -- quantities ----------------------------------------------------------------------------------
+
+_CPU = re.compile(r"([0-9]+)m|([0-9]+(?:\.[0-9]{1,3})?)")
+_MEMORY = re.compile(r"([0-9]+)(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?")
+_MEMORY_UNITS = {
+    None: 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+}
+_DURATION = re.compile(r"([0-9]+)(s|m|h|d)")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def describe(value: Any) -> str:
+    """How an error message names a value the user wrote."""
+    match value:
+        case None:
+            return "null"
+        case bool():
+            return f"the boolean {str(value).lower()}"
+        case int():
+            return f"the integer {value}"
+        case float():
+            return f"the number {value}"
+        case str():
+            return f"the string {_shorten(value)!r}"
+        case dict():
+            return "a mapping"
+        case list():
+            return "a list"
+    return type(value).__name__
+
+
+def _number(value: Any, what: str) -> int | float | None:
+    if isinstance(value, bool):
+        raise ValueError(f"expected {what}, found {describe(value)}")
+    if isinstance(value, int | float):
+        return value
+    return None
+
+
+def _parse_cpu(value: Any) -> Any:
+    """CPU in millicores: `2`, `0.5`, `"1.5"`, `"500m"`."""
+    number = _number(value, "a CPU quantity such as 2, 0.5 or '500m'")
+    if number is not None:
+        millis = round(number * 1000)
+        if abs(millis - number * 1000) > 1e-6 or number < 0:
+            raise ValueError(
+                f"invalid CPU quantity {value!r}: expected at most millicore precision"
+            )
+        return millis
+    if not isinstance(value, str):
+        raise ValueError(
+            f"expected a CPU quantity such as 2, 0.5 or '500m', found {describe(value)}"
+        )
+    match = _CPU.fullmatch(value)
+    if not match:
+        raise ValueError(
+            f"invalid CPU quantity {value!r}: expected cores (2, 0.5) or millicores ('500m')"
+        )
+    if match.group(1) is not None:
+        return int(match.group(1))
+    whole, _, fraction = match.group(2).partition(".")
+    return int(whole) * 1000 + int((fraction + "000")[:3])
+
+
+def format_cpu(millis: int) -> str:
+    return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
+
+
+Cpu = Annotated[
+    int,
+    BeforeValidator(_parse_cpu),
+    PlainSerializer(format_cpu, return_type=str),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": r"^([0-9]+m|[0-9]+(\.[0-9]{1,3})?)$"},
+            ],
+            "description": "CPU cores (2, 0.5) or millicores ('500m')",
+        }
+    ),
+]
+
+
+def _parse_memory(value: Any) -> Any:
+    """Bytes: `1073741824`, `"512Mi"`, `"2Gi"`, `"500M"`."""
+    number = _number(value, "a byte quantity such as 512Mi or 2Gi")
+    if number is not None:
+        if isinstance(number, float):
+            raise ValueError(f"invalid byte quantity {value!r}: expected a whole number of bytes")
+        return number
+    if not isinstance(value, str):
+        raise ValueError(f"expected a byte quantity such as 512Mi or 2Gi, found {describe(value)}")
+    match = _MEMORY.fullmatch(value)
+    if not match:
+        raise ValueError(
+            f"invalid byte quantity {value!r}: expected a number with an optional unit "
+            "(Ki, Mi, Gi, Ti, Pi, k, M, G, T, P), such as 512Mi"
+        )
+    return int(match.group(1)) * _MEMORY_UNITS[match.group(2)]
+
+
+def format_bytes(size: int) -> str:
+    """The shortest exact spelling of a byte count (`512Mi`, `3G`, `1000`)."""
+    if size == 0:
+        return "0"
+    for unit in ("Pi", "Ti", "Gi", "Mi", "Ki", "P", "T", "G", "M", "k"):
+        scale = _MEMORY_UNITS[unit]
+        if size % scale == 0:
+            return f"{size // scale}{unit}"
+    return str(size)
+
+
+Bytes = Annotated[
+    int,
+    BeforeValidator(_parse_memory),
+    PlainSerializer(format_bytes, return_type=str),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": r"^[0-9]+(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"},
+            ],
+            "description": "bytes, with an optional unit: 512Mi, 2Gi, 500M",
+        }
+    ),
+]
+
+
+def _parse_duration(value: Any) -> Any:
+    """Seconds: `30`, `"30s"`, `"5m"`, `"2h"`, `"7d"`."""
+    number = _number(value, "a duration such as 30s, 5m, 2h or 7d")
+    if number is not None:
+        if isinstance(number, float):
+            raise ValueError(f"invalid duration {value!r}: expected whole seconds")
+        return number
+    if not isinstance(value, str):
+        raise ValueError(f"expected a duration such as 30s, 5m, 2h or 7d, found {describe(value)}")
+    match = _DURATION.fullmatch(value)
+    if not match:
+        raise ValueError(
+            f"invalid duration {value!r}: expected a number and a unit: 30s, 5m, 2h, 7d"
+        )
+    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def format_duration(seconds: int) -> str:
+    for unit in ("d", "h", "m"):
+        scale = _DURATION_UNITS[unit]
+        if seconds and seconds % scale == 0:
+            return f"{seconds // scale}{unit}"
+    return f"{seconds}s"
+
+
+Duration = Annotated[
+    int,
+    BeforeValidator(_parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": "^[0-9]+(s|m|h|d)$"},
+            ],
+            "description": "seconds, or a number with a unit: 30s, 5m, 2h, 7d",
+        }
+    ),
+]
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+
+def ed25519_key_blob(value: str) -> bytes:
+    """The SSH wire blob of an `ssh-ed25519 AAAA... [comment]` public key line, checked.
+
+    Raises ValueError saying what is wrong. The blob is what identifies a key: two lines with
+    different comments are the same key.
+    """
+    fields = value.split()
+    if len(fields) < 2 or fields[0] != "ssh-ed25519":
+        raise ValueError(
+            f"invalid public key {_shorten(value)!r}: expected an OpenSSH line "
+            "'ssh-ed25519 AAAA... [comment]'"
+        )
+    try:
+        blob = base64.b64decode(fields[1], validate=True)
+    except ValueError:
+        raise ValueError(f"invalid public key {_shorten(value)!r}: the key is not base64") from None
+    algorithm = b"\x00\x00\x00\x0bssh-ed25519"
+    if len(blob) != len(algorithm) + 4 + 32 or not blob.startswith(algorithm):
+        raise ValueError(f"invalid public key {_shorten(value)!r}: not a 32-byte Ed25519 key blob")
+    if blob[len(algorithm) : len(algorithm) + 4] != b"\x00\x00\x00\x20":
+        raise ValueError(f"invalid public key {_shorten(value)!r}: bad key length field")
+    return blob
+
+
+def ssh_fingerprint(value: str) -> str:
+    """OpenSSH's `SHA256:...` fingerprint of a public key line (as `ssh-keygen -l` prints)."""
+    digest = hashlib.sha256(ed25519_key_blob(value)).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def _shorten(value: str) -> str:
+    return value if len(value) <= 40 else value[:37] + "..."
+
+
+def _check_ssh_key(value: str) -> str:
+    ed25519_key_blob(value)
+    return value
+
+
+SshPublicKey = Annotated[
+    str,
+    AfterValidator(_check_ssh_key),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": "^ssh-ed25519 [A-Za-z0-9+/]+={0,2}( .*)?$",
+            "description": "an OpenSSH Ed25519 public key line, as in id_ed25519.pub",
+        }
+    ),
+]
