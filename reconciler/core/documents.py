@@ -24,7 +24,7 @@ from reconciler.core.problems import START, Finding, Mark, Problem, Severity, St
 from reconciler.core.yamlparse import ParsedYaml, YamlError, offset_mark, parse_yaml
 from reconciler.errors import DocumentError
 from reconciler.model import API_VERSION, KINDS, Document, Kind
-from reconciler.model.types import describe
+from reconciler.model.types import describe, quote
 
 MAX_DOCUMENT_BYTES = 1024 * 1024
 
@@ -55,7 +55,7 @@ def decode(data: bytes, file: str) -> str:
         raise _error(
             file,
             START,
-            f"document is {len(data)} bytes; the limit is {MAX_DOCUMENT_BYTES} bytes (1 MiB)",
+            f"document is larger than the limit of {MAX_DOCUMENT_BYTES} bytes (1 MiB)",
             "document.too-large",
         )
     try:
@@ -126,7 +126,7 @@ def _kind_of(source: ParsedYaml, file: str, expected: Sequence[Kind]) -> Kind:
         raise _error(
             file,
             source.locate(("apiVersion",)),
-            f"unsupported apiVersion {describe(value['apiVersion'])}; expected {API_VERSION}",
+            f"unsupported apiVersion {quote(value['apiVersion'])}; expected {API_VERSION}",
             "document.api-version",
         )
     if "kind" not in value:
@@ -149,9 +149,7 @@ def _kind_of(source: ParsedYaml, file: str, expected: Sequence[Kind]) -> Kind:
                 f"kind {name} belongs in {folder}; expected {names} here",
                 "document.kind",
             )
-        raise _error(
-            file, where, f"unknown kind {describe(name)}; expected {names}", "document.kind"
-        )
+        raise _error(file, where, f"unknown kind {quote(name)}; expected {names}", "document.kind")
     return kind
 
 
@@ -187,7 +185,7 @@ def _message(error: Any, field: str, allowed: list[str] | None) -> str:
             return f"expected {ctx['expected']}, found {describe(value)}"
         case "union_tag_invalid":
             return (
-                f"unknown {ctx['discriminator'].strip(chr(39))} {describe(ctx['tag'])}; "
+                f"unknown {ctx['discriminator'].strip(chr(39))} {quote(ctx['tag'])}; "
                 f"expected {ctx['expected_tags']}"
             )
         case "union_tag_not_found":

@@ -60,6 +60,10 @@ def classify(path: str) -> tuple[PathRole, Kind | None]:
     return PathRole.OTHER, None
 
 
+def _stem(path: str) -> str:
+    return path.rpartition("/")[2].removesuffix(DOCUMENT_SUFFIX)
+
+
 @dataclass(frozen=True)
 class DesiredState:
     """The valid documents of a circle repository, by kind and name."""
@@ -69,6 +73,18 @@ class DesiredState:
     workloads: dict[str, Loaded[Workload]] = field(default_factory=dict)
     builds: dict[str, Loaded[Build]] = field(default_factory=dict)
     volumes: dict[str, Loaded[Volume]] = field(default_factory=dict)
+    # Documents that exist but could not be read, by kind: their problems are reported
+    # already, so references to them are not reported again as unknown.
+    unreadable: dict[str, set[str]] = field(default_factory=dict)
+
+    def unknown(self, kind: str, name: str) -> bool:
+        """Whether `name` of `kind` is referenced but no document of that name exists."""
+        documents: Mapping[str, object] = {
+            "Node": self.nodes,
+            "Build": self.builds,
+            "Volume": self.volumes,
+        }[kind]
+        return name not in documents and name not in self.unreadable.get(kind, set())
 
 
 @dataclass(frozen=True)
@@ -115,18 +131,24 @@ def analyse(
         for path, reason in sorted(refused.items())
     ]
     by_kind: dict[str, dict[str, Loaded[Any]]] = {kind.name: {} for kind in REPOSITORY_KINDS}
+    unreadable: dict[str, set[str]] = {kind.name: set() for kind in REPOSITORY_KINDS}
+    for path in refused:
+        _, kind = classify(path)
+        if kind is not None:
+            unreadable[kind.name].add(_stem(path))
     for path in sorted(documents):
         role, kind = classify(path)
         file = display_prefix + path
         if role is not PathRole.DOCUMENT or kind is None:
             raise ValueError(f"{path} is not a circle document path")
+        stem = _stem(path)
         try:
             loaded = parse_document(documents[path], file, [kind])
         except DocumentError as error:
             problems.extend(error.problems)
+            unreadable[kind.name].add(stem)
             continue
         problems.extend(document_warnings(loaded))
-        stem = path.rpartition("/")[2].removesuffix(DOCUMENT_SUFFIX)
         name = getattr(loaded.document, "name", None)
         if kind.folder is not None and name != stem:
             problems.append(
@@ -161,6 +183,7 @@ def analyse(
         workloads=cast(dict[str, Loaded[Workload]], by_kind["Workload"]),
         builds=cast(dict[str, Loaded[Build]], by_kind["Build"]),
         volumes=cast(dict[str, Loaded[Volume]], by_kind["Volume"]),
+        unreadable=unreadable,
     )
     if POLICY_FILE not in documents and POLICY_FILE not in refused:
         problems.append(
@@ -195,14 +218,15 @@ def _names(items: Mapping[str, Any]) -> str:
 
 def _check_workload_refs(workload: Workload, state: DesiredState) -> Iterator[Finding]:
     build = state.builds.get(workload.artifact.build)
-    if build is None:
+    if state.unknown("Build", workload.artifact.build):
         yield Finding(
             ("artifact", "build"),
             f"unknown build {workload.artifact.build!r} (builds: {_names(state.builds)})",
             "ref.build",
         )
     elif (
-        build.document.digest is not None
+        build is not None
+        and build.document.digest is not None
         and workload.artifact.digest is not None
         and build.document.digest != workload.artifact.digest
     ):
@@ -213,7 +237,7 @@ def _check_workload_refs(workload: Workload, state: DesiredState) -> Iterator[Fi
             "ref.digest",
         )
     for index, mount in enumerate(workload.volumes):
-        if mount.volume not in state.volumes:
+        if state.unknown("Volume", mount.volume):
             yield Finding(
                 ("volumes", index, "volume"),
                 f"unknown volume {mount.volume!r} (volumes: {_names(state.volumes)})",
@@ -349,7 +373,7 @@ def share_spread(volume: Volume, domains: list[str]) -> dict[str, int]:
 
 def _check_volume(volume: Volume, state: DesiredState) -> Iterator[Finding]:
     for index, item in enumerate(volume.objects):
-        if item.build is not None and item.build not in state.builds:
+        if item.build is not None and state.unknown("Build", item.build):
             yield Finding(
                 ("objects", index, "build"),
                 f"unknown build {item.build!r} (builds: {_names(state.builds)})",
@@ -361,11 +385,12 @@ def _check_volume(volume: Volume, state: DesiredState) -> Iterator[Finding]:
         if backend.node is not None:
             node = state.nodes.get(backend.node)
             if node is None:
-                yield Finding(
-                    ("backends", index, "node"),
-                    f"unknown node {backend.node!r} (nodes: {_names(state.nodes)})",
-                    "ref.node",
-                )
+                if state.unknown("Node", backend.node):
+                    yield Finding(
+                        ("backends", index, "node"),
+                        f"unknown node {backend.node!r} (nodes: {_names(state.nodes)})",
+                        "ref.node",
+                    )
                 continue
             node_domain = node.document.failure_domain
             if domain is not None and domain != node_domain:

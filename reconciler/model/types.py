@@ -198,6 +198,11 @@ def describe(value: Any) -> str:
     return type(value).__name__
 
 
+def quote(value: Any) -> str:
+    """A value as an error message quotes it: strings in quotes, anything else described."""
+    return repr(_shorten(value)) if isinstance(value, str) else describe(value)
+
+
 def _number(value: Any, what: str) -> int | float | None:
     if isinstance(value, bool):
         raise ValueError(f"expected {what}, found {describe(value)}")

@@ -1,0 +1,78 @@
+"""Shared fixtures: a fresh copy of the example circle, and the `circle` command run for real.
+
+`circle` runs in-process through its entry point (so a test sees exactly what a user sees:
+stdout, stderr and the exit code) or, where the process boundary matters, as a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.cli.main import main
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "example-circle-repo"
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+def run_circle_inprocess(capsys: pytest.CaptureFixture[str], *args: str) -> Result:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    out, err = capsys.readouterr()
+    code = exited.value.code
+    return Result(code if isinstance(code, int) else 0, out, err)
+
+
+@pytest.fixture
+def circle(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
+    """Run `circle ARGS...` in-process; returns exit code, stdout and stderr."""
+    return lambda *args: run_circle_inprocess(capsys, *args)
+
+
+def run_circle_process(*args: str, cwd: Path | None = None) -> Result:
+    completed = subprocess.run(
+        [sys.executable, "-m", "reconciler", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
+    return Result(completed.returncode, completed.stdout, completed.stderr)
+
+
+def copy_example(destination: Path) -> Path:
+    shutil.copytree(EXAMPLE, destination, ignore=shutil.ignore_patterns("__pycache__", ".*cache"))
+    return destination
+
+
+@pytest.fixture
+def example(tmp_path: Path) -> Path:
+    """A private copy of example-circle-repo that a test may change."""
+    return copy_example(tmp_path / "circle")
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    """Replace the one occurrence of `old` in `path` (fails loudly if it is not there once)."""
+    text = path.read_text(encoding="utf-8")
+    assert text.count(old) == 1, f"{old!r} occurs {text.count(old)} times in {path}"
+    path.write_text(text.replace(old, new), encoding="utf-8")
