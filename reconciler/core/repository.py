@@ -160,6 +160,7 @@ def analyse(
                     )
                 )
             )
+            unreadable[kind.name].add(stem)
             continue
         by_kind[kind.name][stem] = loaded
 
