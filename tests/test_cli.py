@@ -1,0 +1,109 @@
+"""The `circle` command frame: help everywhere, exit codes, one-line errors, --verbose."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import click
+import pytest
+
+from reconciler import __version__
+from reconciler.cli.main import cli
+from tests.conftest import EXAMPLE, Result, copy_example, edit, run_circle_process
+
+
+def command_paths(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    for name, command in sorted(group.commands.items()):
+        yield (*prefix, name)
+        if isinstance(command, click.Group):
+            yield from command_paths(command, (*prefix, name))
+
+
+COMMANDS = list(command_paths(cli))
+
+
+def test_version(circle: Callable[..., Result]) -> None:
+    result = circle("--version")
+    assert result.code == 0
+    assert result.stdout.strip() == f"circle, version {__version__}"
+
+
+def test_help_lists_the_commands(circle: Callable[..., Result]) -> None:
+    result = circle("--help")
+    assert result.code == 0
+    for name in ("validate", "describe", "schemas", "presets"):
+        assert f"  {name} " in result.stdout
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=[" ".join(path) for path in COMMANDS])
+def test_every_command_has_help(circle: Callable[..., Result], path: tuple[str, ...]) -> None:
+    result = circle(*path, "--help")
+    assert result.code == 0
+    assert result.stdout.startswith(f"Usage: circle {' '.join(path)}")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["frobnicate"], "No such command 'frobnicate'"),
+        (["validate", "--bogus"], "No such option '--bogus'"),
+        (["--output", "yaml", "validate"], "Invalid value for '--output'"),
+    ],
+    ids=["unknown-command", "unknown-option", "bad-output-format"],
+)
+def test_bad_usage_exits_2(circle: Callable[..., Result], args: list[str], message: str) -> None:
+    result = circle(*args)
+    assert result.code == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_directory_is_one_line(circle: Callable[..., Result], tmp_path: Path) -> None:
+    result = circle("validate", str(tmp_path / "nowhere"))
+    assert result.code == 2
+    assert result.stderr == f"circle: error: {tmp_path / 'nowhere'}: not a directory\n"
+    assert result.stdout == ""
+
+
+def test_missing_directory_as_json(circle: Callable[..., Result], tmp_path: Path) -> None:
+    result = circle("validate", str(tmp_path / "nowhere"), "--output", "json")
+    assert result.code == 2
+    assert result.json() == {
+        "error": f"{tmp_path / 'nowhere'}: not a directory",
+        "problems": [],
+    }
+
+
+def test_output_option_before_or_after_the_command(circle: Callable[..., Result]) -> None:
+    before = circle("-o", "json", "validate", str(EXAMPLE)).json()
+    after = circle("validate", str(EXAMPLE), "-o", "json").json()
+    assert before == after
+    assert before["valid"] is True
+
+
+def test_no_traceback_without_verbose_but_with_it(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nowhere")
+
+    quiet = run_circle_process("validate", missing)
+    loud = run_circle_process("--verbose", "validate", missing)
+
+    assert quiet.code == 2
+    assert "Traceback" not in quiet.stderr
+    assert "Traceback (most recent call last)" in loud.stderr
+    assert "InputError" in loud.stderr
+    assert loud.code != 0
+
+
+def test_unreadable_document_in_a_real_process(tmp_path: Path) -> None:
+    """The whole path a user takes: a real process, a broken file, one line, exit 2."""
+    circle_dir = copy_example(tmp_path / "c")
+    edit(circle_dir / "volumes/model-data.yaml", "n: 6", "n: six")
+
+    result = run_circle_process("validate", cwd=circle_dir)
+
+    assert result.code == 2
+    assert result.stdout.splitlines()[0] == (
+        "volumes/model-data.yaml:9:4: expected an integer, found the string 'six'"
+    )
+    assert result.stderr == ""
