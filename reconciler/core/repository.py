@@ -79,12 +79,12 @@ class DesiredState:
 
     def unknown(self, kind: str, name: str) -> bool:
         """Whether `name` of `kind` is referenced but no document of that name exists."""
-        documents: Mapping[str, object] = {
+        by_kind: dict[str, Mapping[str, object]] = {
             "Node": self.nodes,
             "Build": self.builds,
             "Volume": self.volumes,
-        }[kind]
-        return name not in documents and name not in self.unreadable.get(kind, set())
+        }
+        return name not in by_kind[kind] and name not in self.unreadable.get(kind, set())
 
 
 @dataclass(frozen=True)

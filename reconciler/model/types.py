@@ -174,6 +174,7 @@ _MEMORY_UNITS = {
     "Ti": 2**40,
     "Pi": 2**50,
 }
+MAX_CPU_CORES = 1_000_000
 _DURATION = re.compile(r"([0-9]+)(s|m|h|d)")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -215,8 +216,12 @@ def _parse_cpu(value: Any) -> Any:
     """CPU in millicores: `2`, `0.5`, `"1.5"`, `"500m"`."""
     number = _number(value, "a CPU quantity such as 2, 0.5 or '500m'")
     if number is not None:
+        if not 0 <= number <= MAX_CPU_CORES:  # also refuses NaN and infinities
+            raise ValueError(
+                f"invalid CPU quantity {value!r}: expected 0 to {MAX_CPU_CORES} cores"
+            )
         millis = round(number * 1000)
-        if abs(millis - number * 1000) > 1e-6 or number < 0:
+        if abs(millis - number * 1000) > 1e-6:
             raise ValueError(
                 f"invalid CPU quantity {value!r}: expected at most millicore precision"
             )
