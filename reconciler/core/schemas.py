@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from reconciler.model import KINDS
+from reconciler.model.types import format_bytes, format_duration
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 WRITE_COMMAND = "circle schemas --write"
@@ -26,9 +27,123 @@ def schema_for(kind_name: str) -> dict[str, Any]:
 
 
 def render_schemas() -> dict[str, str]:
-    """File name under `schemas/` -> its exact text."""
-    return {
+    """File name under `schemas/` -> its exact text: every schema and the field reference."""
+    files = {
         kind.schema: json.dumps(schema_for(name), indent=2, sort_keys=True, ensure_ascii=False)
         + "\n"
         for name, kind in sorted(KINDS.items())
     }
+    files[REFERENCE_FILE] = render_reference()
+    return files
+
+
+# -- the field reference (schemas/README.md) -----------------------------------------------------
+
+REFERENCE_FILE = "README.md"
+
+
+# Names for the value types of reconciler.model.types, marked in the schemas.
+_CIRCLE_TYPES = {
+    "cpu": "CPU quantity (`2`, `0.5`, `500m`)",
+    "bytes": "byte quantity (`512Mi`, `2Gi`, `500M`)",
+    "duration": "duration (`30s`, `5m`, `2h`, `7d`)",
+    "ssh-public-key": "Ed25519 public key line (`ssh-ed25519 AAAA...`)",
+    "name": "name",
+    "digest": "digest (`sha256:` + 64 hex)",
+}
+
+
+def _circle_type(schema: dict[str, Any]) -> str | None:
+    for candidate in [schema, *schema.get("anyOf", [])]:
+        if "x-circle-type" in candidate:
+            return str(candidate["x-circle-type"])
+    return None
+
+
+def _default_text(field: dict[str, Any]) -> str:
+    default = field["default"]
+    if default is None:
+        return "optional"
+    match _circle_type(field), default:
+        case "duration", int():
+            return f"default `{format_duration(default)}`"
+        case "bytes", int():
+            return f"default `{format_bytes(default)}`"
+    return f"default `{json.dumps(default)}`"
+
+
+def _type_text(schema: dict[str, Any], defs: dict[str, Any]) -> str:
+    circle_type = _circle_type(schema)
+    if circle_type is not None:
+        return _CIRCLE_TYPES[circle_type]
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[1]
+        target = defs.get(name, {})
+        if "enum" in target:
+            return _type_text(target, defs)
+        return f"[{name}](#{name.lower()})"
+    if "const" in schema:
+        return f"`{schema['const']}`"
+    if "enum" in schema:
+        return "one of " + ", ".join(f"`{value}`" for value in schema["enum"])
+    if "anyOf" in schema:
+        options = [option for option in schema["anyOf"] if option.get("type") != "null"]
+        if len(options) == 1:
+            return _type_text(options[0], defs)
+        return " or ".join(_type_text(option, defs) for option in options)
+    if "oneOf" in schema:
+        return " or ".join(_type_text(option, defs) for option in schema["oneOf"])
+    kind = schema.get("type")
+    if kind == "array":
+        return f"list of {_type_text(schema.get('items', {}), defs)}"
+    if kind == "object":
+        values = schema.get("additionalProperties")
+        return f"map of string to {_type_text(values, defs)}" if isinstance(values, dict) else "map"
+    return str(kind or "any")
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _table(title: str, schema: dict[str, Any], defs: dict[str, Any]) -> list[str]:
+    lines = [f"### {title}", ""]
+    if "description" in schema:
+        lines += [_cell(schema["description"]), ""]
+    lines += ["| field | type | required / default | meaning |", "| --- | --- | --- | --- |"]
+    required = set(schema.get("required", []))
+    for name, field in schema.get("properties", {}).items():
+        if name in required:
+            presence = "required"
+        elif "default" in field:
+            presence = _default_text(field)
+        else:
+            presence = "optional"
+        meaning = field.get("description", "")
+        lines.append(
+            f"| `{name}` | {_cell(_type_text(field, defs))} | {presence} | {_cell(meaning)} |"
+        )
+    return [*lines, ""]
+
+
+def render_reference() -> str:
+    """Markdown: every document kind, field by field, as the schemas define them."""
+    lines = [
+        "# Document reference",
+        "",
+        f"Generated from the models by `{WRITE_COMMAND}`; do not edit. Conventions (names,",
+        "quantities, paths, strictness) are explained in docs/formats.md.",
+        "",
+    ]
+    for name, kind in KINDS.items():
+        schema = schema_for(name)
+        defs = schema.get("$defs", {})
+        place = f"`{kind.folder}/<name>.yaml`" if kind.folder else "`circle.yaml`"
+        if kind.folder in ("consensus", "admission"):
+            place = f"`policies/{kind.folder}/<name>.yaml`"
+        lines += [f"## {name}", "", f"Lives in {place}; schema `schemas/{kind.schema}`.", ""]
+        lines += _table(name, schema, defs)[2:]
+        for def_name, definition in defs.items():
+            if definition.get("type") == "object":
+                lines += _table(f"{def_name}", definition, defs)
+    return "\n".join(lines).rstrip() + "\n"

@@ -38,7 +38,13 @@ def _check_name(value: str) -> str:
 Name = Annotated[
     str,
     AfterValidator(_check_name),
-    WithJsonSchema({"type": "string", "pattern": "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$",
+            "x-circle-type": "name",
+        }
+    ),
 ]
 """A DNS-label-like name: documents, members, rules, ports, backends."""
 
@@ -76,7 +82,9 @@ def _check_digest(value: str) -> str:
 Digest = Annotated[
     str,
     AfterValidator(_check_digest),
-    WithJsonSchema({"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"}),
+    WithJsonSchema(
+        {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$", "x-circle-type": "digest"}
+    ),
 ]
 
 
@@ -217,9 +225,7 @@ def _parse_cpu(value: Any) -> Any:
     number = _number(value, "a CPU quantity such as 2, 0.5 or '500m'")
     if number is not None:
         if not 0 <= number <= MAX_CPU_CORES:  # also refuses NaN and infinities
-            raise ValueError(
-                f"invalid CPU quantity {value!r}: expected 0 to {MAX_CPU_CORES} cores"
-            )
+            raise ValueError(f"invalid CPU quantity {value!r}: expected 0 to {MAX_CPU_CORES} cores")
         millis = round(number * 1000)
         if abs(millis - number * 1000) > 1e-6:
             raise ValueError(
@@ -256,6 +262,7 @@ Cpu = Annotated[
                 {"type": "string", "pattern": r"^([0-9]+m|[0-9]+(\.[0-9]{1,3})?)$"},
             ],
             "description": "CPU cores (2, 0.5) or millicores ('500m')",
+            "x-circle-type": "cpu",
         }
     ),
 ]
@@ -301,6 +308,7 @@ Bytes = Annotated[
                 {"type": "string", "pattern": r"^[0-9]+(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"},
             ],
             "description": "bytes, with an optional unit: 512Mi, 2Gi, 500M",
+            "x-circle-type": "bytes",
         }
     ),
 ]
@@ -342,6 +350,7 @@ Duration = Annotated[
                 {"type": "string", "pattern": "^[0-9]+(s|m|h|d)$"},
             ],
             "description": "seconds, or a number with a unit: 30s, 5m, 2h, 7d",
+            "x-circle-type": "duration",
         }
     ),
 ]
@@ -397,6 +406,7 @@ SshPublicKey = Annotated[
             "type": "string",
             "pattern": "^ssh-ed25519 [A-Za-z0-9+/]+={0,2}( .*)?$",
             "description": "an OpenSSH Ed25519 public key line, as in id_ed25519.pub",
+            "x-circle-type": "ssh-public-key",
         }
     ),
 ]
