@@ -107,3 +107,24 @@ def test_unreadable_document_in_a_real_process(tmp_path: Path) -> None:
         "volumes/model-data.yaml:9:4: expected an integer, found the string 'six'"
     )
     assert result.stderr == ""
+
+
+def test_a_bug_is_one_line_and_exit_70_without_verbose(
+    circle: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last line of defence: even an unexpected exception shows no traceback."""
+
+    def broken(directory: Path) -> None:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr("reconciler.cli.validate.check_circle_dir", broken)
+
+    result = circle("validate", str(EXAMPLE))
+
+    assert result.code == 70
+    assert result.stderr == (
+        "circle: error: internal error: RuntimeError: simulated bug "
+        "(run with --verbose for details)\n"
+    )
+    with pytest.raises(RuntimeError, match="simulated bug"):
+        circle("--verbose", "validate", str(EXAMPLE))
