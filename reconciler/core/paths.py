@@ -1,10 +1,11 @@
 """Repository path patterns, as consensus rules and builds use them.
 
 `*` matches any characters except `/`, `?` one character except `/`, and a whole component
-`**` matches any number of components (none included): `workloads/**` matches
-`workloads/a.yaml` and `workloads/x/y.yaml`; `*.yaml` matches `circle.yaml` but not
-`nodes/a.yaml`. Unlike `fnmatch`, `*` never crosses `/`, and matching is exact (no case folding,
-no normalization): the paths compared are Git tree paths.
+`**` matches any number of components: `workloads/**` matches `workloads/a.yaml` and
+`workloads/x/y.yaml` (everything inside, not a file named `workloads`), `src/**/x.py` matches
+`src/x.py` too (zero components), and `*.yaml` matches `circle.yaml` but not `nodes/a.yaml`.
+Unlike `fnmatch`, `*` never crosses `/`, and matching is exact (no case folding, no
+normalization): the paths compared are Git tree paths.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Each is an `Annotated` type: validation turns the YAML spelling into one canonical value (CPU
 in millicores, memory in bytes, durations in seconds), serialization writes it back in the
-shortest exact spelling, and the JSON Schema says what an editor should accept.
+canonical spelling (the shortest exact one for bytes and durations; whole cores or millicores
+for CPU, as Kubernetes writes them), and the JSON Schema says what an editor should accept.
 """
 
 from __future__ import annotations
@@ -242,12 +243,17 @@ def _parse_cpu(value: Any) -> Any:
             f"invalid CPU quantity {value!r}: expected cores (2, 0.5) or millicores ('500m')"
         )
     if match.group(1) is not None:
-        return int(match.group(1))
-    whole, _, fraction = match.group(2).partition(".")
-    return int(whole) * 1000 + int((fraction + "000")[:3])
+        millis = int(match.group(1))
+    else:
+        whole, _, fraction = match.group(2).partition(".")
+        millis = int(whole) * 1000 + int((fraction + "000")[:3])
+    if millis > MAX_CPU_CORES * 1000:
+        raise ValueError(f"invalid CPU quantity {value!r}: expected 0 to {MAX_CPU_CORES} cores")
+    return millis
 
 
 def format_cpu(millis: int) -> str:
+    """Whole cores where exact (`2`), millicores otherwise (`1500m`): Kubernetes' spelling."""
     return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
 
 
@@ -272,8 +278,10 @@ def _parse_memory(value: Any) -> Any:
     """Bytes: `1073741824`, `"512Mi"`, `"2Gi"`, `"500M"`."""
     number = _number(value, "a byte quantity such as 512Mi or 2Gi")
     if number is not None:
-        if isinstance(number, float):
-            raise ValueError(f"invalid byte quantity {value!r}: expected a whole number of bytes")
+        if isinstance(number, float) or number < 0:
+            raise ValueError(
+                f"invalid byte quantity {value!r}: expected a whole number of bytes, 0 or more"
+            )
         return number
     if not isinstance(value, str):
         raise ValueError(f"expected a byte quantity such as 512Mi or 2Gi, found {describe(value)}")
@@ -287,14 +295,16 @@ def _parse_memory(value: Any) -> Any:
 
 
 def format_bytes(size: int) -> str:
-    """The shortest exact spelling of a byte count (`512Mi`, `3G`, `1000`)."""
-    if size == 0:
-        return "0"
-    for unit in ("Pi", "Ti", "Gi", "Mi", "Ki", "P", "T", "G", "M", "k"):
-        scale = _MEMORY_UNITS[unit]
-        if size % scale == 0:
-            return f"{size // scale}{unit}"
-    return str(size)
+    """The shortest exact spelling of a byte count (`512Mi`, `3G`, `1024k`, `1000`).
+
+    Ties go to binary units, the usual ones for memory.
+    """
+    spellings = [str(size)] + [
+        f"{size // scale}{unit}"
+        for unit, scale in _MEMORY_UNITS.items()
+        if unit is not None and size and size % scale == 0
+    ]
+    return min(spellings, key=lambda spelling: (len(spelling), not spelling.endswith("i")))
 
 
 Bytes = Annotated[
@@ -318,8 +328,8 @@ def _parse_duration(value: Any) -> Any:
     """Seconds: `30`, `"30s"`, `"5m"`, `"2h"`, `"7d"`."""
     number = _number(value, "a duration such as 30s, 5m, 2h or 7d")
     if number is not None:
-        if isinstance(number, float):
-            raise ValueError(f"invalid duration {value!r}: expected whole seconds")
+        if isinstance(number, float) or number < 0:
+            raise ValueError(f"invalid duration {value!r}: expected whole seconds, 0 or more")
         return number
     if not isinstance(value, str):
         raise ValueError(f"expected a duration such as 30s, 5m, 2h or 7d, found {describe(value)}")
