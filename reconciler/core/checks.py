@@ -14,7 +14,6 @@ from typing import Any
 from reconciler.core.paths import matches_any
 from reconciler.core.problems import DocPath, Finding, Severity
 from reconciler.model import (
-    AdmissionPolicy,
     Build,
     BuilderKind,
     Circle,
@@ -59,7 +58,6 @@ def duplicates(
                 path(index),
                 f"duplicate {what} {value!r} (also at item {first[value] + 1})",
                 "duplicate",
-                at_key=False,
             )
         else:
             first[value] = index
@@ -188,11 +186,6 @@ def _check_template(template: ConsensusTemplate) -> Iterator[Finding]:
             )
     if template.members.max is not None and template.members.max < template.members.min:
         yield Finding(("members", "max"), "members.max is below members.min", "template.members")
-
-
-@_check.register
-def _check_admission(policy: AdmissionPolicy) -> Iterator[Finding]:
-    return iter(())
 
 
 # -- Node ----------------------------------------------------------------------------------------
