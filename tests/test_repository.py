@@ -346,3 +346,19 @@ def test_describe_json_carries_every_document(circle: Callable[..., Result]) -> 
         "gpu": {"count": 1, "minMemory": "8Gi", "models": [], "optional": True},
     }
     assert state["circle"]["consensus"]["rules"][0]["name"] == "governance"
+
+
+def test_document_warning_is_reported_once_and_does_not_fail(
+    example: Path, circle: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    edit(example / "workloads/langid.yaml", "  timeout: 2s", "  timeout: 10s")
+    monkeypatch.chdir(example)
+
+    result = circle("validate")
+
+    assert result.stdout.splitlines()[:-1] == [
+        "workloads/langid.yaml:35:12: warning: health check timeout (10s) is not shorter than "
+        "its interval (10s)"
+    ]
+    assert result.code == 0
+    assert result.stdout.splitlines()[-1].endswith("; 1 warning")

@@ -10,6 +10,7 @@ run on the model and are located the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import types
 import typing
@@ -39,6 +40,7 @@ class Loaded(Generic[D]):
     document: D
     source: ParsedYaml
     sha256: str  # of the exact bytes read: what the Human Chain pins for circle.yaml
+    warnings: tuple[Problem, ...] = ()  # of the per-document checks
 
     def problem(self, finding: Finding, stage: Stage = Stage.REPOSITORY) -> Problem:
         mark = self.source.locate(finding.path, at_key=finding.at_key)
@@ -84,24 +86,11 @@ def parse_document(data: bytes, file: str, expected: Sequence[Kind]) -> Loaded[D
     except ValidationError as error:
         raise DocumentError(_validation_problems(error, source, file, kind.model)) from None
     loaded = Loaded(file, document, source, hashlib.sha256(data).hexdigest())
-    findings = list(checks.check_document(document))
-    errors = [
-        loaded.problem(finding, Stage.DOCUMENT)
-        for finding in findings
-        if finding.severity is Severity.ERROR
-    ]
+    problems = [loaded.problem(f, Stage.DOCUMENT) for f in checks.check_document(document)]
+    errors = [problem for problem in problems if problem.severity is Severity.ERROR]
     if errors:
         raise DocumentError(errors)
-    return loaded
-
-
-def document_warnings(loaded: Loaded[Document]) -> list[Problem]:
-    """The warnings of the per-document checks (errors stopped `parse_document` already)."""
-    return [
-        loaded.problem(finding, Stage.DOCUMENT)
-        for finding in checks.check_document(loaded.document)
-        if finding.severity is Severity.WARNING
-    ]
+    return dataclasses.replace(loaded, warnings=tuple(problems))
 
 
 def _kind_of(source: ParsedYaml, file: str, expected: Sequence[Kind]) -> Kind:

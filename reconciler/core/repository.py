@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from reconciler.core import admission
-from reconciler.core.documents import Loaded, document_warnings, parse_document
+from reconciler.core.documents import Loaded, parse_document
 from reconciler.core.problems import START, Finding, Problem, Severity, Stage, sort_key
 from reconciler.errors import DocumentError
 from reconciler.model import (
@@ -148,7 +148,7 @@ def analyse(
             problems.extend(error.problems)
             unreadable[kind.name].add(stem)
             continue
-        problems.extend(document_warnings(loaded))
+        problems.extend(loaded.warnings)
         name = getattr(loaded.document, "name", None)
         if kind.folder is not None and name != stem:
             problems.append(
