@@ -1,0 +1,62 @@
+"""The interface every storage backend offers, and the keys it accepts.
+
+A backend stores opaque blobs under keys. Keys are built by `qss.store` from hexadecimal ids
+and integers only (`s/<object id>/<share>/<segment>`, `m/<object id>/<version>`): a user's
+object name never becomes a key, a path or a URL. Every backend checks keys with `check_key`
+anyway, so a bug upstream cannot turn into a path traversal.
+
+Every `put` is atomic: a reader sees the old value, the new value, or nothing; never part of
+one. `delete` is idempotent. Errors are `BlobNotFound` (no such key), `BackendUnavailable`
+(cannot reach it: network, connection refused, disk gone) and `BackendError` (anything else).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from qss.errors import BackendError
+
+KEY = re.compile(r"[a-z0-9]+(/[a-z0-9][a-z0-9.-]{0,127}){0,8}")
+MAX_KEY = 512
+
+
+def check_key(key: str) -> str:
+    """`key` if it is a valid blob key: lowercase letters, digits, '.', '-' and '/' separators,
+    no empty, '.' or '..' components. Raises BackendError otherwise."""
+    if len(key) > MAX_KEY or not KEY.fullmatch(key) or ".." in key.split("/"):
+        raise BackendError(f"invalid blob key {key[:80]!r}")
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class BackendInfo:
+    url: str
+    kind: str  # "dir", "redis", "http"
+    free_bytes: int | None  # None where the backend cannot tell
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A place to keep blobs. `name` and `failure_domain` are what placement reasons about."""
+
+    name: str
+    failure_domain: str
+
+    def put(self, key: str, data: bytes) -> None: ...
+
+    def get(self, key: str) -> bytes: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Every key that starts with `prefix`, in no particular order."""
+        ...
+
+    def info(self) -> BackendInfo: ...
+
+    def close(self) -> None: ...

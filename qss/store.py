@@ -1,0 +1,599 @@
+"""Put, get, scrub, repair and remove objects over a set of backends: the imperative shell.
+
+Blob keys (built here from hex and integers only, never from an object's name):
+
+    s/<object nonce>/<share>/<segment>   one erasure-coded block
+    m/<object id>/<version>              a manifest version, on every backend holding a share
+
+Shares live under the object's random nonce because the object id (the hash of the manifest
+content, share hashes included) is only known once every segment is encoded; the nonce is part
+of that content, so the id still pins it.
+
+A put encodes segments in a thread pool (zfec and AES-GCM release the GIL) with a bounded
+number in flight, so memory stays a few segments whatever the object's size, then commits the
+manifest. A get verifies every block's hash before decoding, falls through to other shares on
+a missing, corrupt or unreachable one, and writes the output through a temporary file that is
+renamed only when every segment authenticated. Repair needs no data key.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from threading import Lock
+from typing import TypeVar
+
+from qss.backends.base import Backend
+from qss.codec import (
+    DEFAULT_SEGMENT,
+    KEY_BYTES,
+    NONCE_PREFIX_BYTES,
+    OBJECT_NONCE_BYTES,
+    ObjectLayout,
+    SegmentCodec,
+    key_id,
+    share_hash,
+    unwrap_key,
+    wrap_key,
+)
+from qss.errors import (
+    BackendError,
+    BlobNotFound,
+    DecryptionError,
+    IntegrityError,
+    ManifestError,
+    NotEnoughShares,
+    ObjectNotFound,
+    PlacementError,
+    StorageError,
+)
+from qss.manifest import Content, Manifest, Placement, decode
+from qss.placement import Site, place, replacements, spread_warnings
+
+T = TypeVar("T")
+Progress = Callable[[int], None]
+
+
+def share_key(manifest_or_nonce: Manifest | bytes, share: int, segment: int) -> str:
+    nonce = (
+        manifest_or_nonce.content.object_nonce
+        if isinstance(manifest_or_nonce, Manifest)
+        else manifest_or_nonce
+    )
+    return f"s/{nonce.hex()}/{share}/{segment}"
+
+
+def manifest_key(object_id: str, version: int) -> str:
+    return f"m/{object_id}/{version:010d}"
+
+
+class ShareStatus(enum.StrEnum):
+    HEALTHY = "healthy"
+    MISSING = "missing"
+    CORRUPT = "corrupt"
+    UNREACHABLE = "unreachable"
+
+
+# When a share has several problems, the worst one names it.
+_SEVERITY = [ShareStatus.HEALTHY, ShareStatus.MISSING, ShareStatus.CORRUPT, ShareStatus.UNREACHABLE]
+
+
+@dataclass(frozen=True, slots=True)
+class ShareProblem:
+    share: int
+    backend: str
+    segment: int
+    status: ShareStatus
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ShareHealth:
+    share: int
+    backend: str
+    failure_domain: str
+    status: ShareStatus
+    bad_segments: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectHealth:
+    manifest: Manifest
+    shares: tuple[ShareHealth, ...]
+
+    @property
+    def healthy(self) -> int:
+        return sum(1 for share in self.shares if share.status is ShareStatus.HEALTHY)
+
+    @property
+    def margin(self) -> int:
+        """Healthy shares beyond the k needed: how many more may be lost."""
+        return self.healthy - self.manifest.content.k
+
+    @property
+    def lost(self) -> list[int]:
+        return [s.share for s in self.shares if s.status is not ShareStatus.HEALTHY]
+
+
+@dataclass(frozen=True)
+class PutResult:
+    manifest: Manifest
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GetResult:
+    manifest: Manifest
+    problems: tuple[ShareProblem, ...]  # shares that failed on the way: candidates for repair
+
+
+@dataclass(frozen=True)
+class RepairResult:
+    before: ObjectHealth
+    manifest: Manifest
+    repaired: dict[int, Site] = field(default_factory=dict)
+
+
+class Store:
+    """Objects over `backends`. Thread-safe backends are required (all shipped ones are)."""
+
+    def __init__(self, backends: Sequence[Backend], *, workers: int = 2) -> None:
+        names = [backend.name for backend in backends]
+        if len(set(names)) != len(names):
+            raise PlacementError(f"backend names must be distinct: {sorted(names)}")
+        if workers < 1:
+            raise StorageError("workers must be at least 1")
+        self.backends = {backend.name: backend for backend in backends}
+        self.workers = workers
+        self._latency: dict[str, float] = dict.fromkeys(self.backends, 0.0)
+        self._latency_lock = Lock()
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def sites(self) -> list[Site]:
+        return [Site(b.name, b.failure_domain) for b in self.backends.values()]
+
+    def _timed_get(self, backend: Backend, key: str) -> bytes:
+        started = time.perf_counter()
+        try:
+            return backend.get(key)
+        finally:
+            elapsed = time.perf_counter() - started
+            with self._latency_lock:  # a moving average: fastest backends are asked first
+                self._latency[backend.name] = 0.8 * self._latency[backend.name] + 0.2 * elapsed
+
+    def _pipeline(
+        self, tasks: Iterable[Callable[[], T]], *, pool: ThreadPoolExecutor
+    ) -> Iterator[T]:
+        """Run tasks on the pool with at most 2 x workers in flight; results in task order."""
+        pending: deque[Future[T]] = deque()
+        try:
+            for task in tasks:
+                pending.append(pool.submit(task))
+                while len(pending) >= 2 * self.workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+    # -- put -------------------------------------------------------------------------------------
+
+    def put(
+        self,
+        path: Path,
+        *,
+        storage_key: bytes,
+        k: int,
+        n: int,
+        name: str | None = None,
+        segment_size: int = DEFAULT_SEGMENT,
+        progress: Progress | None = None,
+    ) -> PutResult:
+        """Store the file at `path`; returns its manifest (whose `object_id` names it)."""
+        if len(storage_key) != KEY_BYTES:
+            raise DecryptionError(f"the storage key must be {KEY_BYTES} bytes")
+        placement = place(n, self.sites())
+        with open(path, "rb") as source:
+            size = os.fstat(source.fileno()).st_size
+            layout = ObjectLayout(
+                size,
+                segment_size,
+                k,
+                n,
+                secrets.token_bytes(OBJECT_NONCE_BYTES),
+                secrets.token_bytes(NONCE_PREFIX_BYTES),
+            )
+            data_key = secrets.token_bytes(KEY_BYTES)
+            codec = SegmentCodec(layout, data_key)
+
+            def segments() -> Iterator[Callable[[], tuple[str, ...]]]:
+                for index in range(layout.segment_count):
+                    plaintext = source.read(layout.plain_length(index))
+                    if len(plaintext) != layout.plain_length(index):
+                        raise StorageError(f"{path} changed while it was being stored")
+                    yield partial(
+                        self._encode_and_write, codec, index, plaintext, placement, progress
+                    )
+
+            try:
+                with ThreadPoolExecutor(self.workers, thread_name_prefix="qss-put") as pool:
+                    hashes = tuple(self._pipeline(segments(), pool=pool))
+            except BaseException:
+                self._delete_shares(layout.object_nonce)
+                raise
+        content = Content(
+            name=name or path.name,
+            size=size,
+            segment_size=segment_size,
+            k=k,
+            n=n,
+            object_nonce=layout.object_nonce,
+            nonce_prefix=layout.nonce_prefix,
+            key_id=key_id(storage_key),
+            wrapped_key=wrap_key(storage_key, data_key),
+            shares=hashes,
+        )
+        manifest = Manifest(
+            content,
+            tuple(
+                Placement(share, site.backend, site.failure_domain)
+                for share, site in placement.items()
+            ),
+        )
+        self._write_manifest(manifest)
+        return PutResult(manifest, tuple(spread_warnings(placement, k)))
+
+    def _encode_and_write(
+        self,
+        codec: SegmentCodec,
+        index: int,
+        plaintext: bytes,
+        placement: dict[int, Site],
+        progress: Progress | None,
+    ) -> tuple[str, ...]:
+        segment = codec.encode(index, plaintext)
+        nonce = codec.layout.object_nonce
+        for share, block in enumerate(segment.blocks):
+            self.backends[placement[share].backend].put(share_key(nonce, share, index), block)
+        if progress is not None:
+            progress(len(plaintext))
+        return segment.hashes
+
+    def _delete_shares(self, nonce: bytes) -> None:
+        """Best effort: remove the shares of an object whose put failed."""
+        for backend in self.backends.values():
+            try:
+                for key in list(backend.list(f"s/{nonce.hex()}/")):
+                    backend.delete(key)
+            except BackendError:
+                continue
+
+    def _write_manifest(self, manifest: Manifest) -> None:
+        data = manifest.encode()
+        key = manifest_key(manifest.object_id, manifest.version)
+        written = 0
+        failures = []
+        for backend_name in sorted({p.backend for p in manifest.placement}):
+            backend = self.backends.get(backend_name)
+            if backend is None:
+                continue
+            try:
+                backend.put(key, data)
+                written += 1
+            except BackendError as error:
+                failures.append(f"{backend_name}: {error}")
+        if written == 0:
+            raise BackendError(
+                f"the manifest of {manifest.object_id[:16]} could not be written anywhere: "
+                + "; ".join(failures)
+            )
+
+    # -- manifests -------------------------------------------------------------------------------
+
+    def find_manifest(self, object_id: str) -> Manifest:
+        """The newest valid manifest of `object_id` on any backend."""
+        versions: dict[int, list[Backend]] = {}
+        for backend in self.backends.values():
+            try:
+                keys = list(backend.list(f"m/{object_id}/"))
+            except BackendError:
+                continue
+            for key in keys:
+                suffix = key.rsplit("/", 1)[1]
+                if suffix.isdigit():
+                    versions.setdefault(int(suffix), []).append(backend)
+        refusals = []
+        for version in sorted(versions, reverse=True):
+            for backend in versions[version]:
+                try:
+                    data = backend.get(manifest_key(object_id, version))
+                    return decode(data, expected_id=object_id)
+                except (ManifestError, BackendError) as error:
+                    refusals.append(f"{backend.name} v{version}: {error}")
+        detail = f" ({'; '.join(refusals)})" if refusals else ""
+        raise ObjectNotFound(f"no backend holds a valid manifest of object {object_id}{detail}")
+
+    def object_ids(self) -> set[str]:
+        ids: set[str] = set()
+        for backend in self.backends.values():
+            try:
+                ids.update(key.split("/")[1] for key in backend.list("m/"))
+            except BackendError:
+                continue
+        return ids
+
+    def resolve(self, prefix: str) -> str:
+        """The one object id that starts with `prefix` (8 or more hex digits)."""
+        if len(prefix) == 64:
+            return prefix
+        if len(prefix) < 8 or any(c not in "0123456789abcdef" for c in prefix):
+            raise ObjectNotFound(
+                f"{prefix!r} is not an object id (64 hex digits, or 8+ to abbreviate)"
+            )
+        found = sorted(oid for oid in self.object_ids() if oid.startswith(prefix))
+        if len(found) != 1:
+            what = "no object" if not found else f"{len(found)} objects"
+            raise ObjectNotFound(f"{what} with an id starting {prefix}")
+        return found[0]
+
+    def list_objects(self) -> list[Manifest]:
+        manifests = []
+        for object_id in sorted(self.object_ids()):
+            try:
+                manifests.append(self.find_manifest(object_id))
+            except ObjectNotFound:
+                continue
+        return manifests
+
+    # -- get -------------------------------------------------------------------------------------
+
+    def get(
+        self,
+        object_id: str,
+        out: Path,
+        *,
+        storage_key: bytes,
+        progress: Progress | None = None,
+    ) -> GetResult:
+        """Write the object to `out` (atomically: all of it, verified, or nothing)."""
+        manifest = self.find_manifest(object_id)
+        content = manifest.content
+        if key_id(storage_key) != content.key_id:
+            raise DecryptionError(
+                f"object {object_id[:16]} is encrypted for storage key {content.key_id}; "
+                f"the key given is {key_id(storage_key)}"
+            )
+        codec = SegmentCodec(content.layout, unwrap_key(storage_key, content.wrapped_key))
+        problems: list[ShareProblem] = []
+        temporary = out.parent / f".{out.name}.qss-{secrets.token_hex(6)}.part"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            with (
+                os.fdopen(fd, "wb") as sink,
+                ThreadPoolExecutor(self.workers, thread_name_prefix="qss-get") as pool,
+            ):
+                tasks = (
+                    partial(self._read_segment, manifest, codec, index, problems)
+                    for index in range(content.layout.segment_count)
+                )
+                for plaintext in self._pipeline(tasks, pool=pool):
+                    sink.write(plaintext)
+                    if progress is not None:
+                        progress(len(plaintext))
+                sink.flush()
+                os.fsync(sink.fileno())
+            os.replace(temporary, out)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        return GetResult(manifest, tuple(problems))
+
+    def _candidates(self, manifest: Manifest) -> list[Placement]:
+        """Shares in the order to ask for them: primary shares (cheapest to decode) first,
+        then by how fast their backend has answered."""
+        k = manifest.content.k
+        with self._latency_lock:
+            latency = dict(self._latency)
+        return sorted(
+            manifest.placement,
+            key=lambda p: (p.share >= k, latency.get(p.backend, float("inf")), p.share),
+        )
+
+    def _fetch_verified(
+        self, manifest: Manifest, index: int, problems: list[ShareProblem], needed: int
+    ) -> dict[int, bytes]:
+        expected = manifest.content.shares[index]
+        blocks: dict[int, bytes] = {}
+        for placement in self._candidates(manifest):
+            if len(blocks) == needed:
+                break
+            backend = self.backends.get(placement.backend)
+            if backend is None:
+                problems.append(
+                    ShareProblem(
+                        placement.share,
+                        placement.backend,
+                        index,
+                        ShareStatus.UNREACHABLE,
+                        "not configured",
+                    )
+                )
+                continue
+            try:
+                block = self._timed_get(backend, share_key(manifest, placement.share, index))
+            except BlobNotFound:
+                problems.append(
+                    ShareProblem(placement.share, backend.name, index, ShareStatus.MISSING)
+                )
+                continue
+            except BackendError as error:
+                problems.append(
+                    ShareProblem(
+                        placement.share, backend.name, index, ShareStatus.UNREACHABLE, str(error)
+                    )
+                )
+                continue
+            if share_hash(block) != expected[placement.share]:
+                problems.append(
+                    ShareProblem(placement.share, backend.name, index, ShareStatus.CORRUPT)
+                )
+                continue
+            blocks[placement.share] = block
+        if len(blocks) < needed:
+            failed = sorted(
+                {(p.share, p.backend, p.status.value) for p in problems if p.segment == index}
+            )
+            named = ", ".join(
+                f"share {share} on {backend} ({status})" for share, backend, status in failed
+            )
+            raise NotEnoughShares(
+                f"object {manifest.object_id[:16]} segment {index}: {len(blocks)} of the "
+                f"{needed} shares needed could be read; lost: {named or 'none named'}"
+            )
+        return blocks
+
+    def _read_segment(
+        self, manifest: Manifest, codec: SegmentCodec, index: int, problems: list[ShareProblem]
+    ) -> bytes:
+        blocks = self._fetch_verified(manifest, index, problems, manifest.content.k)
+        return codec.decode(index, blocks)
+
+    # -- scrub and repair ------------------------------------------------------------------------
+
+    def scrub(self, object_id: str) -> ObjectHealth:
+        """Read and hash-check every block of every share of the object."""
+        manifest = self.find_manifest(object_id)
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="qss-scrub") as pool:
+            shares = list(pool.map(lambda p: self._check_share(manifest, p), manifest.placement))
+        return ObjectHealth(manifest, tuple(sorted(shares, key=lambda s: s.share)))
+
+    def _check_share(self, manifest: Manifest, placement: Placement) -> ShareHealth:
+        backend = self.backends.get(placement.backend)
+        status = ShareStatus.HEALTHY
+        bad: list[int] = []
+        if backend is None:
+            return ShareHealth(
+                placement.share,
+                placement.backend,
+                placement.failure_domain,
+                ShareStatus.UNREACHABLE,
+            )
+        for index, expected in enumerate(manifest.content.shares):
+            try:
+                block = backend.get(share_key(manifest, placement.share, index))
+                found = (
+                    ShareStatus.HEALTHY
+                    if share_hash(block) == expected[placement.share]
+                    else ShareStatus.CORRUPT
+                )
+            except BlobNotFound:
+                found = ShareStatus.MISSING
+            except BackendError:
+                return ShareHealth(
+                    placement.share,
+                    placement.backend,
+                    placement.failure_domain,
+                    ShareStatus.UNREACHABLE,
+                )
+            if found is not ShareStatus.HEALTHY:
+                bad.append(index)
+                status = max(status, found, key=_SEVERITY.index)
+        return ShareHealth(
+            placement.share, placement.backend, placement.failure_domain, status, tuple(bad)
+        )
+
+    def repair(
+        self,
+        object_id: str,
+        health: ObjectHealth | None = None,
+        *,
+        progress: Progress | None = None,
+    ) -> RepairResult:
+        """Re-create every share that is not healthy from any k healthy ones, without the data
+        key, on backends that hold no share of the object yet (or in place when none is left),
+        and commit a new manifest version. Safe to run again after an interruption."""
+        health = health or self.scrub(object_id)
+        manifest = health.manifest
+        lost = health.lost
+        if not lost:
+            return RepairResult(health, manifest)
+        content = manifest.content
+        if health.healthy < content.k:
+            raise NotEnoughShares(
+                f"object {object_id[:16]}: {health.healthy} healthy shares, {content.k} needed; "
+                "it cannot be repaired"
+            )
+        unreachable = {s.backend for s in health.shares if s.status is ShareStatus.UNREACHABLE}
+        available = [site for site in self.sites() if site.backend not in unreachable]
+        current = {p.share: Site(p.backend, p.failure_domain) for p in manifest.placement}
+        targets = replacements(current, lost, available)
+        codec = SegmentCodec(content.layout, None)
+        healthy_only = Manifest(
+            content,
+            tuple(p for p in manifest.placement if p.share not in lost),
+            manifest.version,
+            manifest.supersedes,
+        )
+
+        def rebuild(index: int) -> int:
+            problems: list[ShareProblem] = []
+            blocks = self._fetch_verified(healthy_only, index, problems, content.k)
+            rebuilt = codec.rebuild(index, blocks, sorted(targets))
+            for share, block in zip(sorted(targets), rebuilt, strict=True):
+                if share_hash(block) != content.shares[index][share]:
+                    raise IntegrityError(
+                        f"segment {index}: rebuilt share {share} does not match its hash"
+                    )
+                self.backends[targets[share].backend].put(share_key(manifest, share, index), block)
+            if progress is not None:
+                progress(content.layout.plain_length(index))
+            return index
+
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="qss-repair") as pool:
+            tasks = (partial(rebuild, index) for index in range(content.layout.segment_count))
+            for _ in self._pipeline(tasks, pool=pool):
+                pass
+        sites = {share: targets.get(share, current[share]) for share in range(content.n)}
+        moved = manifest.moved(
+            tuple(Placement(share, s.backend, s.failure_domain) for share, s in sites.items())
+        )
+        self._write_manifest(moved)
+        # Shares moved away from a backend that still answers are stale copies now.
+        for share, site in targets.items():
+            old = current[share]
+            if (
+                old.backend != site.backend
+                and old.backend in self.backends
+                and old.backend not in unreachable
+            ):
+                for index in range(content.layout.segment_count):
+                    try:
+                        self.backends[old.backend].delete(share_key(manifest, share, index))
+                    except BackendError:
+                        break
+        return RepairResult(health, moved, targets)
+
+    # -- remove ----------------------------------------------------------------------------------
+
+    def remove(self, object_id: str) -> Manifest:
+        """Delete every share and manifest of the object from every backend."""
+        manifest = self.find_manifest(object_id)
+        for backend in self.backends.values():
+            try:
+                for key in list(backend.list(f"s/{manifest.content.object_nonce.hex()}/")):
+                    backend.delete(key)
+                for key in list(backend.list(f"m/{object_id}/")):
+                    backend.delete(key)
+            except BackendError:
+                continue
+        return manifest

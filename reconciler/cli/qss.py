@@ -1,0 +1,419 @@
+"""`circle qss`: Quantum Safe Storage from the command line.
+
+Backends come from `--backend [NAME[@DOMAIN]=]URL` (repeatable; `dir:/path`,
+`redis://host:port/db`, `http://host:port`) or from a `Volume` of a circle repository
+(`--volume NAME [--repo DIR]`), which also gives k, n and the segment size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from qss.backends import open_backend
+from qss.backends.base import Backend
+from qss.codec import DEFAULT_SEGMENT
+from qss.errors import InvalidParameters, PlacementError, StorageError
+from qss.keys import KeyFileError, generate_key_file, read_key_file
+from qss.manifest import Manifest
+from qss.store import ObjectHealth, ShareStatus, Store
+from reconciler.adapters.circle_dir import check_circle_dir
+from reconciler.cli.context import output_option, settings
+from reconciler.cli.render import plural, print_json, stderr, stdout
+from reconciler.errors import CheckFailed, InputError
+from reconciler.model.types import format_bytes
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_K = 4
+DEFAULT_N = 6
+
+
+@contextlib.contextmanager
+def storage_errors() -> Iterator[None]:
+    """Storage errors as the CLI reports them: bad input exits 2, a failed check 1."""
+    try:
+        yield
+    except (InvalidParameters, PlacementError, KeyFileError) as error:
+        raise InputError(str(error)) from error
+    except StorageError as error:
+        raise CheckFailed(str(error)) from error
+
+
+@dataclass(frozen=True)
+class Target:
+    store: Store
+    k: int
+    n: int
+    segment_size: int
+
+
+def parse_backend(spec: str) -> Backend:
+    """`[NAME[@DOMAIN]=]URL` -> an open backend."""
+    label, separator, url = spec.partition("=")
+    if not separator or "://" in label or label.startswith("dir:"):
+        label, url = "", spec
+    name, _, domain = label.partition("@")
+    return open_backend(url, name=name or None, failure_domain=domain or None)
+
+
+def backend_options(function: F) -> F:
+    options = [
+        click.option(
+            "--backend",
+            "-b",
+            "backends",
+            multiple=True,
+            metavar="[NAME[@DOMAIN]=]URL",
+            help="A backend: dir:/path, redis://host:port/db or http://host:port. Repeat it.",
+        ),
+        click.option("--volume", help="Use the backends, k and n of this Volume of a circle."),
+        click.option(
+            "--repo",
+            type=click.Path(path_type=Path, file_okay=False),
+            default=Path("."),
+            show_default=True,
+            help="The circle repository holding --volume.",
+        ),
+        click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def open_target(backends: tuple[str, ...], volume: str | None, repo: Path, workers: int) -> Target:
+    if volume and backends:
+        raise InputError("give --volume or --backend, not both")
+    if volume:
+        report = check_circle_dir(repo)
+        loaded = report.state.volumes.get(volume)
+        if loaded is None:
+            known = ", ".join(sorted(report.state.volumes)) or "none"
+            raise InputError(f"{repo}: no valid volume {volume!r} (volumes: {known})")
+        document = loaded.document
+        opened = []
+        for backend in document.backends:
+            node = report.state.nodes.get(backend.node) if backend.node else None
+            domain = backend.failure_domain or (node.document.failure_domain if node else None)
+            opened.append(open_backend(backend.url, name=backend.name, failure_domain=domain))
+        return Target(Store(opened, workers=workers), document.k, document.n, document.segment_size)
+    if not backends:
+        raise InputError("no backends: give --backend URL (repeatable) or --volume NAME")
+    opened = [parse_backend(spec) for spec in backends]
+    return Target(Store(opened, workers=workers), DEFAULT_K, DEFAULT_N, DEFAULT_SEGMENT)
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        disable=not enabled or not stderr.is_terminal,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda size: progress.advance(task, size)
+
+
+def manifest_json(manifest: Manifest) -> dict[str, Any]:
+    content = manifest.content
+    return {
+        "objectId": manifest.object_id,
+        "name": content.name,
+        "size": content.size,
+        "k": content.k,
+        "n": content.n,
+        "segmentSize": content.segment_size,
+        "version": manifest.version,
+        "keyId": content.key_id,
+        "placement": [
+            {"share": p.share, "backend": p.backend, "failureDomain": p.failure_domain}
+            for p in manifest.placement
+        ],
+    }
+
+
+@click.group("qss")
+def group() -> None:
+    """Quantum Safe Storage: encrypted, erasure-coded, dispersed, self-repairing objects."""
+
+
+@group.command("keygen")
+@click.argument("keyfile", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite an existing key file.")
+@output_option
+def keygen(keyfile: Path, force: bool, output: str | None) -> int:
+    """Write a new random storage key to KEYFILE (mode 0600)."""
+    with storage_errors():
+        identity = generate_key_file(keyfile, overwrite=force)
+    if settings(output).json:
+        print_json({"keyFile": str(keyfile), "keyId": identity})
+    else:
+        stdout.print(f"{keyfile}: storage key {identity}", markup=False)
+    return 0
+
+
+@group.command("put")
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--key", "keyfile", type=click.Path(path_type=Path), required=True)
+@click.option("-k", "k", type=int, help="Shares needed to read (default: the volume's, or 4).")
+@click.option("-n", "n", type=int, help="Shares written (default: the volume's, or 6).")
+@click.option("--name", help="The object's name (default: the file name).")
+@backend_options
+@output_option
+def put(
+    path: Path,
+    keyfile: Path,
+    k: int | None,
+    n: int | None,
+    name: str | None,
+    backends: tuple[str, ...],
+    volume: str | None,
+    repo: Path,
+    workers: int,
+    output: str | None,
+) -> int:
+    """Encrypt, erasure-code and spread the file PATH; print its object id."""
+    as_json = settings(output).json
+    with storage_errors():
+        storage_key = read_key_file(keyfile)
+        target = open_target(backends, volume, repo, workers)
+        size = path.stat().st_size
+        with progress_bar(f"put {path.name}", size, not as_json) as advance:
+            result = target.store.put(
+                path,
+                storage_key=storage_key,
+                k=k or target.k,
+                n=n or target.n,
+                name=name,
+                segment_size=target.segment_size,
+                progress=advance,
+            )
+    if as_json:
+        print_json({**manifest_json(result.manifest), "warnings": list(result.warnings)})
+    else:
+        for warning in result.warnings:
+            stderr.print(f"warning: {warning}", markup=False)
+        stdout.print(result.manifest.object_id, markup=False)
+    return 0
+
+
+@group.command("get")
+@click.argument("object_id")
+@click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--key", "keyfile", type=click.Path(path_type=Path), required=True)
+@backend_options
+@output_option
+def get(
+    object_id: str,
+    out: Path,
+    keyfile: Path,
+    backends: tuple[str, ...],
+    volume: str | None,
+    repo: Path,
+    workers: int,
+    output: str | None,
+) -> int:
+    """Read object OBJECT_ID (or a unique prefix of 8+ digits) into the file OUT."""
+    as_json = settings(output).json
+    with storage_errors():
+        storage_key = read_key_file(keyfile)
+        target = open_target(backends, volume, repo, workers)
+        resolved = target.store.resolve(object_id)
+        manifest = target.store.find_manifest(resolved)
+        with progress_bar(
+            f"get {manifest.content.name}", manifest.content.size, not as_json
+        ) as advance:
+            result = target.store.get(resolved, out, storage_key=storage_key, progress=advance)
+    damaged = sorted({(p.share, p.backend, p.status.value) for p in result.problems})
+    if as_json:
+        print_json(
+            {
+                **manifest_json(result.manifest),
+                "out": str(out),
+                "needsRepair": [
+                    {"share": share, "backend": backend, "status": status}
+                    for share, backend, status in damaged
+                ],
+            }
+        )
+    else:
+        for share, backend, status in damaged:
+            stderr.print(f"warning: share {share} on {backend} is {status}", markup=False)
+        if damaged:
+            stderr.print(
+                f"run `circle qss scrub --repair {resolved[:16]}` to restore it", markup=False
+            )
+        stdout.print(f"{out}: {result.manifest.content.size} bytes written", markup=False)
+    return 0
+
+
+@group.command("ls")
+@backend_options
+@output_option
+def ls(
+    backends: tuple[str, ...], volume: str | None, repo: Path, workers: int, output: str | None
+) -> int:
+    """List the objects the backends hold."""
+    with storage_errors():
+        manifests = open_target(backends, volume, repo, workers).store.list_objects()
+    if settings(output).json:
+        print_json([manifest_json(m) for m in manifests])
+        return 0
+    table = Table("object", "name", "size", "k-of-n", "version")
+    for manifest in manifests:
+        content = manifest.content
+        table.add_row(
+            manifest.object_id[:16],
+            content.name,
+            format_bytes(content.size),
+            f"{content.k}-of-{content.n}",
+            str(manifest.version),
+        )
+    stdout.print(table)
+    return 0
+
+
+def _health_json(health: ObjectHealth) -> dict[str, Any]:
+    return {
+        "objectId": health.manifest.object_id,
+        "name": health.manifest.content.name,
+        "k": health.manifest.content.k,
+        "n": health.manifest.content.n,
+        "healthy": health.healthy,
+        "margin": health.margin,
+        "shares": [
+            {
+                "share": s.share,
+                "backend": s.backend,
+                "failureDomain": s.failure_domain,
+                "status": s.status.value,
+                "badSegments": list(s.bad_segments),
+            }
+            for s in health.shares
+        ],
+    }
+
+
+@group.command("scrub")
+@click.argument("object_id", required=False)
+@click.option("--repair", is_flag=True, help="Re-create every share that is not healthy.")
+@backend_options
+@output_option
+def scrub(
+    object_id: str | None,
+    repair: bool,
+    backends: tuple[str, ...],
+    volume: str | None,
+    repo: Path,
+    workers: int,
+    output: str | None,
+) -> int:
+    """Check every share of OBJECT_ID (default: of every object); with --repair, restore them.
+
+    Exits 1 when an object is left with a share that is not healthy.
+    """
+    as_json = settings(output).json
+    results = []
+    with storage_errors():
+        store = open_target(backends, volume, repo, workers).store
+        ids = [store.resolve(object_id)] if object_id else sorted(store.object_ids())
+        for oid in ids:
+            health = store.scrub(oid)
+            after = health
+            repaired = {}
+            if repair and health.lost:
+                manifest = health.manifest
+                with progress_bar(
+                    f"repair {manifest.content.name}", manifest.content.size, not as_json
+                ) as advance:
+                    result = store.repair(oid, health, progress=advance)
+                repaired = {share: site.backend for share, site in result.repaired.items()}
+                after = store.scrub(oid)
+            results.append((health, repaired, after))
+    unhealthy = [after for _, _, after in results if after.lost]
+    if as_json:
+        print_json(
+            [
+                {
+                    **_health_json(before),
+                    "repaired": {str(share): backend for share, backend in repaired.items()},
+                    "after": _health_json(after) if repaired else None,
+                }
+                for before, repaired, after in results
+            ]
+        )
+        return 1 if unhealthy else 0
+    for before, repaired, after in results:
+        content = before.manifest.content
+        counts = dict.fromkeys(ShareStatus, 0)
+        for share in before.shares:
+            counts[share.status] += 1
+        summary = ", ".join(f"{count} {status.value}" for status, count in counts.items() if count)
+        stdout.print(
+            f"{before.manifest.object_id[:16]} {content.name}: {content.k}-of-{content.n}, "
+            f"{summary}; margin {before.margin}",
+            markup=False,
+        )
+        for share in before.shares:
+            if share.status is not ShareStatus.HEALTHY:
+                stdout.print(
+                    f"  share {share.share} on {share.backend} ({share.failure_domain}): "
+                    f"{share.status.value}",
+                    markup=False,
+                )
+        if repaired:
+            moved = ", ".join(
+                f"share {share} -> {backend}" for share, backend in sorted(repaired.items())
+            )
+            stdout.print(
+                f"  repaired: {moved}; now {after.healthy} of {content.n} healthy, "
+                f"manifest version {after.manifest.version}",
+                markup=False,
+            )
+    stdout.print(
+        f"{plural(len(results), 'object')} scrubbed, {len(unhealthy)} not fully healthy",
+        markup=False,
+    )
+    return 1 if unhealthy else 0
+
+
+@group.command("rm")
+@click.argument("object_id")
+@backend_options
+@output_option
+def rm(
+    object_id: str,
+    backends: tuple[str, ...],
+    volume: str | None,
+    repo: Path,
+    workers: int,
+    output: str | None,
+) -> int:
+    """Delete object OBJECT_ID: every share and manifest on every backend."""
+    with storage_errors():
+        store = open_target(backends, volume, repo, workers).store
+        manifest = store.remove(store.resolve(object_id))
+    if settings(output).json:
+        print_json({"removed": manifest.object_id, "name": manifest.content.name})
+    else:
+        stdout.print(f"removed {manifest.object_id[:16]} {manifest.content.name}", markup=False)
+    return 0
