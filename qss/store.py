@@ -18,6 +18,7 @@ renamed only when every segment authenticated. Repair needs no data key.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import secrets
@@ -37,6 +38,7 @@ from qss.codec import (
     KEY_BYTES,
     NONCE_PREFIX_BYTES,
     OBJECT_NONCE_BYTES,
+    EncodedSegment,
     ObjectLayout,
     SegmentCodec,
     key_id,
@@ -216,19 +218,35 @@ class Store:
             data_key = secrets.token_bytes(KEY_BYTES)
             codec = SegmentCodec(layout, data_key)
 
-            def segments() -> Iterator[Callable[[], tuple[str, ...]]]:
+            def segments() -> Iterator[Callable[[], EncodedSegment]]:
                 for index in range(layout.segment_count):
                     plaintext = source.read(layout.plain_length(index))
                     if len(plaintext) != layout.plain_length(index):
                         raise StorageError(f"{path} changed while it was being stored")
-                    yield partial(
-                        self._encode_and_write, codec, index, plaintext, placement, progress
-                    )
+                    yield partial(codec.encode, index, plaintext)
 
+            # Two stages, so that writing one segment's blocks overlaps encoding the next:
+            # `workers` threads encode, as many write; each stage holds a bounded number of
+            # segments, which bounds memory whatever the object's size.
+            writes: deque[Future[None]] = deque()
+            hashes: list[tuple[str, ...]] = []
             try:
-                with ThreadPoolExecutor(self.workers, thread_name_prefix="qss-put") as pool:
-                    hashes = tuple(self._pipeline(segments(), pool=pool))
+                with (
+                    ThreadPoolExecutor(self.workers, thread_name_prefix="qss-encode") as cpu,
+                    ThreadPoolExecutor(self.workers, thread_name_prefix="qss-write") as io,
+                ):
+                    for segment in self._pipeline(segments(), pool=cpu):
+                        hashes.append(segment.hashes)
+                        writes.append(io.submit(self._write_segment, segment, layout, placement))
+                        while len(writes) > 2 * self.workers:
+                            writes.popleft().result()
+                        if progress is not None:
+                            progress(layout.plain_length(segment.index))
+                    while writes:
+                        writes.popleft().result()
             except BaseException:
+                for pending in writes:
+                    pending.cancel()
                 self._delete_shares(layout.object_nonce)
                 raise
         content = Content(
@@ -241,7 +259,7 @@ class Store:
             nonce_prefix=layout.nonce_prefix,
             key_id=key_id(storage_key),
             wrapped_key=wrap_key(storage_key, data_key),
-            shares=hashes,
+            shares=tuple(hashes),
         )
         manifest = Manifest(
             content,
@@ -253,21 +271,12 @@ class Store:
         self._write_manifest(manifest)
         return PutResult(manifest, tuple(spread_warnings(placement, k)))
 
-    def _encode_and_write(
-        self,
-        codec: SegmentCodec,
-        index: int,
-        plaintext: bytes,
-        placement: dict[int, Site],
-        progress: Progress | None,
-    ) -> tuple[str, ...]:
-        segment = codec.encode(index, plaintext)
-        nonce = codec.layout.object_nonce
+    def _write_segment(
+        self, segment: EncodedSegment, layout: ObjectLayout, placement: dict[int, Site]
+    ) -> None:
         for share, block in enumerate(segment.blocks):
-            self.backends[placement[share].backend].put(share_key(nonce, share, index), block)
-        if progress is not None:
-            progress(len(plaintext))
-        return segment.hashes
+            key = share_key(layout.object_nonce, share, segment.index)
+            self.backends[placement[share].backend].put(key, block)
 
     def _delete_shares(self, nonce: bytes) -> None:
         """Best effort: remove the shares of an object whose put failed."""
@@ -278,7 +287,13 @@ class Store:
             except BackendError:
                 continue
 
+    def _sync(self, names: Iterable[str]) -> None:
+        for name in sorted(set(names)):
+            self.backends[name].sync()
+
     def _write_manifest(self, manifest: Manifest) -> None:
+        """Commit: the shares are made durable first, then the manifest that names them."""
+        self._sync(p.backend for p in manifest.placement if p.backend in self.backends)
         data = manifest.encode()
         key = manifest_key(manifest.object_id, manifest.version)
         written = 0
@@ -297,6 +312,9 @@ class Store:
                 f"the manifest of {manifest.object_id[:16]} could not be written anywhere: "
                 + "; ".join(failures)
             )
+        for backend_name in sorted({p.backend for p in manifest.placement}):
+            with contextlib.suppress(BackendError, KeyError):
+                self.backends[backend_name].sync()
 
     # -- manifests -------------------------------------------------------------------------------
 
@@ -380,16 +398,29 @@ class Store:
         try:
             with (
                 os.fdopen(fd, "wb") as sink,
-                ThreadPoolExecutor(self.workers, thread_name_prefix="qss-get") as pool,
+                ThreadPoolExecutor(self.workers, thread_name_prefix="qss-fetch") as io,
+                ThreadPoolExecutor(self.workers, thread_name_prefix="qss-decode") as cpu,
             ):
-                tasks = (
-                    partial(self._read_segment, manifest, codec, index, problems)
+                # Two stages, as for put: fetching (and hashing) the next segment's blocks
+                # overlaps decoding and decrypting this one.
+                fetches = (
+                    partial(self._fetch_verified, manifest, index, problems, content.k)
                     for index in range(content.layout.segment_count)
                 )
-                for plaintext in self._pipeline(tasks, pool=pool):
+                decoded: deque[Future[bytes]] = deque()
+
+                def write_oldest() -> None:
+                    plaintext = decoded.popleft().result()
                     sink.write(plaintext)
                     if progress is not None:
                         progress(len(plaintext))
+
+                for index, blocks in enumerate(self._pipeline(fetches, pool=io)):
+                    decoded.append(cpu.submit(codec.decode, index, blocks))
+                    while len(decoded) > 2 * self.workers:
+                        write_oldest()
+                while decoded:
+                    write_oldest()
                 sink.flush()
                 os.fsync(sink.fileno())
             os.replace(temporary, out)
@@ -461,12 +492,6 @@ class Store:
                 f"{needed} shares needed could be read; lost: {named or 'none named'}"
             )
         return blocks
-
-    def _read_segment(
-        self, manifest: Manifest, codec: SegmentCodec, index: int, problems: list[ShareProblem]
-    ) -> bytes:
-        blocks = self._fetch_verified(manifest, index, problems, manifest.content.k)
-        return codec.decode(index, blocks)
 
     # -- scrub and repair ------------------------------------------------------------------------
 

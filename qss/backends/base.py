@@ -6,8 +6,11 @@ object name never becomes a key, a path or a URL. Every backend checks keys with
 anyway, so a bug upstream cannot turn into a path traversal.
 
 Every `put` is atomic: a reader sees the old value, the new value, or nothing; never part of
-one. `delete` is idempotent. Errors are `BlobNotFound` (no such key), `BackendUnavailable`
-(cannot reach it: network, connection refused, disk gone) and `BackendError` (anything else).
+one. A put is visible at once and durable once `sync` returns: the store syncs every backend
+before it commits a manifest, so one flush covers thousands of blocks instead of one fsync each
+(a block lost to a crash before that is caught by its hash). `delete` is idempotent. Errors are
+`BlobNotFound` (no such key), `BackendUnavailable` (cannot reach it: network, connection
+refused, disk gone) and `BackendError` (anything else).
 """
 
 from __future__ import annotations
@@ -58,5 +61,9 @@ class Backend(Protocol):
         ...
 
     def info(self) -> BackendInfo: ...
+
+    def sync(self) -> None:
+        """Make every put so far durable."""
+        ...
 
     def close(self) -> None: ...

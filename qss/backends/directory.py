@@ -3,9 +3,11 @@
 Key `s/ab12/3/0` is the file `<root>/s/ab12/3/0`. Every path is walked one component at a time
 from a descriptor of the root (`openat` with `O_NOFOLLOW`), so a symlink planted inside the root
 is refused, never followed, and nothing outside the root is reached. A put writes a temporary
-file (`.tmp-...`, a name no key can have) in the target directory, fsyncs it, renames it over
-the target and fsyncs the directory: readers see the old blob, the new one or none. A crash
-leaves at most a temporary file, which `list` never reports and `sweep_temporary` removes.
+file (`.tmp-...`, a name no key can have) in the target directory and renames it over the
+target: readers see the old blob, the new one or none. `sync` makes every put durable with one
+`syncfs` of the backend's filesystem (not one fsync per blob). A crash leaves at most a
+temporary file, which `list` never reports and `sweep_temporary` removes, or a blob whose
+content did not reach the disk, which the store's hash check refuses and repair replaces.
 
 One limit of the layout: a key cannot be both a blob and a directory (`a` and `a/b`); the
 second put is refused with a message naming the clash. `qss.store` keys never clash.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import ctypes
 import errno
 import os
 import secrets
@@ -83,12 +86,17 @@ class DirectoryBackend:
                 if isinstance(exc, OSError):
                     raise self._error("put", key, exc) from exc
                 raise
-            try:
-                os.fsync(parent_fd)
-            except OSError as exc:
-                raise self._error("put", key, exc) from exc
         finally:
             os.close(parent_fd)
+
+    def sync(self) -> None:
+        fd = self._open_root()
+        try:
+            _syncfs(fd)
+        except OSError as exc:
+            raise self._unavailable(f"cannot sync {self.root}: {exc.strerror}") from exc
+        finally:
+            os.close(fd)
 
     def get(self, key: str) -> bytes:
         self._check(key)
@@ -272,7 +280,6 @@ class DirectoryBackend:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
         except BaseException:
             os.close(fd)
             _unlink_quietly(temp, parent_fd)
@@ -358,6 +365,20 @@ class DirectoryBackend:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return BackendError(f"{self._where()} is full: {why}")
         return BackendError(f"{self._where()}: {why}")
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _syncfs(fd: int) -> None:
+    """Flush the filesystem holding `fd` (Linux `syncfs`; elsewhere a global `sync`)."""
+    syncfs = getattr(_LIBC, "syncfs", None)
+    if syncfs is None:
+        os.sync()
+        return
+    if syncfs(fd) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
 
 
 def _is_component(name: str) -> bool:

@@ -146,6 +146,11 @@ class HttpBackend:
             url=self.url, kind="http", free_bytes=free if isinstance(free, int) else None
         )
 
+    def sync(self) -> None:
+        status, body = self._request("POST", f"{self.path_prefix}/sync", "")
+        if status != 204:
+            self._fail("sync", "", status, body)
+
     def close(self) -> None:
         with self._lock:
             connections, self._connections = self._connections, set()
@@ -307,6 +312,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
 
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
     def _dispatch(self, method: str) -> None:
         if method != "PUT":
             self._refuse_body()  # only PUT takes a body; a stray one must not become a request
@@ -320,6 +328,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if url.path == "/info" and method == "GET":
                 self._info(backend)
+            elif url.path == "/sync" and method == "POST":
+                backend.sync()
+                self._reply(204, b"")
             elif url.path == "/blobs" and method == "GET":
                 self._list(backend, url.query)
             elif url.path.startswith("/blobs/"):

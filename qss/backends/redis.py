@@ -127,6 +127,10 @@ class RedisBackend:
     def info(self) -> BackendInfo:
         return BackendInfo(url=self.url, kind="redis", free_bytes=None)
 
+    def sync(self) -> None:
+        """Nothing to do: a Redis-protocol server's durability is its own configuration
+        (appendfsync for redis-server; 0-db writes append-only)."""
+
     def close(self) -> None:
         self._client.close()
         self._client.connection_pool.disconnect()
