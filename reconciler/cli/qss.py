@@ -8,6 +8,8 @@ Backends come from `--backend [NAME[@DOMAIN]=]URL` (repeatable; `dir:/path`,
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ from rich.table import Table
 
 from qss.backends import open_backend
 from qss.backends.base import Backend
+from qss.backends.http import BlobServer
 from qss.codec import DEFAULT_SEGMENT
 from qss.errors import InvalidParameters, PlacementError, StorageError
 from qss.keys import KeyFileError, generate_key_file, read_key_file
@@ -416,4 +419,28 @@ def rm(
         print_json({"removed": manifest.object_id, "name": manifest.content.name})
     else:
         stdout.print(f"removed {manifest.object_id[:16]} {manifest.content.name}", markup=False)
+    return 0
+
+
+@group.command("serve")
+@click.argument("backend_url", metavar="[NAME[@DOMAIN]=]URL")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=7400, show_default=True)
+@click.option(
+    "--token-file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Require `Authorization: Bearer <the file's first line>` on every request.",
+)
+def serve(backend_url: str, host: str, port: int, token_file: Path | None) -> int:
+    """Serve one backend over HTTP, for other nodes' `http://` backends, until SIGTERM."""
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    token = token_file.read_text(encoding="utf-8").splitlines()[0].strip() if token_file else None
+    with storage_errors():
+        backend = parse_backend(backend_url)
+        with BlobServer(backend, host=host, port=port, token=token) as server:
+            stdout.print(f"serving {backend.name} at {server.url}", markup=False)
+            stdout.file.flush()
+            stop.wait()
     return 0

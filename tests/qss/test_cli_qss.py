@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from qss.backends import open_backend
 from tests.conftest import Result, copy_example, edit
 
 
@@ -149,3 +153,49 @@ def test_unknown_volume(circle: Callable[..., Result], tmp_path: Path) -> None:
     assert result.stderr == (
         f"circle: error: {repo}: no valid volume 'scratch' (volumes: model-data)\n"
     )
+
+
+def test_serve_exposes_a_backend_over_http_until_sigterm(tmp_path: Path) -> None:
+    """A real `circle qss serve` process, used through the http backend, then stopped."""
+    folder = tmp_path / "blobs"
+    folder.mkdir()
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "reconciler",
+            "qss",
+            "serve",
+            f"dir:{folder}",
+            "--port",
+            "0",
+            "--token-file",
+            str(token),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline().strip()
+        assert line.startswith("serving blobs at http://")
+        url = line.rsplit(" ", 1)[1]
+        client = open_backend(url, token="s3cret")
+        try:
+            client.put("m/abc/1", b"hello")
+            assert client.get("m/abc/1") == b"hello"
+            assert (folder / "m/abc/1").read_bytes() == b"hello"
+        finally:
+            client.close()
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=20) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=10)
+        for stream in (server.stdout, server.stderr):
+            if stream is not None:
+                stream.close()
