@@ -28,7 +28,7 @@ from typing import Any
 import rfc8785
 
 from qss.codec import NONCE_PREFIX_BYTES, OBJECT_NONCE_BYTES, ObjectLayout
-from qss.errors import ManifestError, StorageError
+from qss.errors import InvalidParameters, ManifestError, StorageError
 
 FORMAT = "qss-manifest/1"
 CIPHER = "AES-256-GCM"
@@ -129,6 +129,14 @@ class Manifest:
         )
 
 
+def check_name(name: object) -> str:
+    """An object name: 1-255 printable characters. It is a label, never a path or a key."""
+    if not isinstance(name, str) or not 0 < len(name) <= 255 or not name.isprintable():
+        shown = repr(name)[:40]
+        raise InvalidParameters(f"object name must be 1-255 printable characters, got {shown}")
+    return name
+
+
 def check_placement(placement: tuple[Placement, ...], n: int) -> None:
     shares = [p.share for p in placement]
     if sorted(shares) != list(range(n)):
@@ -189,9 +197,10 @@ def _from_json(document: Any) -> Manifest:
     content = document["content"]
     if content.get("cipher") != CIPHER or content.get("keyWrap") != KEY_WRAP:
         raise ManifestError(f"unsupported cipher or key wrap (expected {CIPHER}, {KEY_WRAP})")
-    name = content["name"]
-    if not isinstance(name, str) or not 0 < len(name) <= 255 or not name.isprintable():
-        raise ManifestError("object name must be 1-255 printable characters")
+    try:
+        name = check_name(content["name"])
+    except InvalidParameters as error:
+        raise ManifestError(str(error)) from None
     k = _integer(content["k"], "k", 1, 256)
     n = _integer(content["n"], "n", k, 256)
     size = _integer(content["size"], "size", 0, 2**53)
@@ -223,11 +232,12 @@ def _from_json(document: Any) -> Manifest:
         shares=tuple(tuple(row) for row in shares),
     )
     layout = parsed.layout  # checks segment size, k, n
-    if content.get("segmentCount") != layout.segment_count or len(shares) != layout.segment_count:
-        raise ManifestError(
-            f"an object of {size} bytes in segments of {segment_size} has "
-            f"{layout.segment_count} segments, the manifest lists {len(shares)}"
-        )
+    for claimed, what in ((content.get("segmentCount"), "segmentCount"), (len(shares), "shares")):
+        if claimed != layout.segment_count:
+            raise ManifestError(
+                f"an object of {size} bytes in segments of {segment_size} has "
+                f"{layout.segment_count} segments; the manifest's {what} says {claimed}"
+            )
     placement = tuple(
         Placement(
             share=_integer(item["share"], "placement share", 0, n - 1),

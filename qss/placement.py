@@ -50,6 +50,16 @@ def place(n: int, sites: Sequence[Site]) -> dict[int, Site]:
     return placement
 
 
+def check_spread(placement: Mapping[int, Site], min_domains: int) -> None:
+    """Refuse a placement over fewer failure domains than configured."""
+    domains = sorted({site.failure_domain for site in placement.values()})
+    if len(domains) < min_domains:
+        raise PlacementError(
+            f"shares must span at least {min_domains} failure domains; the backends given "
+            f"span {len(domains)} ({', '.join(domains)})"
+        )
+
+
 def spread_warnings(placement: Mapping[int, Site], k: int) -> list[str]:
     """What a user should know about how exposed the placement is to a domain failure."""
     counts: dict[str, int] = {}

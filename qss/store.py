@@ -57,8 +57,8 @@ from qss.errors import (
     PlacementError,
     StorageError,
 )
-from qss.manifest import Content, Manifest, Placement, decode
-from qss.placement import Site, place, replacements, spread_warnings
+from qss.manifest import Content, Manifest, Placement, check_name, decode
+from qss.placement import Site, check_spread, place, replacements, spread_warnings
 
 T = TypeVar("T")
 Progress = Callable[[int], None]
@@ -115,10 +115,23 @@ class ObjectHealth:
     def healthy(self) -> int:
         return sum(1 for share in self.shares if share.status is ShareStatus.HEALTHY)
 
+    def weakest_segment(self) -> tuple[int, int]:
+        """The segment with the fewest good blocks, and how many it has."""
+        counts = [
+            sum(
+                1
+                for share in self.shares
+                if share.status is not ShareStatus.UNREACHABLE and index not in share.bad_segments
+            )
+            for index in range(self.manifest.content.layout.segment_count)
+        ]
+        weakest = min(range(len(counts)), key=lambda index: (counts[index], index))
+        return weakest, counts[weakest]
+
     @property
     def margin(self) -> int:
-        """Healthy shares beyond the k needed: how many more may be lost."""
-        return self.healthy - self.manifest.content.k
+        """Blocks beyond the k needed in the weakest segment: how many more may be lost."""
+        return self.weakest_segment()[1] - self.manifest.content.k
 
     @property
     def lost(self) -> list[int]:
@@ -199,12 +212,19 @@ class Store:
         n: int,
         name: str | None = None,
         segment_size: int = DEFAULT_SEGMENT,
+        min_domains: int = 1,
         progress: Progress | None = None,
     ) -> PutResult:
-        """Store the file at `path`; returns its manifest (whose `object_id` names it)."""
+        """Store the file at `path`; returns its manifest (whose `object_id` names it).
+
+        Refused before anything is written when the backends cannot give every share its own
+        backend, or span fewer than `min_domains` failure domains.
+        """
         if len(storage_key) != KEY_BYTES:
             raise DecryptionError(f"the storage key must be {KEY_BYTES} bytes")
+        name = check_name(path.name if name is None else name)
         placement = place(n, self.sites())
+        check_spread(placement, min_domains)
         with open(path, "rb") as source:
             size = os.fstat(source.fileno()).st_size
             layout = ObjectLayout(
@@ -250,7 +270,7 @@ class Store:
                 self._delete_shares(layout.object_nonce)
                 raise
         content = Content(
-            name=name or path.name,
+            name=name,
             size=size,
             segment_size=segment_size,
             k=k,
@@ -268,7 +288,11 @@ class Store:
                 for share, site in placement.items()
             ),
         )
-        self._write_manifest(manifest)
+        try:
+            self._write_manifest(manifest)
+        except BaseException:
+            self._delete_shares(layout.object_nonce)
+            raise
         return PutResult(manifest, tuple(spread_warnings(placement, k)))
 
     def _write_segment(
@@ -352,12 +376,12 @@ class Store:
 
     def resolve(self, prefix: str) -> str:
         """The one object id that starts with `prefix` (8 or more hex digits)."""
-        if len(prefix) == 64:
-            return prefix
-        if len(prefix) < 8 or any(c not in "0123456789abcdef" for c in prefix):
+        if len(prefix) > 64 or len(prefix) < 8 or any(c not in "0123456789abcdef" for c in prefix):
             raise ObjectNotFound(
                 f"{prefix!r} is not an object id (64 hex digits, or 8+ to abbreviate)"
             )
+        if len(prefix) == 64:
+            return prefix
         found = sorted(oid for oid in self.object_ids() if oid.startswith(prefix))
         if len(found) != 1:
             what = "no object" if not found else f"{len(found)} objects"
@@ -394,7 +418,10 @@ class Store:
         codec = SegmentCodec(content.layout, unwrap_key(storage_key, content.wrapped_key))
         problems: list[ShareProblem] = []
         temporary = out.parent / f".{out.name}.qss-{secrets.token_hex(6)}.part"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except OSError as error:
+            raise StorageError(f"{out}: cannot write there: {error.strerror}") from None
         try:
             with (
                 os.fdopen(fd, "wb") as sink,
@@ -553,26 +580,23 @@ class Store:
         if not lost:
             return RepairResult(health, manifest)
         content = manifest.content
-        if health.healthy < content.k:
+        worst, readable = health.weakest_segment()
+        if readable < content.k:
             raise NotEnoughShares(
-                f"object {object_id[:16]}: {health.healthy} healthy shares, {content.k} needed; "
-                "it cannot be repaired"
+                f"object {object_id[:16]} segment {worst}: {readable} good blocks, "
+                f"{content.k} needed; it cannot be repaired"
             )
         unreachable = {s.backend for s in health.shares if s.status is ShareStatus.UNREACHABLE}
         available = [site for site in self.sites() if site.backend not in unreachable]
         current = {p.share: Site(p.backend, p.failure_domain) for p in manifest.placement}
         targets = replacements(current, lost, available)
         codec = SegmentCodec(content.layout, None)
-        healthy_only = Manifest(
-            content,
-            tuple(p for p in manifest.placement if p.share not in lost),
-            manifest.version,
-            manifest.supersedes,
-        )
 
         def rebuild(index: int) -> int:
             problems: list[ShareProblem] = []
-            blocks = self._fetch_verified(healthy_only, index, problems, content.k)
+            # Every share may serve: a share lost in one segment is good in the others, and a
+            # bad block fails its hash and is skipped.
+            blocks = self._fetch_verified(manifest, index, problems, content.k)
             rebuilt = codec.rebuild(index, blocks, sorted(targets))
             for share, block in zip(sorted(targets), rebuilt, strict=True):
                 if share_hash(block) != content.shares[index][share]:

@@ -180,6 +180,13 @@ def keygen(keyfile: Path, force: bool, output: str | None) -> int:
 @click.option("-k", "k", type=int, help="Shares needed to read (default: the volume's, or 4).")
 @click.option("-n", "n", type=int, help="Shares written (default: the volume's, or 6).")
 @click.option("--name", help="The object's name (default: the file name).")
+@click.option(
+    "--min-domains",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="Refuse unless the shares span at least this many failure domains.",
+)
 @backend_options
 @output_option
 def put(
@@ -188,6 +195,7 @@ def put(
     k: int | None,
     n: int | None,
     name: str | None,
+    min_domains: int,
     backends: tuple[str, ...],
     volume: str | None,
     repo: Path,
@@ -208,6 +216,7 @@ def put(
                 n=n or target.n,
                 name=name,
                 segment_size=target.segment_size,
+                min_domains=min_domains,
                 progress=advance,
             )
     if as_json:
@@ -237,6 +246,8 @@ def get(
 ) -> int:
     """Read object OBJECT_ID (or a unique prefix of 8+ digits) into the file OUT."""
     as_json = settings(output).json
+    if not out.parent.is_dir():
+        raise InputError(f"{out}: the folder {out.parent} does not exist")
     with storage_errors():
         storage_key = read_key_file(keyfile)
         target = open_target(backends, volume, repo, workers)

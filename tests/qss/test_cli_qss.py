@@ -199,3 +199,27 @@ def test_serve_exposes_a_backend_over_http_until_sigterm(tmp_path: Path) -> None
         for stream in (server.stdout, server.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_a_put_below_the_required_spread_is_refused(
+    circle: Callable[..., Result], tmp_path: Path
+) -> None:
+    key = tmp_path / "storage.key"
+    circle("qss", "keygen", str(key))
+    (tmp_path / "data").write_bytes(b"payload")
+    backends = []
+    for index in range(6):
+        folder = tmp_path / f"b{index}"
+        folder.mkdir()
+        backends += ["-b", f"b{index}@rack-{index % 2}=dir:{folder}"]
+
+    result = circle(
+        "qss", "put", str(tmp_path / "data"), "--key", str(key), "--min-domains", "3", *backends
+    )
+
+    assert result.code == 2
+    assert result.stderr == (
+        "circle: error: shares must span at least 3 failure domains; the backends given span "
+        "2 (rack-0, rack-1)\n"
+    )
+    assert all(not any((tmp_path / f"b{index}").iterdir()) for index in range(6))
