@@ -8,12 +8,13 @@ Backends come from `--backend [NAME[@DOMAIN]=]URL` (repeatable; `dir:/path`,
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 from rich.progress import (
@@ -73,7 +74,33 @@ def parse_backend(spec: str) -> Backend:
     return open_backend(url, name=name or None, failure_domain=domain or None)
 
 
+@dataclass(frozen=True)
+class Selection:
+    """Where the objects are, as the command line says: backends, or a circle's volume."""
+
+    backends: tuple[str, ...]
+    volume: str | None
+    repo: Path
+    workers: int
+
+    def open(self) -> Target:
+        return open_target(self.backends, self.volume, self.repo, self.workers)
+
+
 def backend_options(function: F) -> F:
+    """Add --backend/--volume/--repo/--workers; the command receives them as `where`."""
+
+    @functools.wraps(function)
+    def command(
+        *args: Any,
+        backends: tuple[str, ...],
+        volume: str | None,
+        repo: Path,
+        workers: int,
+        **kwargs: Any,
+    ) -> Any:
+        return function(*args, where=Selection(backends, volume, repo, workers), **kwargs)
+
     options = [
         click.option(
             "--backend",
@@ -93,9 +120,10 @@ def backend_options(function: F) -> F:
         ),
         click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True),
     ]
+    decorated: Any = command
     for option in reversed(options):
-        function = option(function)
-    return function
+        decorated = option(decorated)
+    return cast(F, decorated)
 
 
 def open_target(backends: tuple[str, ...], volume: str | None, repo: Path, workers: int) -> Target:
@@ -196,17 +224,14 @@ def put(
     n: int | None,
     name: str | None,
     min_domains: int,
-    backends: tuple[str, ...],
-    volume: str | None,
-    repo: Path,
-    workers: int,
+    where: Selection,
     output: str | None,
 ) -> int:
     """Encrypt, erasure-code and spread the file PATH; print its object id."""
     as_json = settings(output).json
     with storage_errors():
         storage_key = read_key_file(keyfile)
-        target = open_target(backends, volume, repo, workers)
+        target = where.open()
         size = path.stat().st_size
         with progress_bar(f"put {path.name}", size, not as_json) as advance:
             result = target.store.put(
@@ -238,10 +263,7 @@ def get(
     object_id: str,
     out: Path,
     keyfile: Path,
-    backends: tuple[str, ...],
-    volume: str | None,
-    repo: Path,
-    workers: int,
+    where: Selection,
     output: str | None,
 ) -> int:
     """Read object OBJECT_ID (or a unique prefix of 8+ digits) into the file OUT."""
@@ -250,7 +272,7 @@ def get(
         raise InputError(f"{out}: the folder {out.parent} does not exist")
     with storage_errors():
         storage_key = read_key_file(keyfile)
-        target = open_target(backends, volume, repo, workers)
+        target = where.open()
         resolved = target.store.resolve(object_id)
         manifest = target.store.find_manifest(resolved)
         with progress_bar(
@@ -283,12 +305,10 @@ def get(
 @group.command("ls")
 @backend_options
 @output_option
-def ls(
-    backends: tuple[str, ...], volume: str | None, repo: Path, workers: int, output: str | None
-) -> int:
+def ls(where: Selection, output: str | None) -> int:
     """List the objects the backends hold."""
     with storage_errors():
-        manifests = open_target(backends, volume, repo, workers).store.list_objects()
+        manifests = where.open().store.list_objects()
     if settings(output).json:
         print_json([manifest_json(m) for m in manifests])
         return 0
@@ -335,10 +355,7 @@ def _health_json(health: ObjectHealth) -> dict[str, Any]:
 def scrub(
     object_id: str | None,
     repair: bool,
-    backends: tuple[str, ...],
-    volume: str | None,
-    repo: Path,
-    workers: int,
+    where: Selection,
     output: str | None,
 ) -> int:
     """Check every share of OBJECT_ID (default: of every object); with --repair, restore them.
@@ -348,7 +365,7 @@ def scrub(
     as_json = settings(output).json
     results = []
     with storage_errors():
-        store = open_target(backends, volume, repo, workers).store
+        store = where.open().store
         ids = [store.resolve(object_id)] if object_id else sorted(store.object_ids())
         for oid in ids:
             health = store.scrub(oid)
@@ -416,15 +433,12 @@ def scrub(
 @output_option
 def rm(
     object_id: str,
-    backends: tuple[str, ...],
-    volume: str | None,
-    repo: Path,
-    workers: int,
+    where: Selection,
     output: str | None,
 ) -> int:
     """Delete object OBJECT_ID: every share and manifest on every backend."""
     with storage_errors():
-        store = open_target(backends, volume, repo, workers).store
+        store = where.open().store
         manifest = store.remove(store.resolve(object_id))
     if settings(output).json:
         print_json({"removed": manifest.object_id, "name": manifest.content.name})
