@@ -44,12 +44,12 @@ def generate_key_file(path: Path, *, overwrite: bool = False) -> str:
     return key_id(key)
 
 
-def read_key_file(path: Path) -> bytes:
-    """The storage key in `path`, after checking its permissions and format."""
+def read_secret_file(path: Path, what: str) -> bytes:
+    """The bytes of a secret file, refused when group or others may read it (as ssh does)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as error:
-        raise KeyFileError(f"{path}: cannot open the storage key: {error.strerror}") from None
+        raise KeyFileError(f"{path}: cannot open the {what}: {error.strerror}") from None
     with os.fdopen(fd, "rb") as handle:
         mode = os.fstat(handle.fileno()).st_mode
         if not stat.S_ISREG(mode):
@@ -57,9 +57,23 @@ def read_key_file(path: Path) -> bytes:
         if mode & 0o077:
             raise KeyFileError(
                 f"{path}: permissions {stat.S_IMODE(mode):04o} are too open; "
-                f"the storage key must be readable by its owner only (chmod 600 {path})"
+                f"the {what} must be readable by its owner only (chmod 600 {path})"
             )
-        data = handle.read(MAX_KEY_FILE + 1)
+        return handle.read(MAX_KEY_FILE + 1)
+
+
+def read_token_file(path: Path) -> str:
+    """A bearer token: the first line of an owner-only file, not empty."""
+    lines = read_secret_file(path, "token").decode("utf-8", "replace").splitlines()
+    token = lines[0].strip() if lines else ""
+    if not token or len(token) > 1024 or not token.isprintable():
+        raise KeyFileError(f"{path}: expected a token of 1-1024 printable characters on line 1")
+    return token
+
+
+def read_key_file(path: Path) -> bytes:
+    """The storage key in `path`, after checking its permissions and format."""
+    data = read_secret_file(path, "storage key")
     try:
         document = json.loads(data)
         if document.get("format") != FORMAT:

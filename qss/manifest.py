@@ -143,6 +143,9 @@ def check_placement(placement: tuple[Placement, ...], n: int) -> None:
         raise ManifestError(
             f"placement must name shares 0..{n - 1} once each, got {sorted(shares)}"
         )
+    backends = [p.backend for p in placement]
+    if len(set(backends)) != len(backends):
+        raise ManifestError("placement must put every share on a backend of its own")
     for item in placement:
         if not _BACKEND.fullmatch(item.backend) or not _BACKEND.fullmatch(item.failure_domain):
             raise ManifestError(f"placement of share {item.share}: invalid backend or domain name")
@@ -160,10 +163,10 @@ def decode(data: bytes, expected_id: str | None = None) -> Manifest:
         manifest = _from_json(document)
     except ManifestError:
         raise
-    except (ValueError, KeyError, TypeError) as error:
-        raise ManifestError(f"malformed manifest: {error}") from None
     except StorageError as error:
         raise ManifestError(f"invalid manifest: {error}") from None
+    except Exception as error:  # noqa: BLE001 - hostile bytes: any failure to parse is a refusal
+        raise ManifestError(f"malformed manifest: {type(error).__name__}: {error}"[:300]) from None
     if document.get("objectId") != manifest.object_id:
         raise ManifestError(
             "manifest content does not match its object id: it was altered "
@@ -195,6 +198,8 @@ def _from_json(document: Any) -> Manifest:
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ManifestError(f"not a {FORMAT} manifest")
     content = document["content"]
+    if not isinstance(content, dict) or not isinstance(document.get("placement"), list):
+        raise ManifestError("content must be an object and placement a list")
     if content.get("cipher") != CIPHER or content.get("keyWrap") != KEY_WRAP:
         raise ManifestError(f"unsupported cipher or key wrap (expected {CIPHER}, {KEY_WRAP})")
     try:

@@ -18,10 +18,11 @@ renamed only when every segment authenticated. Repair needs no data key.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import os
+import re
 import secrets
+import stat
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -51,6 +52,7 @@ from qss.errors import (
     BlobNotFound,
     DecryptionError,
     IntegrityError,
+    InvalidParameters,
     ManifestError,
     NotEnoughShares,
     ObjectNotFound,
@@ -61,7 +63,16 @@ from qss.manifest import Content, Manifest, Placement, check_name, decode
 from qss.placement import Site, check_spread, place, replacements, spread_warnings
 
 T = TypeVar("T")
+_OBJECT_ID = re.compile(r"[0-9a-f]{64}")
 Progress = Callable[[int], None]
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def share_key(manifest_or_nonce: Manifest | bytes, share: int, segment: int) -> str:
@@ -225,8 +236,15 @@ class Store:
         name = check_name(path.name if name is None else name)
         placement = place(n, self.sites())
         check_spread(placement, min_domains)
-        with open(path, "rb") as source:
-            size = os.fstat(source.fileno()).st_size
+        try:
+            source = open(path, "rb")  # noqa: SIM115 - closed by the with statement below
+        except OSError as error:
+            raise StorageError(f"{path}: cannot read: {error.strerror}") from None
+        with source:
+            status = os.fstat(source.fileno())
+            if not stat.S_ISREG(status.st_mode):
+                raise InvalidParameters(f"{path}: not a regular file (its size must be known)")
+            size = status.st_size
             layout = ObjectLayout(
                 size,
                 segment_size,
@@ -264,6 +282,11 @@ class Store:
                             progress(layout.plain_length(segment.index))
                     while writes:
                         writes.popleft().result()
+                if source.read(1):
+                    raise StorageError(f"{path} changed while it was being stored")
+            except OSError as error:
+                self._delete_shares(layout.object_nonce)
+                raise StorageError(f"{path}: cannot read: {error.strerror}") from None
             except BaseException:
                 for pending in writes:
                     pending.cancel()
@@ -320,7 +343,7 @@ class Store:
         self._sync(p.backend for p in manifest.placement if p.backend in self.backends)
         data = manifest.encode()
         key = manifest_key(manifest.object_id, manifest.version)
-        written = 0
+        durable = 0
         failures = []
         for backend_name in sorted({p.backend for p in manifest.placement}):
             backend = self.backends.get(backend_name)
@@ -328,17 +351,15 @@ class Store:
                 continue
             try:
                 backend.put(key, data)
-                written += 1
+                backend.sync()
+                durable += 1
             except BackendError as error:
                 failures.append(f"{backend_name}: {error}")
-        if written == 0:
+        if durable == 0:
             raise BackendError(
-                f"the manifest of {manifest.object_id[:16]} could not be written anywhere: "
-                + "; ".join(failures)
+                f"the manifest of {manifest.object_id[:16]} could not be stored durably "
+                "anywhere: " + "; ".join(failures)
             )
-        for backend_name in sorted({p.backend for p in manifest.placement}):
-            with contextlib.suppress(BackendError, KeyError):
-                self.backends[backend_name].sync()
 
     # -- manifests -------------------------------------------------------------------------------
 
@@ -351,8 +372,8 @@ class Store:
             except BackendError:
                 continue
             for key in keys:
-                suffix = key.rsplit("/", 1)[1]
-                if suffix.isdigit():
+                suffix = key.rsplit("/", 1)[-1]
+                if len(suffix) == 10 and suffix.isascii() and suffix.isdigit():
                     versions.setdefault(int(suffix), []).append(backend)
         refusals = []
         for version in sorted(versions, reverse=True):
@@ -369,7 +390,11 @@ class Store:
         ids: set[str] = set()
         for backend in self.backends.values():
             try:
-                ids.update(key.split("/")[1] for key in backend.list("m/"))
+                ids.update(
+                    parts[1]
+                    for parts in (key.split("/") for key in backend.list("m/"))
+                    if len(parts) == 3 and _OBJECT_ID.fullmatch(parts[1])
+                )
             except BackendError:
                 continue
         return ids
@@ -451,6 +476,10 @@ class Store:
                 sink.flush()
                 os.fsync(sink.fileno())
             os.replace(temporary, out)
+            _fsync_folder(out.parent)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            raise StorageError(f"{out}: cannot write: {error.strerror}") from None
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
@@ -466,6 +495,35 @@ class Store:
             manifest.placement,
             key=lambda p: (p.share >= k, latency.get(p.backend, float("inf")), p.share),
         )
+
+    def _search_elsewhere(
+        self, manifest: Manifest, index: int, found: dict[int, bytes], needed: int
+    ) -> dict[int, bytes]:
+        """Blocks of segment `index` from backends the placement does not name for them.
+
+        Placement is not covered by the object id, so a stale or forged manifest version may
+        point at the wrong backends; the share hashes (which are covered) check whatever turns
+        up. Only asked when the placement could not give k blocks.
+        """
+        expected = manifest.content.shares[index]
+        named = {p.share: p.backend for p in manifest.placement}
+        extra: dict[int, bytes] = {}
+        for share in range(manifest.content.n):
+            if len(found) + len(extra) >= needed:
+                break
+            if share in found:
+                continue
+            for backend in self.backends.values():
+                if backend.name == named.get(share):
+                    continue
+                try:
+                    block = backend.get(share_key(manifest, share, index))
+                except BackendError:
+                    continue
+                if share_hash(block) == expected[share]:
+                    extra[share] = block
+                    break
+        return extra
 
     def _fetch_verified(
         self, manifest: Manifest, index: int, problems: list[ShareProblem], needed: int
@@ -507,6 +565,8 @@ class Store:
                 )
                 continue
             blocks[placement.share] = block
+        if len(blocks) < needed:
+            blocks.update(self._search_elsewhere(manifest, index, blocks, needed))
         if len(blocks) < needed:
             failed = sorted(
                 {(p.share, p.backend, p.status.value) for p in problems if p.segment == index}
@@ -580,12 +640,6 @@ class Store:
         if not lost:
             return RepairResult(health, manifest)
         content = manifest.content
-        worst, readable = health.weakest_segment()
-        if readable < content.k:
-            raise NotEnoughShares(
-                f"object {object_id[:16]} segment {worst}: {readable} good blocks, "
-                f"{content.k} needed; it cannot be repaired"
-            )
         unreachable = {s.backend for s in health.shares if s.status is ShareStatus.UNREACHABLE}
         available = [site for site in self.sites() if site.backend not in unreachable]
         current = {p.share: Site(p.backend, p.failure_domain) for p in manifest.placement}

@@ -32,7 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NoReturn
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from qss.backends.base import Backend, BackendInfo, check_key
+from qss.backends.base import KEY, Backend, BackendInfo, check_key
 from qss.errors import BackendError, BackendUnavailable, BlobNotFound
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,9 @@ _STALE_CONNECTION = (
 
 class HttpBackend:
     """Client of a `BlobServer` at `base_url` (`http://host:port` or `https://...`, optionally
-    with a path prefix). One keep-alive connection per thread."""
+    with a path prefix). Keep-alive connections are shared through a small pool of idle ones,
+    so threads that come and go (the store's pools) never leave sockets behind. A response
+    larger than `max_response` is refused, whatever the server sends."""
 
     def __init__(
         self,
@@ -67,6 +69,8 @@ class HttpBackend:
         token: str | None = None,
         timeout: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
+        max_response: int = MAX_BODY,
+        max_idle: int = 16,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -90,8 +94,9 @@ class HttpBackend:
         self.timeout = timeout
         self._auth = f"Bearer {token}" if token is not None else None
         self._ssl_context = ssl_context
-        self._local = threading.local()
-        self._connections: set[http.client.HTTPConnection] = set()
+        self.max_response = max_response
+        self._max_idle = max_idle
+        self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -132,7 +137,9 @@ class HttpBackend:
         status, body = self._request("GET", path, prefix)
         if status != 200:
             self._fail("list", prefix, status, body)
-        return iter([line for line in body.decode("utf-8", "replace").split("\n") if line])
+        # Only keys that could be ours: a server cannot slip anything else into the store.
+        lines = body.decode("utf-8", "replace").split("\n")
+        return iter([line for line in lines if line.startswith(prefix) and KEY.fullmatch(line)])
 
     def info(self) -> BackendInfo:
         status, body = self._request("GET", f"{self.path_prefix}/info", "")
@@ -153,8 +160,8 @@ class HttpBackend:
 
     def close(self) -> None:
         with self._lock:
-            connections, self._connections = self._connections, set()
-        for connection in connections:
+            idle, self._idle = self._idle, []
+        for connection in idle:
             connection.close()
 
     # -- requests ---------------------------------------------------------------------------
@@ -162,25 +169,25 @@ class HttpBackend:
     def _blob_path(self, key: str) -> str:
         return f"{self.path_prefix}/blobs/{quote(key, safe='/')}"
 
-    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
-        """This thread's connection, and whether it has served a request before."""
-        connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
+    def _checkout(self) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle connection (reused: True) or a new one, for this request alone."""
         with self._lock:
-            if connection is not None and connection in self._connections:
-                return connection, True
-            if self.scheme == "https":
-                connection = http.client.HTTPSConnection(
-                    self.host, self.port, timeout=self.timeout, context=self._ssl_context
-                )
-            else:
-                connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-            self._connections.add(connection)
-        self._local.connection = connection
-        return connection, False
+            if self._idle:
+                return self._idle.pop(), True
+        if self.scheme == "https":
+            return http.client.HTTPSConnection(
+                self.host, self.port, timeout=self.timeout, context=self._ssl_context
+            ), False
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout), False
+
+    def _checkin(self, connection: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if len(self._idle) < self._max_idle:
+                self._idle.append(connection)
+                return
+        connection.close()
 
     def _drop(self, connection: http.client.HTTPConnection) -> None:
-        with self._lock:
-            self._connections.discard(connection)
         connection.close()
 
     def _request(
@@ -189,14 +196,14 @@ class HttpBackend:
         headers = {"Authorization": self._auth} if self._auth else {}
         what = f"{method} {key!r}" if key else method
         for attempt in range(2):
-            connection, reused = self._connection()
+            connection, reused = self._checkout()
             try:
                 # The server may have refused the body early (413) and closed; its answer can
                 # still be read. If not, getresponse fails and the except clauses below decide.
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     connection.request(method, path, body=body, headers=headers)
                 response = connection.getresponse()
-                data = response.read()
+                data = response.read(self.max_response + 1)
             except _STALE_CONNECTION as exc:
                 self._drop(connection)
                 if reused and attempt == 0:
@@ -208,8 +215,15 @@ class HttpBackend:
             except (OSError, http.client.HTTPException) as exc:
                 self._drop(connection)
                 raise self._unavailable(what, exc) from exc
+            if len(data) > self.max_response:
+                self._drop(connection)
+                raise BackendError(
+                    f"{self._where()}: {what}: the response exceeds {self.max_response} bytes"
+                )
             if response.will_close:
                 self._drop(connection)
+            else:
+                self._checkin(connection)
             return response.status, data
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -32,7 +32,7 @@ from qss.backends.base import Backend
 from qss.backends.http import BlobServer
 from qss.codec import DEFAULT_SEGMENT
 from qss.errors import InvalidParameters, PlacementError, StorageError
-from qss.keys import KeyFileError, generate_key_file, read_key_file
+from qss.keys import KeyFileError, generate_key_file, read_key_file, read_token_file
 from qss.manifest import Manifest
 from qss.store import ObjectHealth, ShareStatus, Store
 from reconciler.adapters.circle_dir import check_circle_dir
@@ -461,8 +461,8 @@ def serve(backend_url: str, host: str, port: int, token_file: Path | None) -> in
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    token = token_file.read_text(encoding="utf-8").splitlines()[0].strip() if token_file else None
     with storage_errors():
+        token = read_token_file(token_file) if token_file else None
         backend = parse_backend(backend_url)
         with BlobServer(backend, host=host, port=port, token=token) as server:
             stdout.print(f"serving {backend.name} at {server.url}", markup=False)

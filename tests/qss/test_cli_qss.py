@@ -161,6 +161,7 @@ def test_serve_exposes_a_backend_over_http_until_sigterm(tmp_path: Path) -> None
     folder.mkdir()
     token = tmp_path / "token"
     token.write_text("s3cret\n")
+    token.chmod(0o600)
     server = subprocess.Popen(
         [
             sys.executable,
