@@ -18,7 +18,6 @@ renamed only when every segment authenticated. Repair needs no data key.
 
 from __future__ import annotations
 
-import enum
 import os
 import re
 import secrets
@@ -27,7 +26,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from threading import Lock
@@ -61,6 +59,16 @@ from qss.errors import (
 )
 from qss.manifest import Content, Manifest, Placement, check_name, decode
 from qss.placement import Site, check_spread, place, replacements, spread_warnings
+from qss.reports import (
+    SEVERITY,
+    GetResult,
+    ObjectHealth,
+    PutResult,
+    RepairResult,
+    ShareHealth,
+    ShareProblem,
+    ShareStatus,
+)
 
 T = TypeVar("T")
 _OBJECT_ID = re.compile(r"[0-9a-f]{64}")
@@ -86,86 +94,6 @@ def share_key(manifest_or_nonce: Manifest | bytes, share: int, segment: int) -> 
 
 def manifest_key(object_id: str, version: int) -> str:
     return f"m/{object_id}/{version:010d}"
-
-
-class ShareStatus(enum.StrEnum):
-    HEALTHY = "healthy"
-    MISSING = "missing"
-    CORRUPT = "corrupt"
-    UNREACHABLE = "unreachable"
-
-
-# When a share has several problems, the worst one names it.
-_SEVERITY = [ShareStatus.HEALTHY, ShareStatus.MISSING, ShareStatus.CORRUPT, ShareStatus.UNREACHABLE]
-
-
-@dataclass(frozen=True, slots=True)
-class ShareProblem:
-    share: int
-    backend: str
-    segment: int
-    status: ShareStatus
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ShareHealth:
-    share: int
-    backend: str
-    failure_domain: str
-    status: ShareStatus
-    bad_segments: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectHealth:
-    manifest: Manifest
-    shares: tuple[ShareHealth, ...]
-
-    @property
-    def healthy(self) -> int:
-        return sum(1 for share in self.shares if share.status is ShareStatus.HEALTHY)
-
-    def weakest_segment(self) -> tuple[int, int]:
-        """The segment with the fewest good blocks, and how many it has."""
-        counts = [
-            sum(
-                1
-                for share in self.shares
-                if share.status is not ShareStatus.UNREACHABLE and index not in share.bad_segments
-            )
-            for index in range(self.manifest.content.layout.segment_count)
-        ]
-        weakest = min(range(len(counts)), key=lambda index: (counts[index], index))
-        return weakest, counts[weakest]
-
-    @property
-    def margin(self) -> int:
-        """Blocks beyond the k needed in the weakest segment: how many more may be lost."""
-        return self.weakest_segment()[1] - self.manifest.content.k
-
-    @property
-    def lost(self) -> list[int]:
-        return [s.share for s in self.shares if s.status is not ShareStatus.HEALTHY]
-
-
-@dataclass(frozen=True)
-class PutResult:
-    manifest: Manifest
-    warnings: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class GetResult:
-    manifest: Manifest
-    problems: tuple[ShareProblem, ...]  # shares that failed on the way: candidates for repair
-
-
-@dataclass(frozen=True)
-class RepairResult:
-    before: ObjectHealth
-    manifest: Manifest
-    repaired: dict[int, Site] = field(default_factory=dict)
 
 
 class Store:
@@ -619,7 +547,7 @@ class Store:
                 )
             if found is not ShareStatus.HEALTHY:
                 bad.append(index)
-                status = max(status, found, key=_SEVERITY.index)
+                status = max(status, found, key=SEVERITY.index)
         return ShareHealth(
             placement.share, placement.backend, placement.failure_domain, status, tuple(bad)
         )

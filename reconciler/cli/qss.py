@@ -34,7 +34,8 @@ from qss.codec import DEFAULT_SEGMENT
 from qss.errors import InvalidParameters, PlacementError, StorageError
 from qss.keys import KeyFileError, generate_key_file, read_key_file, read_token_file
 from qss.manifest import Manifest
-from qss.store import ObjectHealth, ShareStatus, Store
+from qss.reports import ObjectHealth, ShareStatus
+from qss.store import Store
 from reconciler.adapters.circle_dir import check_circle_dir
 from reconciler.cli.context import output_option, settings
 from reconciler.cli.render import plural, print_json, stderr, stdout

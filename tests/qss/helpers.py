@@ -20,7 +20,8 @@ from qss.backends import DirectoryBackend, RedisBackend
 from qss.backends.base import Backend
 from qss.codec import MIN_SEGMENT
 from qss.manifest import Manifest
-from qss.store import GetResult, Store, manifest_key
+from qss.reports import GetResult
+from qss.store import Store, manifest_key
 from tests.qss.conftest import RedisServer, free_port
 
 SEGMENT = MIN_SEGMENT

@@ -40,7 +40,8 @@ from qss.errors import (
 from qss.keys import generate_key_file, read_key_file
 from qss.manifest import Manifest
 from qss.placement import Site
-from qss.store import GetResult, RepairResult, ShareStatus, Store, manifest_key
+from qss.reports import GetResult, RepairResult, ShareStatus
+from qss.store import Store, manifest_key
 from tests.conftest import ROOT, Result, copy_example, run_circle_process
 from tests.qss.conftest import RedisServer
 from tests.qss.helpers import (
