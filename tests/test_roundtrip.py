@@ -101,7 +101,10 @@ def parse_anything(data: bytes, expected: tuple[Any, ...] = ALL_KINDS) -> Loaded
         return parse_document(data, "x.yaml", expected)
     except DocumentError as error:
         problems = error.problems
-    last_line = data.count(b"\n") + 1
+    # YAML breaks lines at \n, \r and \r\n (and, in decoded text, at NEL, LS and PS), as editors
+    # do; splitlines() knows all of these, and a few more that YAML refuses anyway.
+    text = data.decode("utf-8", "replace")
+    last_line = len(text.splitlines()) + 1
     assert problems
     for problem in problems:
         assert problem.file == "x.yaml"
