@@ -7,6 +7,7 @@ stdout, stderr and the exit code) or, where the process boundary matters, as a s
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,8 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from reconciler.cli.main import main
+
+# CI explores the same examples on every run, so that a red build always means a change broke
+# something; local runs keep exploring new examples (and keep what they find in .hypothesis/).
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "example-circle-repo"
