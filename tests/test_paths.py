@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.core.paths import matches, matches_any
+from builders.paths import matches, matches_any
 from tests.strategies import PATH_CHARACTERS, path_components, path_patterns, relative_paths
 
 # (pattern, path, whether it matches, what the case shows)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 from functools import singledispatch
 from typing import Any
 
-from reconciler.core.paths import matches_any
+from builders.paths import matches_any
 from reconciler.core.problems import DocPath, Finding, Severity
 from reconciler.model import (
     Build,
