@@ -42,7 +42,7 @@ class TreeBuild:
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
-def _walk(root: Path, relative: str = "") -> Iterator[tuple[str, os.stat_result]]:
+def walk(root: Path, relative: str = "") -> Iterator[tuple[str, os.stat_result]]:
     """Every path under `root` with its lstat, in sorted order, never following a link."""
     folder = root / relative if relative else root
     with os.scandir(folder) as entries:
@@ -55,7 +55,7 @@ def _walk(root: Path, relative: str = "") -> Iterator[tuple[str, os.stat_result]
         status = os.lstat(root / path)
         yield path, status
         if stat.S_ISDIR(status.st_mode):
-            yield from _walk(root, path)
+            yield from walk(root, path)
 
 
 def _chunks(
@@ -86,7 +86,7 @@ def build_tree(spec: TreeBuild, store: ChunkStore) -> ArtifactManifest:
         raise BuildError(f"{spec.source}: the build source is not a folder")
     files: list[Entry] = []
     folders: set[str] = set()
-    for path, status in _walk(spec.source):
+    for path, status in walk(spec.source):
         if stat.S_ISDIR(status.st_mode):
             continue
         if not matches_any(spec.include, path) or matches_any(spec.exclude, path):
