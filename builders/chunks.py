@@ -116,6 +116,33 @@ class ChunkStore:
             raise ChunkError(f"chunk {actual[:16]}: cannot write: {error.strerror}") from None
         return actual
 
+    def manifest_path(self, artifact_id: str) -> Path:
+        if not artifact_id.startswith("sha256:"):
+            raise ChunkError(f"{artifact_id[:80]!r} is not an artifact id (sha256:<64 hex>)")
+        return self.root / "manifests" / f"{check_digest(artifact_id.removeprefix('sha256:'))}.json"
+
+    def put_manifest(self, artifact_id: str, data: bytes) -> None:
+        """Keep an artifact's manifest bytes beside its chunks (checked against the id)."""
+        if "sha256:" + chunk_digest(data) != artifact_id:
+            raise ChunkCorrupt(f"manifest bytes do not hash to {artifact_id}")
+        target = self.manifest_path(artifact_id)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.parent / f".tmp-{secrets.token_hex(8)}"
+        try:
+            temporary.write_bytes(data)
+            os.replace(temporary, target)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            raise ChunkError(f"{target}: cannot write: {error.strerror}") from None
+
+    def get_manifest(self, artifact_id: str) -> bytes:
+        """The manifest bytes of `artifact_id`, as stored (the caller's gate checks them)."""
+        try:
+            return self.manifest_path(artifact_id).read_bytes()
+        except FileNotFoundError:
+            raise ChunkMissing(f"no manifest of {artifact_id} in {self.root}") from None
+
     def digests(self) -> Iterator[str]:
         for path in (self.root / "sha256").glob("??/??/*"):
             if _DIGEST.fullmatch(path.name):

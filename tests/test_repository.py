@@ -30,8 +30,8 @@ CASES: list[tuple[str, list[tuple[str, str, str]], list[str]]] = [
         [
             (
                 "builds/langid-service.yaml",
-                "builder: python-app",
-                f"builder: python-app\ndigest: sha256:{'ab' * 32}",
+                "digest: {pinned}",
+                f"digest: sha256:{'ab' * 32}",
             )
         ],
         [
@@ -189,7 +189,7 @@ def test_documents_that_do_not_fit_together_fail_the_check(
 ) -> None:
     pinned = (example / "workloads/langid.yaml").read_text().split("digest: ")[1].split()[0]
     for file, old, new in edits:
-        edit(example / file, old, new)
+        edit(example / file, old.replace("{pinned}", pinned), new)
     monkeypatch.chdir(example)
 
     result = circle("validate")
