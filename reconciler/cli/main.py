@@ -14,7 +14,7 @@ from typing import NoReturn
 import click
 
 from reconciler import __version__
-from reconciler.cli import build, describe, presets, qss, schemas, validate
+from reconciler.cli import artifact, build, describe, presets, qss, schemas, validate
 from reconciler.cli.context import Settings, output_option
 from reconciler.cli.render import print_error
 from reconciler.errors import DocumentError, ReconcilerError
@@ -41,6 +41,7 @@ cli.add_command(describe.command)
 cli.add_command(schemas.command)
 cli.add_command(presets.group)
 cli.add_command(qss.group)
+cli.add_command(artifact.group)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

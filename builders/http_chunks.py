@@ -1,0 +1,403 @@
+"""Chunks and manifests over HTTP: `ChunkServer` serves a local `ChunkStore` to peers
+(`circle artifact serve`), `HttpChunkSource` is the `ChunkSource` a node fetches them with.
+
+    GET|HEAD /chunks/<64 hex>       -> 200 + the chunk (verified on read), 404, 400 bad digest
+    GET|HEAD /manifests/<64 hex>    -> 200 + the manifest bytes of sha256:<hex>, 404, 400
+
+Any other failure is a 500 with a one-line message, never a traceback. The server trusts
+nothing it stores (a chunk that fails its check is refused, not sent) and the client trusts
+nothing it receives: materialization hashes every chunk again and gates every manifest on its
+id. `rate_limit` paces all response bodies together (bytes per second over every connection),
+so a benchmark on one machine can emulate a network link.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import logging
+import re
+import socket
+import socketserver
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from builders.chunks import (
+    MAX_CHUNK,
+    ChunkCorrupt,
+    ChunkError,
+    ChunkMissing,
+    ChunkStore,
+    check_digest,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_MANIFEST = 64 * 1024 * 1024
+_SLICE = 64 * 1024
+_ROUTE = re.compile(r"/(chunks|manifests)/([^/]*)")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_ID = re.compile(r"sha256:[0-9a-f]{64}")
+
+# A reused keep-alive connection the server has meanwhile closed fails in one of these ways
+# before any response: the request is sent again once, on a fresh connection.
+_STALE_CONNECTION = (
+    http.client.RemoteDisconnected,
+    http.client.CannotSendRequest,
+    ConnectionResetError,
+    BrokenPipeError,
+)
+
+
+# -- client --------------------------------------------------------------------------------------
+
+
+class HttpChunkSource:
+    """A `ChunkSource` reading from a `ChunkServer` at `url`. Thread-safe: each request takes
+    a connection from a small pool of idle keep-alive ones (or opens one) and gives it back, so
+    thread pools that come and go leave no sockets behind. Call `close()` when done."""
+
+    def __init__(self, url: str, timeout: float = 30.0, *, max_idle: int = 8) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ChunkError(f"chunk source {url!r} is not an http:// or https:// URL")
+        if parts.username is not None or parts.query or parts.fragment:
+            raise ChunkError(f"chunk source {url!r}: no user, query or fragment allowed")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ChunkError(f"chunk source {url!r}: bad port") from None
+        self.scheme = parts.scheme
+        self.host = parts.hostname
+        self.port = port if port is not None else (443 if parts.scheme == "https" else 80)
+        self.prefix = parts.path.rstrip("/")
+        self.url = f"{parts.scheme}://{parts.netloc}{self.prefix}"
+        self.name = self.url
+        self.timeout = timeout
+        self._max_idle = max_idle
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"HttpChunkSource({self.url!r})"
+
+    def get(self, digest: str) -> bytes:
+        check_digest(digest)
+        status, body = self._request("GET", f"/chunks/{digest}", MAX_CHUNK)
+        if status == 404:
+            raise ChunkMissing(f"chunk {digest[:16]} is not at {self.url}")
+        if status != 200:
+            raise self._failed(f"chunk {digest[:16]}", status, body)
+        return body
+
+    def has(self, digest: str) -> bool:
+        check_digest(digest)
+        status, body = self._request("HEAD", f"/chunks/{digest}", 0)
+        if status not in (200, 404):
+            raise self._failed(f"chunk {digest[:16]}", status, body)
+        return status == 200
+
+    def get_manifest(self, artifact_id: str) -> bytes:
+        """The manifest bytes the server holds for `artifact_id` (the caller's gate checks them)."""
+        if not _ID.fullmatch(artifact_id):
+            raise ChunkError(f"{artifact_id[:80]!r} is not an artifact id (sha256:<64 hex>)")
+        hex_id = artifact_id.removeprefix("sha256:")
+        status, body = self._request("GET", f"/manifests/{hex_id}", MAX_MANIFEST)
+        if status == 404:
+            raise ChunkMissing(f"no manifest of {artifact_id} at {self.url}")
+        if status != 200:
+            raise self._failed(f"manifest of {artifact_id}", status, body)
+        return body
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+
+    def __enter__(self) -> HttpChunkSource:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def _checkout(self) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle connection (reused: True) or a new one, for this request alone."""
+        with self._lock:
+            if self._idle:
+                return self._idle.pop(), True
+        if self.scheme == "https":
+            return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout), False
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout), False
+
+    def _checkin(self, connection: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if len(self._idle) < self._max_idle:
+                self._idle.append(connection)
+                return
+        connection.close()
+
+    def _request(self, method: str, path: str, limit: int) -> tuple[int, bytes]:
+        what = f"{method} {self.prefix}{path}"
+        for attempt in range(2):
+            connection, reused = self._checkout()
+            try:
+                connection.request(method, self.prefix + path)
+                response = connection.getresponse()
+                data = response.read(limit + 1)
+            except _STALE_CONNECTION as error:
+                connection.close()
+                if reused and attempt == 0:
+                    continue
+                raise self._unavailable(what, error) from error
+            except (OSError, http.client.HTTPException) as error:
+                connection.close()
+                raise self._unavailable(what, error) from error
+            if len(data) > limit and response.status == 200:
+                connection.close()
+                raise ChunkError(f"chunk source {self.url}: {what}: response exceeds {limit} bytes")
+            if response.will_close or not response.isclosed():
+                connection.close()  # unread body left, or the server said so: not reusable
+            else:
+                self._checkin(connection)
+            return response.status, data
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _unavailable(self, what: str, error: BaseException) -> ChunkError:
+        why = (
+            "timed out" if isinstance(error, TimeoutError) else (str(error) or type(error).__name__)
+        )
+        return ChunkError(f"chunk source {self.url} is unreachable: {what}: {why}")
+
+    def _failed(self, what: str, status: int, body: bytes) -> ChunkError:
+        message = body.decode("utf-8", "replace").strip()[:300] or http.client.responses.get(
+            status, ""
+        )
+        return ChunkError(f"chunk source {self.url}: {what}: HTTP {status}: {message}")
+
+
+# -- server --------------------------------------------------------------------------------------
+
+
+class _Server(ThreadingHTTPServer):
+    """Holds what the handlers need, and every open connection so `stop` can end them."""
+
+    daemon_threads = False  # server_close joins the handler threads: nothing outlives stop()
+    block_on_close = True
+
+    def __init__(self, address: tuple[str, int], store: ChunkStore, rate: float | None) -> None:
+        self.store = store
+        self.rate = rate
+        self.link_lock = threading.Lock()
+        self.link_free_at = 0.0
+        self.stopping = threading.Event()
+        self.open_sockets: set[socket.socket] = set()
+        self.sockets_lock = threading.Lock()
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _Handler)
+
+    def reserve_link(self, size: int) -> float:
+        """Book `size` bytes on the one emulated link all responses share; when they are sent.
+
+        One booking clock for every connection: parallel fetches share the rate, as they would
+        share a real link, instead of each getting it whole.
+        """
+        assert self.rate is not None
+        with self.link_lock:
+            begin = max(time.monotonic(), self.link_free_at)
+            self.link_free_at = begin + size / self.rate
+            return self.link_free_at
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind looks the host up in DNS (socket.getfqdn): not needed.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name = str(self.server_address[0])
+        self.server_port = int(self.server_address[1])
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.sockets_lock:
+            self.open_sockets.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.sockets_lock:
+            self.open_sockets.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away mid-response is routine; keep it out of the server's stderr.
+        log.debug("chunk server: connection from %s failed", client_address, exc_info=True)
+
+    def end_connections(self) -> None:
+        with self.sockets_lock:
+            sockets = list(self.open_sockets)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "circle-chunks"
+    sys_version = ""
+    disable_nagle_algorithm = True
+    timeout = 60.0  # an idle keep-alive connection is closed after this
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_HEAD(self) -> None:
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        if self.headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in self.headers:
+            self.close_connection = True  # a body we will not read must not become a request
+        path = urlsplit(self.path).path
+        route = _ROUTE.fullmatch(path)
+        if route is None:
+            self._reply(404, f"no route {self.command} {path[:100]}\n".encode())
+            return
+        kind, digest = route.groups()
+        if not _HEX64.fullmatch(digest):
+            self._reply(
+                400, f"{digest[:80]!r} is not a sha256 digest (64 lowercase hex)\n".encode()
+            )
+            return
+        try:
+            if kind == "chunks":
+                self._chunk(digest)
+            else:
+                self._manifest(digest)
+        except ChunkMissing:
+            self._reply(404, f"no {kind[:-1]} {digest}\n".encode())
+        except ChunkCorrupt:
+            self._reply(500, f"{kind[:-1]} {digest} is corrupt in this store\n".encode())
+        except Exception:  # one bad request must not take the server down, nor leak details
+            log.exception("chunk server: %s %s failed", self.command, path)
+            self._reply(500, b"internal error\n")
+
+    def _chunk(self, digest: str) -> None:
+        store = self.server.store
+        if self.command == "HEAD":
+            self._reply(200 if store.has(digest) else 404, b"")
+        else:
+            self._reply(200, store.get(digest))
+
+    def _manifest(self, digest: str) -> None:
+        artifact_id = f"sha256:{digest}"
+        store = self.server.store
+        if self.command == "HEAD":
+            self._reply(200 if store.manifest_path(artifact_id).is_file() else 404, b"")
+            return
+        data = store.get_manifest(artifact_id)
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise ChunkCorrupt(f"manifest {digest} does not match its name")
+        self._reply(200, data)
+
+    def _reply(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        if status == 200:
+            self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self._write_body(body)
+
+    def _write_body(self, body: bytes) -> None:
+        rate = self.server.rate
+        if rate is None:
+            self.wfile.write(body)
+            return
+        view = memoryview(body)
+        sent = 0
+        while sent < len(view) and not self.server.stopping.is_set():
+            piece = view[sent : sent + _SLICE]
+            done_at = self.server.reserve_link(len(piece))
+            self.wfile.write(piece)
+            sent += len(piece)
+            delay = done_at - time.monotonic()
+            if delay > 0:
+                self.server.stopping.wait(delay)
+        if sent < len(view):
+            self.close_connection = True
+
+
+class ChunkServer:
+    """Serves `store` over HTTP from a background thread. `start()` binds (port 0: any free
+    port) and sets `.url`; `stop()` ends every connection and joins every thread."""
+
+    def __init__(
+        self,
+        store: ChunkStore,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        rate_limit: float | None = None,
+    ) -> None:
+        if rate_limit is not None and rate_limit <= 0:
+            raise ChunkError(f"rate_limit must be positive bytes per second, got {rate_limit}")
+        self.store = store
+        self.host = host
+        self.port = port
+        self.rate_limit = rate_limit
+        self.url = ""
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def root(self) -> Path:
+        return self.store.root
+
+    def start(self) -> ChunkServer:
+        if self._server is not None:
+            raise ChunkError(f"chunk server at {self.url} is already started")
+        try:
+            server = _Server((self.host, self.port), self.store, self.rate_limit)
+        except OSError as error:
+            raise ChunkError(
+                f"chunk server: cannot listen on {self.host}:{self.port}: {error.strerror}"
+            ) from error
+        self.port = server.server_port
+        host = server.server_name
+        netloc = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        self.url = f"http://{netloc}"
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"chunks {self.url}"
+        )
+        self._thread.daemon = True
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is None:
+            return
+        server.stopping.set()
+        try:
+            server.shutdown()
+        finally:
+            server.end_connections()
+            server.server_close()
+            if thread is not None:
+                thread.join(timeout=10)
+
+    def __enter__(self) -> ChunkServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
