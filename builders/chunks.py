@@ -64,7 +64,10 @@ class ChunkStore:
         self.root = root
         self.name = f"store:{root}"
         if create:
-            (root / "sha256").mkdir(parents=True, exist_ok=True)
+            try:
+                (root / "sha256").mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise ChunkError(f"{root}: cannot create a chunk store: {error.strerror}") from None
         elif not (root / "sha256").is_dir():
             raise ChunkError(f"{root}: not a chunk store (no sha256/ folder)")
 

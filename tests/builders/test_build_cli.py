@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from builders import provenance
 from builders.chunks import ChunkStore
 from builders.manifest import decode
 from tests.conftest import Result, edit
@@ -69,3 +71,33 @@ def test_unknown_build_and_broken_documents_are_bad_input(
     assert broken.code == 2
     assert "builds/langid-model.yaml:" in broken.stdout
     assert broken.stderr == f"circle: error: {example}: fix the problems above before building\n"
+
+
+def test_attest_signs_provenance_that_two_builders_can_agree_on(
+    example: Path, circle: Callable[..., Result], tmp_path: Path
+) -> None:
+    """Two builders with their own ssh-keygen keys build the same artifact and sign it; the
+    agreement check finds both."""
+    trusted = {}
+    attestations = []
+    for builder in ("builder-a", "builder-b"):
+        key = tmp_path / builder
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", builder, "-f", str(key)],
+            check=True,
+            timeout=30,
+        )
+        trusted[builder] = (tmp_path / f"{builder}.pub").read_text().strip()
+        store = str(tmp_path / f"store-{builder}")
+        result = circle(
+            "build", "langid-model", "--repo", str(example), "--store", store,
+            "--attest", str(key), "-o", "json",
+        )  # fmt: skip
+        assert result.code == 0, result.stderr
+        statement = Path(result.json()[0]["attestation"])
+        attestations.append((statement.read_bytes(), Path(f"{statement}.sig").read_text()))
+        digest = result.json()[0]["digest"]
+
+    agreed = provenance.verify_agreement(digest, attestations, trusted, required=2)
+
+    assert sorted(agreed) == ["builder-a", "builder-b"]
