@@ -405,7 +405,8 @@ def test_a_file_whose_bytes_differ_from_its_manifest_hash_is_refused(
     artifact = make_artifact({"app/main.py": b"hello"}, file_sha={"app/main.py": "0" * 64})
 
     with pytest.raises(
-        TreeMismatch, match=rf"file 'app/main.py' hashes to {sha(b'hello')}, the manifest says 0+"
+        MaterializeError,
+        match=rf"file 'app/main.py': its chunks hash to {sha(b'hello')}, the manifest says 0+",
     ):
         run(artifact, store, root, FakeSource("peer", artifact.chunks))
 
