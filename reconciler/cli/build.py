@@ -26,7 +26,7 @@ from reconciler.adapters.circle_dir import check_circle_dir
 from reconciler.adapters.files import write_atomically
 from reconciler.adapters.lock import set_digest
 from reconciler.cli.context import output_option, settings
-from reconciler.cli.render import print_json, print_problems, stdout
+from reconciler.cli.render import print_json, print_problems, stderr, stdout
 from reconciler.core.repository import DesiredState
 from reconciler.errors import CheckFailed, InputError
 from reconciler.model import Build, BuilderKind
@@ -204,7 +204,8 @@ def command(
         for name in names or sorted(builds):
             build = builds[name].document
             try:
-                manifest = run_build(build, repo, store)
+                with stderr.status(f"building {name} ({build.builder.value})"):
+                    manifest = run_build(build, repo, store)
             except BuildError as error:
                 raise CheckFailed(f"build {name}: {error}") from error
             digest = manifest.artifact_id
