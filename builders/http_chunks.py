@@ -13,16 +13,13 @@ so a benchmark on one machine can emulate a network link.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import logging
 import re
-import socket
-import socketserver
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,6 +32,7 @@ from builders.chunks import (
     ChunkStore,
     check_digest,
 )
+from qss.serving import Background, TrackedServer
 
 log = logging.getLogger(__name__)
 
@@ -186,22 +184,14 @@ class HttpChunkSource:
 # -- server --------------------------------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    """Holds what the handlers need, and every open connection so `stop` can end them."""
-
-    daemon_threads = False  # server_close joins the handler threads: nothing outlives stop()
-    block_on_close = True
+class _Server(TrackedServer):
+    """Holds what the handlers need, and the booking clock of the emulated link."""
 
     def __init__(self, address: tuple[str, int], store: ChunkStore, rate: float | None) -> None:
         self.store = store
         self.rate = rate
         self.link_lock = threading.Lock()
         self.link_free_at = 0.0
-        self.stopping = threading.Event()
-        self.open_sockets: set[socket.socket] = set()
-        self.sockets_lock = threading.Lock()
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
 
     def reserve_link(self, size: int) -> float:
@@ -215,33 +205,6 @@ class _Server(ThreadingHTTPServer):
             begin = max(time.monotonic(), self.link_free_at)
             self.link_free_at = begin + size / self.rate
             return self.link_free_at
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind looks the host up in DNS (socket.getfqdn): not needed.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name = str(self.server_address[0])
-        self.server_port = int(self.server_address[1])
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self.sockets_lock:
-            self.open_sockets.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self.sockets_lock:
-            self.open_sockets.discard(request)
-        super().shutdown_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that went away mid-response is routine; keep it out of the server's stderr.
-        log.debug("chunk server: connection from %s failed", client_address, exc_info=True)
-
-    def end_connections(self) -> None:
-        with self.sockets_lock:
-            sockets = list(self.open_sockets)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -354,15 +317,14 @@ class ChunkServer:
         self.port = port
         self.rate_limit = rate_limit
         self.url = ""
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._running: Background | None = None
 
     @property
     def root(self) -> Path:
         return self.store.root
 
     def start(self) -> ChunkServer:
-        if self._server is not None:
+        if self._running is not None:
             raise ChunkError(f"chunk server at {self.url} is already started")
         try:
             server = _Server((self.host, self.port), self.store, self.rate_limit)
@@ -371,30 +333,14 @@ class ChunkServer:
                 f"chunk server: cannot listen on {self.host}:{self.port}: {error.strerror}"
             ) from error
         self.port = server.server_port
-        host = server.server_name
-        netloc = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
-        self.url = f"http://{netloc}"
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"chunks {self.url}"
-        )
-        self._thread.daemon = True
-        self._thread.start()
+        self._running = Background(server, "chunks")
+        self.url = self._running.url
         return self
 
     def stop(self) -> None:
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is None:
-            return
-        server.stopping.set()
-        try:
-            server.shutdown()
-        finally:
-            server.end_connections()
-            server.server_close()
-            if thread is not None:
-                thread.join(timeout=10)
+        running, self._running = self._running, None
+        if running is not None:
+            running.stop()
 
     def __enter__(self) -> ChunkServer:
         return self.start()

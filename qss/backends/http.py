@@ -23,17 +23,16 @@ import hmac
 import http.client
 import json
 import logging
-import socket
-import socketserver
 import ssl
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, NoReturn
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from qss.backends.base import KEY, Backend, BackendInfo, check_key
 from qss.errors import BackendError, BackendUnavailable, BlobNotFound
+from qss.serving import Background, TrackedServer
 
 log = logging.getLogger(__name__)
 
@@ -259,11 +258,8 @@ class HttpBackend:
 # Server
 
 
-class _Server(ThreadingHTTPServer):
-    """Holds what the handlers need, and every open connection so `stop` can end them."""
-
-    daemon_threads = False  # server_close joins the handler threads: nothing outlives stop()
-    block_on_close = True
+class _Server(TrackedServer):
+    """Holds what the handlers need."""
 
     def __init__(
         self, address: tuple[str, int], backend: Backend, token: str | None, max_body: int
@@ -271,34 +267,7 @@ class _Server(ThreadingHTTPServer):
         self.backend = backend
         self.expected_auth = f"Bearer {token}".encode() if token is not None else None
         self.max_body = max_body
-        self.open_sockets: set[socket.socket] = set()
-        self.sockets_lock = threading.Lock()
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind would look the host up in DNS (socket.getfqdn): not needed.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name = str(self.server_address[0])
-        self.server_port = int(self.server_address[1])
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self.sockets_lock:
-            self.open_sockets.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self.sockets_lock:
-            self.open_sockets.discard(request)
-        super().shutdown_request(request)
-
-    def end_connections(self) -> None:
-        with self.sockets_lock:
-            sockets = list(self.open_sockets)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -488,11 +457,10 @@ class BlobServer:
         self.token = token
         self.max_body = max_body
         self.url = ""
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._running: Background | None = None
 
     def start(self) -> BlobServer:
-        if self._server is not None:
+        if self._running is not None:
             raise BackendError(f"blob server at {self.url} is already started")
         try:
             server = _Server((self.host, self.port), self.backend, self.token, self.max_body)
@@ -501,29 +469,14 @@ class BlobServer:
                 f"blob server: cannot listen on {self.host}:{self.port}: {exc.strerror}"
             ) from exc
         self.port = server.server_port
-        host = server.server_name
-        netloc = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
-        self.url = f"http://{netloc}"
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.02}, name=f"blobs {self.url}"
-        )
-        self._thread.daemon = True
-        self._thread.start()
+        self._running = Background(server, "blobs", poll_interval=0.02)
+        self.url = self._running.url
         return self
 
     def stop(self) -> None:
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is None:
-            return
-        try:
-            server.shutdown()
-        finally:
-            server.end_connections()
-            server.server_close()
-            if thread is not None:
-                thread.join(timeout=10)
+        running, self._running = self._running, None
+        if running is not None:
+            running.stop()
 
     def __enter__(self) -> BlobServer:
         return self.start()

@@ -106,8 +106,8 @@ def test_connections_are_reused_from_a_bounded_pool_across_threads(
             results = list(pool.map(source.get, digests))
         assert [chunk_digest(data) for data in results] == digests
     assert len(source._idle) <= 8
-    assert server._server is not None
-    assert len(server._server.open_sockets) <= 8
+    assert server._running is not None
+    assert len(server._running.server.open_sockets) <= 8
 
 
 def test_a_stopped_server_gives_a_clear_error(store: ChunkStore) -> None:
