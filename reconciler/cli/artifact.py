@@ -16,14 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
 from rich.text import Text
 
@@ -36,7 +28,7 @@ from builders.materialize import materialize as materialize_artifact
 from builders.materialize import verify_tree
 from reconciler.cli.build import default_store
 from reconciler.cli.context import output_option, settings
-from reconciler.cli.render import print_json, stderr, stdout
+from reconciler.cli.render import print_json, stdout, transfer_progress
 from reconciler.errors import CheckFailed, InputError
 from reconciler.model.types import format_bytes
 
@@ -168,16 +160,7 @@ def serve(store_dir: Path | None, host: str, port: int) -> int:
 
 @contextlib.contextmanager
 def _progress_bar(enabled: bool) -> Iterator[Callable[[FetchProgress], None]]:
-    with Progress(
-        TextColumn("fetching"),
-        BarColumn(),
-        DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=stderr,
-        disable=not enabled or not stderr.is_terminal,
-        transient=True,
-    ) as progress:
+    with transfer_progress(enabled) as progress:
         task = progress.add_task("fetching", total=None)
 
         def update(report: FetchProgress) -> None:

@@ -17,14 +17,6 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import click
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
 
 from qss.backends import open_backend
@@ -38,7 +30,7 @@ from qss.reports import ObjectHealth, ShareStatus
 from qss.store import Store
 from reconciler.adapters.circle_dir import check_circle_dir
 from reconciler.cli.context import output_option, settings
-from reconciler.cli.render import plural, print_json, stderr, stdout
+from reconciler.cli.render import plural, print_json, stderr, stdout, transfer_progress
 from reconciler.errors import CheckFailed, InputError
 from reconciler.model.types import format_bytes
 
@@ -151,16 +143,7 @@ def open_target(backends: tuple[str, ...], volume: str | None, repo: Path, worke
 
 @contextlib.contextmanager
 def progress_bar(description: str, total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=stderr,
-        disable=not enabled or not stderr.is_terminal,
-        transient=True,
-    ) as progress:
+    with transfer_progress(enabled) as progress:
         task = progress.add_task(description, total=total)
         yield lambda size: progress.advance(task, size)
 

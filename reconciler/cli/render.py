@@ -8,6 +8,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from reconciler.core.problems import Problem, Severity
 
@@ -36,6 +44,20 @@ def print_problems(problems: Sequence[Problem]) -> None:
     for problem in problems:
         style = "yellow" if problem.severity is Severity.WARNING else "red"
         stdout.print(str(problem), style=style, markup=False)
+
+
+def transfer_progress(enabled: bool) -> Progress:
+    """A bar with bytes, speed and time left, on stderr, shown only on a terminal."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        disable=not enabled or not stderr.is_terminal,
+        transient=True,
+    )
 
 
 def plural(count: int, noun: str) -> str:
