@@ -1,0 +1,83 @@
+"""`circle keygen PATH`: an Ed25519 SSH key for an owner (or a node, or a builder).
+
+Writes the OpenSSH private key to PATH (mode 0600, never over an existing file) and the public
+line to PATH.pub, exactly as `ssh-keygen -t ed25519` would; keys made by ssh-keygen work the
+same everywhere `circle` takes a key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from builders import sshsig
+from reconciler.cli.context import output_option, settings
+from reconciler.cli.render import print_json, stdout
+from reconciler.errors import InputError
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    except FileExistsError:
+        raise InputError(f"{path}: exists; refusing to overwrite a key") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot write: {error.strerror}") from None
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(handle.fileno(), mode)
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+@click.command("keygen")
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--comment", "-C", default="", help="The comment of the public key line.")
+@click.option(
+    "--passphrase-file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Encrypt the private key with the first line of this file.",
+)
+@output_option
+def command(path: Path, comment: str, passphrase_file: Path | None, output: str | None) -> int:
+    """Make an Ed25519 key: PATH (private, 0600) and PATH.pub."""
+    public_path = path.with_name(path.name + ".pub")
+    if public_path.exists():
+        raise InputError(f"{public_path}: exists; refusing to overwrite a key")
+    passphrase = None
+    if passphrase_file is not None:
+        lines = passphrase_file.read_bytes().splitlines()
+        passphrase = lines[0] if lines else b""
+        if not passphrase:
+            raise InputError(f"{passphrase_file}: the first line (the passphrase) is empty")
+    key = Ed25519PrivateKey.generate()
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
+    )
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, encryption
+    )
+    line = sshsig.public_key_line(key, comment)
+    _write_new(path, private, 0o600)
+    _write_new(public_path, (line + "\n").encode(), 0o644)
+    fingerprint = sshsig.fingerprint(line)
+    if settings(output).json:
+        print_json(
+            {
+                "private": str(path),
+                "public": str(public_path),
+                "key": line,
+                "fingerprint": fingerprint,
+            }
+        )
+    else:
+        stdout.print(
+            f"{path}: ed25519 key {fingerprint}; public line in {public_path}", markup=False
+        )
+    return 0
