@@ -1,0 +1,143 @@
+"""Changed paths and tree manifests over real Git repositories (pygit2 and the git CLI), and
+approval statements that bind one transition."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pygit2
+import pytest
+
+from reconciler.adapters.gittree import listing
+from reconciler.core.changes import TreeRefused, changed_paths, check_entries, tree_sha256
+from reconciler.core.statements import Approval, StatementError, decode
+
+SIGNATURE = pygit2.Signature("Alice", "alice@example.org", 1_700_000_000, 0)
+
+
+def commit(repo: pygit2.Repository, files: dict[str, bytes | None], message: str) -> pygit2.Oid:
+    """Write `files` (None deletes) into the work tree, stage everything, commit on HEAD."""
+    root = Path(repo.workdir)
+    for name, data in files.items():
+        path = root / name
+        if data is None:
+            path.unlink()
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    repo.index.add_all()
+    repo.index.write()
+    tree = repo.index.write_tree()
+    parents = [] if repo.head_is_unborn else [repo.head.target]
+    return repo.create_commit("HEAD", SIGNATURE, SIGNATURE, message, tree, parents)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> pygit2.Repository:
+    return pygit2.init_repository(str(tmp_path / "circle"), initial_head="main")
+
+
+def tree_of(repo: pygit2.Repository, oid: pygit2.Oid) -> pygit2.Tree:
+    found = repo.get(oid)
+    assert isinstance(found, pygit2.Commit)
+    return found.tree
+
+
+def git_names(repo: pygit2.Repository, old: pygit2.Oid, new: pygit2.Oid) -> list[str]:
+    output = subprocess.run(
+        ["git", "-C", repo.workdir, "diff", "--name-only", "--no-renames", str(old), str(new)],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout  # fmt: skip
+    return sorted(output.split())
+
+
+def test_a_rename_counts_as_a_delete_and_an_add_as_git_says(repo: pygit2.Repository) -> None:
+    first = commit(repo, {"workloads/a.yaml": b"a", "nodes/n.yaml": b"n"}, "first")
+    second = commit(
+        repo, {"workloads/a.yaml": None, "circle.yaml": b"a", "nodes/n.yaml": b"m"}, "move"
+    )
+
+    changed = changed_paths(
+        listing(repo, tree_of(repo, first)), listing(repo, tree_of(repo, second))
+    )
+
+    assert changed == ["circle.yaml", "nodes/n.yaml", "workloads/a.yaml"]
+    assert changed == git_names(repo, first, second)
+
+
+def test_a_mode_change_is_a_change(repo: pygit2.Repository) -> None:
+    first = commit(repo, {"run.sh": b"#!/bin/sh\n"}, "first")
+    (Path(repo.workdir) / "run.sh").chmod(0o755)
+    second = commit(repo, {}, "chmod")
+    old, new = listing(repo, tree_of(repo, first)), listing(repo, tree_of(repo, second))
+    assert changed_paths(old, new) == ["run.sh"]
+    assert tree_sha256(old) != tree_sha256(new)
+
+
+def test_the_tree_manifest_is_sha256_of_content_and_stable(repo: pygit2.Repository) -> None:
+    first = commit(repo, {"a": b"1", "d/b": b"2"}, "first")
+    again = listing(repo, tree_of(repo, first))
+    assert tree_sha256(again) == tree_sha256(dict(reversed(list(again.items()))))
+    second = commit(repo, {"d/b": b"3"}, "edit")
+    assert tree_sha256(listing(repo, tree_of(repo, second))) != tree_sha256(again)
+
+
+def test_symlinks_are_refused_unless_allowed(repo: pygit2.Repository) -> None:
+    root = Path(repo.workdir)
+    (root / "workloads").mkdir()
+    (root / "workloads/evil.yaml").symlink_to("../circle.yaml")
+    new = listing(repo, tree_of(repo, commit(repo, {"circle.yaml": b"x"}, "link")))
+    with pytest.raises(TreeRefused, match=r"workloads/evil\.yaml is a symbolic link"):
+        check_entries(new, allow_symlinks=False, allow_submodules=False)
+    check_entries(new, allow_symlinks=True, allow_submodules=False)
+
+
+APPROVAL = Approval(
+    circle="example-ai-circle",
+    introduction="a" * 40,
+    ref="refs/heads/main",
+    seq=2,
+    from_commit="b" * 40,
+    to_commit="c" * 40,
+    to_tree="d" * 40,
+    tree_sha256="e" * 64,
+    policy_sha256="f" * 64,
+    issued_at=1_700_000_000,
+    expires_at=1_700_604_800,
+)
+
+
+def test_statements_round_trip_canonically() -> None:
+    data = APPROVAL.encode()
+    assert decode(data) == APPROVAL
+    with pytest.raises(StatementError, match="not in canonical form"):
+        decode(data.replace(b'"seq":2', b'"seq": 2'))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ((b'"seq":2', b'"seq":0'), "bad seq"),
+        ((b'"seq":2', b'"seq":true'), "bad seq"),
+        ((b'"from":"' + b"b" * 40 + b'"', b'"from":null'), "only seq 1 has no `from` commit"),
+        ((b'"type":"circle-approval/1"', b'"type":"circle-approval/2"'), "type must be"),
+        ((b'"ref":"refs/heads/main"', b'"ref":"main"'), "bad ref"),
+        ((b'"expiresAt":1700604800', b'"expiresAt":1600000000'), "expiresAt must come after"),
+        ((b'"circle":"example-ai-circle"', b'"circle":"Example"'), "bad circle id"),
+    ],
+    ids=["seq-zero", "seq-bool", "missing-parent", "type", "ref", "expiry", "circle"],
+)
+def test_malformed_statements_are_refused(change: tuple[bytes, bytes], message: str) -> None:
+    data = APPROVAL.encode()
+    assert change[0] in data
+    with pytest.raises(StatementError, match=message.replace("`", ".")):
+        decode(data.replace(*change))
+
+
+def test_expiry_and_issue_time() -> None:
+    APPROVAL.check_current(1_700_000_000)
+    with pytest.raises(StatementError, match="expired at 1700604800"):
+        APPROVAL.check_current(1_700_604_800)
+    with pytest.raises(StatementError, match="issued in the future"):
+        APPROVAL.check_current(1_699_999_999)
