@@ -1,0 +1,234 @@
+"""The Human Chain's verification of one transition, from a node's persisted state. Pure.
+
+The order of checks, each a refusal with its own error (the state is never changed by one):
+
+1. Position. With no state yet, the only acceptable transition is seq 1 to the introduction's
+   own commit, whose circle.yaml hashes to the introduction's policy sha256. Otherwise the
+   transition must be seq = state.seq + 1 (a lower or equal seq is a rollback, a higher one a
+   gap), start from the applied commit, and lead to a descendant of it (not a jump to unrelated
+   history).
+2. Policy in force: the circle.yaml of the `from` commit, which must hash to the state's policy
+   sha256 (for seq 1, the introduction's). A commit never authorizes itself.
+3. Evidence: each approval counts only if its statement parses, names exactly this circle,
+   introduction, ref, seq, from, to, tree, tree manifest and policy, is current at `now`, and
+   carries a valid SSHSIG (namespace circle-approval-v1) by a key of a member of the policy in
+   force. Everything else is excluded, with the reason kept for the error message.
+4. Policy evolution (circle.yaml changed): same circle id, version + 1, `previous` = sha256 of
+   the old circle.yaml bytes, and the proposed policy's governance met as well.
+5. Quorum (`reconciler.core.quorum.enforce`) over the changed paths.
+
+The result is the next node state; persisting it (atomically, 0600) is the adapter's job.
+Equivocation (two approved `to` for one seq) is detected by the caller across candidates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from builders import BuildError, sshsig
+from reconciler.core import quorum, statements
+from reconciler.errors import CheckFailed
+from reconciler.model import Circle
+from reconciler.model.circle import POLICY_FILE, SshKey
+from reconciler.model.types import ed25519_key_blob
+
+
+class ChainError(CheckFailed):
+    """A transition the node must not apply."""
+
+
+class RollbackError(ChainError):
+    pass
+
+
+class SequenceGap(ChainError):
+    pass
+
+
+class ForkError(ChainError):
+    pass
+
+
+class PolicyError(ChainError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Introduction:
+    circle: str
+    commit: str
+    policy_sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    commit: str
+    seq: int
+    policy_sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """The facts of one proposed step, as the Git adapter reads them."""
+
+    ref: str
+    seq: int
+    from_commit: str | None
+    to_commit: str
+    to_tree: str
+    tree_sha256: str
+    changed: tuple[str, ...]
+    descends: bool  # `to` descends from `from` (or, for seq 1, is the introduction's commit)
+    policy_from: bytes | None  # circle.yaml at `from` (None for seq 1)
+    policy_to: bytes  # circle.yaml at `to`
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    statement: bytes
+    signature: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    state: NodeState
+    signers: tuple[str, ...]
+    excluded: tuple[str, ...] = field(default_factory=tuple)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _members_by_key(policy: Circle) -> dict[bytes, str]:
+    return {
+        ed25519_key_blob(key.key): member.id
+        for member in policy.members
+        for key in member.keys
+        if isinstance(key, SshKey)
+    }
+
+
+def _check_position(intro: Introduction, state: NodeState | None, step: Transition) -> None:
+    if state is None:
+        if step.seq != 1 or step.from_commit is not None or step.to_commit != intro.commit:
+            raise ForkError(
+                f"the first approved transition must be seq 1 to the introduction's commit "
+                f"{intro.commit[:12]}; got seq {step.seq} to {step.to_commit[:12]}"
+            )
+        if sha256(step.policy_to) != intro.policy_sha256:
+            raise PolicyError("circle.yaml of the first commit does not match the introduction")
+        return
+    if step.seq <= state.seq:
+        raise RollbackError(
+            f"seq {step.seq} ({step.to_commit[:12]}) is not after the applied seq {state.seq} "
+            f"({state.commit[:12]}): refusing to go back"
+        )
+    if step.seq != state.seq + 1:
+        raise SequenceGap(f"seq {step.seq} skips seq {state.seq + 1}")
+    if step.from_commit != state.commit:
+        raise ForkError(
+            f"seq {step.seq} starts from {str(step.from_commit)[:12]}, not the applied "
+            f"{state.commit[:12]}"
+        )
+    if not step.descends:
+        raise ForkError(f"{step.to_commit[:12]} does not descend from {state.commit[:12]}")
+    if step.policy_from is None or sha256(step.policy_from) != state.policy_sha256:
+        raise PolicyError("circle.yaml at the applied commit does not match the node's state")
+
+
+def _check_evolution(old: Circle, old_bytes: bytes, new: Circle) -> None:
+    if new.id != old.id:
+        raise PolicyError(f"circle.yaml changes the circle id from {old.id} to {new.id}")
+    if new.version != old.version + 1:
+        raise PolicyError(
+            f"circle.yaml goes from version {old.version} to {new.version}; expected "
+            f"{old.version + 1}"
+        )
+    if new.previous != sha256(old_bytes):
+        raise PolicyError("circle.yaml does not name the sha256 of the previous policy")
+
+
+def _signers(
+    intro: Introduction,
+    step: Transition,
+    policy: Circle,
+    policy_sha: str,
+    evidence: Sequence[Evidence],
+    now: int,
+) -> tuple[set[str], list[str]]:
+    members = _members_by_key(policy)
+    signers: set[str] = set()
+    excluded: list[str] = []
+    expected = {
+        "circle": intro.circle,
+        "introduction": intro.commit,
+        "ref": step.ref,
+        "seq": step.seq,
+        "from_commit": step.from_commit,
+        "to_commit": step.to_commit,
+        "to_tree": step.to_tree,
+        "tree_sha256": step.tree_sha256,
+        "policy_sha256": policy_sha,
+    }
+    for index, item in enumerate(evidence, start=1):
+        try:
+            approval = statements.decode(item.statement)
+            wrong = [name for name, value in expected.items() if getattr(approval, name) != value]
+            if wrong:
+                excluded.append(f"#{index}: approves another {', '.join(wrong)}")
+                continue
+            approval.check_current(now)
+            signature = sshsig.parse(item.signature)
+            member = members.get(signature.public_key)
+            if member is None:
+                excluded.append(f"#{index}: signed by a key of no member")
+                continue
+            sshsig.verify(
+                item.statement, item.signature, signature.public_key_line, statements.NAMESPACE
+            )
+        except (ChainError, statements.StatementError, BuildError) as error:
+            excluded.append(f"#{index}: {error}")
+            continue
+        signers.add(member)
+    return signers, excluded
+
+
+def verify(
+    intro: Introduction,
+    state: NodeState | None,
+    step: Transition,
+    policy_from: Circle | None,
+    policy_to: Circle,
+    evidence: Sequence[Evidence],
+    now: int,
+) -> Verdict:
+    """The node state after `step`, or a ChainError saying why it must not be applied."""
+    _check_position(intro, state, step)
+    if state is None:
+        in_force, in_force_bytes = policy_to, step.policy_to
+    else:
+        assert policy_from is not None  # a state implies a `from` policy
+        assert step.policy_from is not None
+        in_force, in_force_bytes = policy_from, step.policy_from
+    in_force_sha = sha256(in_force_bytes)
+    signers, excluded = _signers(intro, step, in_force, in_force_sha, evidence, now)
+    policy_changed = POLICY_FILE in step.changed
+    if policy_changed and state is not None:
+        _check_evolution(in_force, in_force_bytes, policy_to)
+    try:
+        quorum.enforce(
+            in_force, step.changed, signers, proposed=policy_to if policy_changed else None
+        )
+    except quorum.QuorumNotMet as error:
+        detail = f" (excluded: {'; '.join(excluded)})" if excluded else ""
+        raise quorum.QuorumNotMet(
+            f"seq {step.seq} ({step.to_commit[:12]}): {error}{detail}"
+        ) from None
+    return Verdict(
+        NodeState(step.to_commit, step.seq, sha256(step.policy_to)),
+        tuple(sorted(signers)),
+        tuple(excluded),
+    )

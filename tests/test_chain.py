@@ -1,0 +1,228 @@
+"""Verifying transitions from an introduction and a node state: every refusal, by its error, and
+the state is only ever the one a verified transition yields."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from builders import sshsig
+from reconciler.core.chain import (
+    Evidence,
+    ForkError,
+    Introduction,
+    NodeState,
+    PolicyError,
+    RollbackError,
+    SequenceGap,
+    Transition,
+    sha256,
+    verify,
+)
+from reconciler.core.documents import parse_document
+from reconciler.core.quorum import QuorumNotMet
+from reconciler.core.statements import NAMESPACE, Approval
+from reconciler.model import KINDS, Circle
+from tests.conftest import EXAMPLE
+
+KEYS = {name: Ed25519PrivateKey.generate() for name in ("alice", "bob", "carol", "mallory")}
+NOW = 1_700_000_100
+FIRST, SECOND, THIRD = "1" * 40, "2" * 40, "3" * 40
+
+
+def policy_text(version: int = 1, previous: str | None = None) -> bytes:
+    text = (EXAMPLE / "circle.yaml").read_text()
+    for name in ("alice", "bob", "carol"):
+        text = re.sub(
+            rf"ssh-ed25519 \S+ {name}@example-circle",
+            sshsig.public_key_line(KEYS[name], f"{name}@test"),
+            text,
+        )
+    text = text.replace("version: 1\n", f"version: {version}\n")
+    if previous:
+        text = text.replace(f"version: {version}\n", f"version: {version}\nprevious: {previous}\n")
+    return text.encode()
+
+
+def parsed(data: bytes) -> Circle:
+    document = parse_document(data, "circle.yaml", [KINDS["Circle"]]).document
+    assert isinstance(document, Circle)
+    return document
+
+
+V1 = policy_text()
+INTRO = Introduction("example-ai-circle", FIRST, sha256(V1))
+
+
+def step(
+    seq: int, previous: str | None, to: str, changed: tuple[str, ...], **extra: object
+) -> Transition:
+    base = Transition(
+        ref="refs/heads/main",
+        seq=seq,
+        from_commit=previous,
+        to_commit=to,
+        to_tree="d" * 40,
+        tree_sha256="e" * 64,
+        changed=changed,
+        descends=True,
+        policy_from=None if seq == 1 else V1,
+        policy_to=V1,
+    )
+    return replace(base, **extra)  # type: ignore[arg-type]
+
+
+def approve(
+    transition: Transition, *names: str, policy: bytes = V1, **extra: object
+) -> list[Evidence]:
+    fields = {
+        "circle": INTRO.circle,
+        "introduction": INTRO.commit,
+        "ref": transition.ref,
+        "seq": transition.seq,
+        "from_commit": transition.from_commit,
+        "to_commit": transition.to_commit,
+        "to_tree": transition.to_tree,
+        "tree_sha256": transition.tree_sha256,
+        "policy_sha256": sha256(policy),
+        "issued_at": NOW - 100,
+        "expires_at": NOW + 86_400,
+    }
+    fields.update(extra)
+    data = Approval(**fields).encode()  # type: ignore[arg-type]
+    return [Evidence(data, sshsig.sign(data, KEYS[name], NAMESPACE)) for name in names]
+
+
+GENESIS = step(1, None, FIRST, ("circle.yaml", "workloads/langid.yaml"))
+STATE_1 = NodeState(FIRST, 1, sha256(V1))
+CHANGE = step(2, FIRST, SECOND, ("workloads/langid.yaml",))
+
+
+def test_the_first_commit_needs_governance_and_yields_the_first_state() -> None:
+    verdict = verify(
+        INTRO, None, GENESIS, None, parsed(V1), approve(GENESIS, "alice", "bob", "carol"), NOW
+    )
+    assert verdict.state == STATE_1
+    assert verdict.signers == ("alice", "bob", "carol")
+    with pytest.raises(QuorumNotMet, match="rule governance needs weight 3, has 2"):
+        verify(INTRO, None, GENESIS, None, parsed(V1), approve(GENESIS, "alice", "bob"), NOW)
+
+
+def test_a_change_with_quorum_advances_the_state() -> None:
+    verdict = verify(
+        INTRO, STATE_1, CHANGE, parsed(V1), parsed(V1), approve(CHANGE, "alice", "carol"), NOW
+    )
+    assert verdict.state == NodeState(SECOND, 2, sha256(V1))
+
+
+@pytest.mark.parametrize(
+    ("transition", "evidence", "error", "message"),
+    [
+        (
+            CHANGE,
+            approve(CHANGE, "alice"),
+            QuorumNotMet,
+            "rule workloads needs weight 2, has 1 (alice)",
+        ),
+        (step(1, None, FIRST, ("x",)), [], RollbackError, "not after the applied seq 1"),
+        (step(3, SECOND, THIRD, ("x",)), [], SequenceGap, "seq 3 skips seq 2"),
+        (
+            step(2, THIRD, SECOND, ("x",)),
+            [],
+            ForkError,
+            "starts from 333333333333, not the applied",
+        ),
+        (replace(CHANGE, descends=False), [], ForkError, "does not descend from"),
+        (
+            CHANGE,
+            approve(CHANGE, "alice") + approve(CHANGE, "mallory"),
+            QuorumNotMet,
+            "#2: signed by a key of no member",
+        ),
+        (
+            CHANGE,
+            approve(CHANGE, "alice", "bob", circle="other-circle"),
+            QuorumNotMet,
+            "approves another circle",
+        ),
+        (
+            CHANGE,
+            approve(CHANGE, "alice", "bob", ref="refs/heads/dev"),
+            QuorumNotMet,
+            "approves another ref",
+        ),
+        (
+            CHANGE,
+            approve(CHANGE, "alice", "bob", to_commit=THIRD),
+            QuorumNotMet,
+            "approves another to_commit",
+        ),
+        (
+            CHANGE,
+            approve(CHANGE, "alice", "bob", issued_at=NOW - 90_000, expires_at=NOW - 1),
+            QuorumNotMet,
+            "expired at",
+        ),
+        (
+            CHANGE,
+            approve(CHANGE, "alice", "bob", policy=b"another policy"),
+            QuorumNotMet,
+            "approves another policy_sha256",
+        ),
+    ],
+    ids=[
+        "one-signature",
+        "rollback",
+        "gap",
+        "fork",
+        "unrelated-history",
+        "outsider-key",
+        "other-circle",
+        "other-ref",
+        "other-commit",
+        "expired",
+        "other-policy",
+    ],
+)
+def test_refusals(
+    transition: Transition, evidence: list[Evidence], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=re.escape(message)):
+        verify(INTRO, STATE_1, transition, parsed(V1), parsed(V1), evidence, NOW)
+
+
+def test_a_policy_change_must_evolve_by_one_version_and_meet_both_governances() -> None:
+    v2 = policy_text(version=2, previous=sha256(V1))
+    change = step(2, FIRST, SECOND, ("circle.yaml",), policy_to=v2)
+    everyone = approve(change, "alice", "bob", "carol")
+    assert verify(
+        INTRO, STATE_1, change, parsed(V1), parsed(v2), everyone, NOW
+    ).state.policy_sha256 == sha256(v2)
+
+    skipped = policy_text(version=3, previous=sha256(V1))
+    with pytest.raises(PolicyError, match="from version 1 to 3; expected 2"):
+        verify(
+            INTRO,
+            STATE_1,
+            replace(change, policy_to=skipped),
+            parsed(V1),
+            parsed(skipped),
+            everyone,
+            NOW,
+        )
+    with pytest.raises(QuorumNotMet, match="rule governance needs weight 3, has 2"):
+        verify(INTRO, STATE_1, change, parsed(V1), parsed(v2), approve(change, "alice", "bob"), NOW)
+
+
+def test_a_state_whose_policy_does_not_match_is_refused() -> None:
+    wrong = NodeState(FIRST, 1, "0" * 64)
+    with pytest.raises(PolicyError, match="does not match the node's state"):
+        verify(INTRO, wrong, CHANGE, parsed(V1), parsed(V1), approve(CHANGE, "alice", "bob"), NOW)
+
+
+def test_a_first_transition_elsewhere_than_the_introduction_is_refused() -> None:
+    with pytest.raises(ForkError, match="must be seq 1 to the introduction's commit"):
+        verify(INTRO, None, step(1, None, SECOND, ("x",)), None, parsed(V1), [], NOW)
