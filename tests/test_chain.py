@@ -4,12 +4,15 @@ the state is only ever the one a verified transition yields."""
 from __future__ import annotations
 
 import re
+import stat
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from builders import sshsig
+from reconciler.adapters import node_state
 from reconciler.core.chain import (
     Evidence,
     ForkError,
@@ -226,3 +229,32 @@ def test_a_state_whose_policy_does_not_match_is_refused() -> None:
 def test_a_first_transition_elsewhere_than_the_introduction_is_refused() -> None:
     with pytest.raises(ForkError, match="must be seq 1 to the introduction's commit"):
         verify(INTRO, None, step(1, None, SECOND, ("x",)), None, parsed(V1), [], NOW)
+
+
+def test_the_state_file_is_private_atomic_and_refused_when_others_can_touch_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.json"
+    assert node_state.load(path) is None
+    node_state.save(path, STATE_1)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert node_state.load(path) == STATE_1
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+    before = path.read_bytes()
+    path.chmod(0o644)
+    with pytest.raises(node_state.StateFileError, match="permissions 0644 are too open"):
+        node_state.load(path)
+    assert path.read_bytes() == before
+
+
+def test_a_refused_transition_leaves_the_state_file_byte_identical(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    node_state.save(path, STATE_1)
+    before = path.read_bytes()
+    state = node_state.load(path)
+    # The node applies a transition as: verify, then save. A refusal never reaches the save.
+    with pytest.raises(RollbackError):
+        verify(INTRO, state, GENESIS, parsed(V1), parsed(V1), [], NOW)
+    assert path.read_bytes() == before
+    assert node_state.load(path) == STATE_1
