@@ -1,0 +1,150 @@
+"""The Human Chain over a real Git repository: the first commit approved by governance, a change
+approved by two owners through the approvals ref, and a force-pushed rollback refused with the
+node's state file left byte-identical."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pygit2
+import pytest
+
+from builders import sshsig
+from reconciler.adapters import approvals, node_state
+from reconciler.adapters.chain_git import transition
+from reconciler.core.chain import Evidence, ForkError, Introduction, Transition, sha256, verify
+from reconciler.core.changes import TreeRefused
+from reconciler.core.quorum import QuorumNotMet
+from reconciler.core.statements import NAMESPACE, Approval
+from tests.conftest import EXAMPLE
+from tests.test_chain import KEYS, parsed, policy_text
+
+NOW = 1_700_000_100
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.strip()  # fmt: skip
+
+
+def sign_and_file(
+    repo: pygit2.Repository, intro: Introduction, step: Transition, *names: str
+) -> None:
+    data = Approval(
+        circle=intro.circle,
+        introduction=intro.commit,
+        ref=step.ref,
+        seq=step.seq,
+        from_commit=step.from_commit,
+        to_commit=step.to_commit,
+        to_tree=step.to_tree,
+        tree_sha256=step.tree_sha256,
+        policy_sha256=sha256(step.policy_from if step.policy_from is not None else step.policy_to),
+        issued_at=NOW - 10,
+        expires_at=NOW + 3600,
+    ).encode()
+    for name in names:
+        approvals.add(repo, data, sshsig.sign(data, KEYS[name], NAMESPACE))
+
+
+def evidence(repo: pygit2.Repository, step: Transition) -> list[Evidence]:
+    prefix = f"{step.seq:010d}/{step.to_commit}/"
+    return [
+        Evidence(a.statement, a.signature)
+        for a in approvals.read(repo)
+        if a.path.startswith(prefix)
+    ]
+
+
+@pytest.fixture
+def circle(tmp_path: Path) -> Path:
+    root = tmp_path / "circle"
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "circle.yaml").write_bytes(policy_text())
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "the circle")
+    return root
+
+
+def test_a_chain_from_introduction_to_change_and_a_refused_rollback(
+    circle: Path, tmp_path: Path
+) -> None:
+    repo = pygit2.Repository(str(circle))
+    first = git(circle, "rev-parse", "HEAD")
+    intro = Introduction("example-ai-circle", first, sha256((circle / "circle.yaml").read_bytes()))
+    ref = "refs/heads/main"
+
+    genesis = transition(repo, ref=ref, seq=1, from_commit=None, to_commit=first)
+    assert "circle.yaml" in genesis.changed
+    sign_and_file(repo, intro, genesis, "alice", "bob", "carol")
+    state = verify(
+        intro, None, genesis, None, parsed(genesis.policy_to), evidence(repo, genesis), NOW
+    ).state
+    state_file = tmp_path / "node" / "state.json"
+    state_file.parent.mkdir()
+    node_state.save(state_file, state)
+
+    workload = circle / "workloads/langid.yaml"
+    workload.write_text(workload.read_text().replace("replicas: 2", "replicas: 3"))
+    git(circle, "commit", "-q", "-am", "three replicas")
+    second = git(circle, "rev-parse", "HEAD")
+    change = transition(repo, ref=ref, seq=2, from_commit=first, to_commit=second)
+    assert change.changed == ("workloads/langid.yaml",)
+
+    sign_and_file(repo, intro, change, "alice")
+    with pytest.raises(QuorumNotMet, match=r"rule workloads needs weight 2, has 1 \(alice\)"):
+        verify(
+            intro,
+            state,
+            change,
+            parsed(change.policy_from or b""),
+            parsed(change.policy_to),
+            evidence(repo, change),
+            NOW,
+        )
+    sign_and_file(repo, intro, change, "bob")
+    state = verify(
+        intro,
+        state,
+        change,
+        parsed(change.policy_from or b""),
+        parsed(change.policy_to),
+        evidence(repo, change),
+        NOW,
+    ).state
+    node_state.save(state_file, state)
+    assert state.seq == 2
+
+    # Someone force-pushes main back to the first commit plus a different change.
+    git(circle, "reset", "-q", "--hard", first)
+    workload.write_text(workload.read_text().replace("replicas: 2", "replicas: 9"))
+    git(circle, "commit", "-q", "-am", "nine replicas, unapproved")
+    rogue = git(circle, "rev-parse", "HEAD")
+    before = state_file.read_bytes()
+    forged = transition(repo, ref=ref, seq=3, from_commit=second, to_commit=rogue)
+    assert forged.descends is False
+    with pytest.raises(ForkError, match="does not descend from"):
+        verify(
+            intro,
+            node_state.load(state_file),
+            forged,
+            parsed(forged.policy_from or b""),
+            parsed(forged.policy_to),
+            [],
+            NOW,
+        )
+    assert state_file.read_bytes() == before
+
+
+def test_a_symlink_in_the_tree_is_refused_before_anything_else(circle: Path) -> None:
+    (circle / "workloads/evil.yaml").symlink_to("../circle.yaml")
+    git(circle, "add", "-A")
+    git(circle, "commit", "-q", "-m", "link")
+    repo = pygit2.Repository(str(circle))
+    with pytest.raises(TreeRefused, match=r"workloads/evil\.yaml is a symbolic link"):
+        transition(repo, ref="refs/heads/main", seq=2, from_commit="HEAD~1", to_commit="HEAD")
