@@ -12,7 +12,7 @@ import pygit2
 import pytest
 
 from builders import sshsig
-from reconciler.adapters import approvals, node_state
+from reconciler.adapters import approvals, chain_walk, node_state
 from reconciler.adapters.chain_git import transition
 from reconciler.core.chain import Evidence, ForkError, Introduction, Transition, sha256, verify
 from reconciler.core.changes import TreeRefused
@@ -148,3 +148,44 @@ def test_a_symlink_in_the_tree_is_refused_before_anything_else(circle: Path) -> 
     repo = pygit2.Repository(str(circle))
     with pytest.raises(TreeRefused, match=r"workloads/evil\.yaml is a symbolic link"):
         transition(repo, ref="refs/heads/main", seq=2, from_commit="HEAD~1", to_commit="HEAD")
+
+
+def test_walking_the_chain_cold_and_catching_an_equivocation(circle: Path) -> None:
+    repo = pygit2.Repository(str(circle))
+    ref = "refs/heads/main"
+    intro = chain_walk.introduction(repo, ref)
+    assert intro.commit == git(circle, "rev-parse", "HEAD")
+    genesis = transition(repo, ref=ref, seq=1, from_commit=None, to_commit=intro.commit)
+    sign_and_file(repo, intro, genesis, "alice", "bob", "carol")
+
+    workload = circle / "workloads/langid.yaml"
+    workload.write_text(workload.read_text().replace("replicas: 2", "replicas: 3"))
+    git(circle, "commit", "-q", "-am", "three")
+    three = git(circle, "rev-parse", "HEAD")
+    sign_and_file(
+        repo,
+        intro,
+        transition(repo, ref=ref, seq=2, from_commit=intro.commit, to_commit=three),
+        "alice",
+        "bob",
+    )
+    # An unapproved candidate for seq 2 (one signature) does not disturb the walk.
+    git(circle, "checkout", "-q", "-b", "other", intro.commit)
+    workload.write_text(workload.read_text().replace("replicas: 2", "replicas: 4"))
+    git(circle, "commit", "-q", "-am", "four")
+    four = git(circle, "rev-parse", "HEAD")
+    competing = transition(repo, ref=ref, seq=2, from_commit=intro.commit, to_commit=four)
+    sign_and_file(repo, intro, competing, "carol")
+
+    steps, state = chain_walk.walk(repo, intro, ref, NOW)
+    assert [(s.seq, s.commit, s.signers) for s in steps] == [
+        (1, intro.commit, ("alice", "bob", "carol")),
+        (2, three, ("alice", "bob")),
+    ]
+    assert state is not None
+    assert state.commit == three
+
+    # Owners who sign two different commits for one seq: the walk refuses to pick one.
+    sign_and_file(repo, intro, competing, "alice")
+    with pytest.raises(chain_walk.Equivocation, match="seq 2 has 2 approved commits"):
+        chain_walk.walk(repo, intro, ref, NOW)
