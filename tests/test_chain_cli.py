@@ -1,0 +1,91 @@
+"""`circle introduction`, `circle log` and `circle verify` on a real circle repository."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pygit2
+import pytest
+
+from builders import sshsig
+from reconciler.adapters import approvals
+from reconciler.adapters.chain_git import transition
+from reconciler.core.chain import Introduction, Transition, sha256
+from reconciler.core.statements import NAMESPACE, Approval
+from tests.conftest import Result, run_circle_inprocess
+from tests.test_chain import KEYS
+from tests.test_chain_git import circle, git  # noqa: F401 - the fixture
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
+    return lambda *args: run_circle_inprocess(capsys, *args)
+
+
+REF = "refs/heads/main"
+
+
+def approve_now(
+    repo: pygit2.Repository, intro: Introduction, step: Transition, *names: str
+) -> None:
+    now = int(time.time())
+    data = Approval(
+        circle=intro.circle,
+        introduction=intro.commit,
+        ref=REF,
+        seq=step.seq,
+        from_commit=step.from_commit,
+        to_commit=step.to_commit,
+        to_tree=step.to_tree,
+        tree_sha256=step.tree_sha256,
+        policy_sha256=sha256(step.policy_from if step.policy_from is not None else step.policy_to),
+        issued_at=now - 60,
+        expires_at=now + 3600,
+    ).encode()
+    for name in names:
+        approvals.add(repo, data, sshsig.sign(data, KEYS[name], NAMESPACE))
+
+
+def test_introduction_log_and_verify(circle: Path, cli: Callable[..., Result]) -> None:  # noqa: F811
+    shown = cli("introduction", "--repo", str(circle))
+    assert shown.code == 0
+    data = shown.json()
+    intro = Introduction(data["circle"], data["commit"], data["policySha256"])
+    assert intro.circle == "example-ai-circle"
+    assert intro.policy_sha256 == sha256((circle / "circle.yaml").read_bytes())
+
+    repo = pygit2.Repository(str(circle))
+    assert cli("verify", "--repo", str(circle)).code == 1
+    approve_now(
+        repo,
+        intro,
+        transition(repo, ref=REF, seq=1, from_commit=None, to_commit=intro.commit),
+        "alice",
+        "bob",
+        "carol",
+    )
+    assert (
+        cli("verify", "--repo", str(circle)).stdout.strip()
+        == f"{intro.commit[:12]}: approved (seq 1)"
+    )
+
+    workload = circle / "workloads/langid.yaml"
+    workload.write_text(workload.read_text().replace("replicas: 2", "replicas: 3"))
+    git(circle, "commit", "-q", "-am", "three")
+    head = git(circle, "rev-parse", "HEAD")
+    change = transition(repo, ref=REF, seq=2, from_commit=intro.commit, to_commit=head)
+    approve_now(repo, intro, change, "alice")
+
+    one = cli("verify", "HEAD", "--repo", str(circle))
+    assert one.code == 1
+    assert "rule workloads needs weight 2, has 1 (alice); missing one of: bob, carol" in one.stdout
+
+    approve_now(repo, intro, change, "carol")
+    two = cli("verify", "HEAD", "--repo", str(circle), "-o", "json")
+    assert two.code == 0
+    assert two.json()["signers"] == ["alice", "carol"]
+
+    log = cli("log", "--repo", str(circle), "-o", "json").json()
+    assert [(entry["seq"], entry["commit"]) for entry in log] == [(1, intro.commit), (2, head)]
