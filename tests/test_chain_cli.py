@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pygit2
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from builders import sshsig
 from reconciler.adapters import approvals
@@ -89,3 +91,55 @@ def test_introduction_log_and_verify(circle: Path, cli: Callable[..., Result]) -
 
     log = cli("log", "--repo", str(circle), "-o", "json").json()
     assert [(entry["seq"], entry["commit"]) for entry in log] == [(1, intro.commit), (2, head)]
+
+
+def key_file(folder: Path, name: str) -> Path:
+    path = folder / name
+    path.write_bytes(
+        KEYS[name].private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+def test_approve_with_keys_and_through_ssh_keygen(
+    circle: Path,  # noqa: F811
+    cli: Callable[..., Result],
+    tmp_path: Path,
+) -> None:
+    for name in ("alice", "bob", "carol"):
+        approved = cli("approve", "--repo", str(circle), "--key", str(key_file(tmp_path, name)))
+        assert approved.code == 0, approved.stderr
+    assert cli("verify", "--repo", str(circle)).code == 0
+
+    outsider = cli("approve", "--repo", str(circle), "--key", str(key_file(tmp_path, "mallory")))
+    assert outsider.code == 2
+
+    workload = circle / "workloads/langid.yaml"
+    workload.write_text(workload.read_text().replace("replicas: 2", "replicas: 3"))
+    git(circle, "commit", "-q", "-am", "three")
+    assert (
+        cli("approve", "--repo", str(circle), "--key", str(key_file(tmp_path, "alice"))).code == 0
+    )
+
+    # Bob signs with the real ssh-keygen, as an owner whose key lives in an agent would.
+    statement = tmp_path / "statement"
+    assert cli("approve", "--repo", str(circle), "--statement-out", str(statement)).code == 0
+    bob = key_file(tmp_path, "bob")
+    subprocess.run(
+        ["ssh-keygen", "-Y", "sign", "-n", "circle-approval-v1", "-f", str(bob), str(statement)],
+        capture_output=True, timeout=30, check=True,
+    )  # fmt: skip
+    filed = cli(
+        "approve", "--repo", str(circle), "--statement", str(statement),
+        "--signature", f"{statement}.sig",
+    )  # fmt: skip
+    assert filed.code == 0, filed.stderr
+
+    verified = cli("verify", "--repo", str(circle), "-o", "json")
+    assert verified.code == 0
+    assert verified.json()["signers"] == ["alice", "bob"]

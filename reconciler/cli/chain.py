@@ -13,13 +13,17 @@ from pathlib import Path
 import click
 import pygit2
 
+from builders import BuildError, sshsig
 from reconciler.adapters import approvals
 from reconciler.adapters.chain_git import transition
 from reconciler.adapters.chain_walk import introduction, policy, walk
+from reconciler.adapters.files import write_atomically
 from reconciler.cli.context import output_option, settings
 from reconciler.cli.render import print_json, stdout
-from reconciler.core import chain, quorum
+from reconciler.core import chain, quorum, statements
 from reconciler.errors import InputError
+from reconciler.model.circle import SshKey
+from reconciler.model.types import ed25519_key_blob
 
 REF = "refs/heads/main"
 
@@ -142,3 +146,116 @@ def verify_command(revision: str, repo: Path, output: str | None) -> int:
     else:
         stdout.print(f"{target[:12]}: approved (seq {seq})", markup=False)
     return 1 if unmet else 0
+
+
+@click.command("approve")
+@click.argument("revision", default="main")
+@repo_option
+@click.option(
+    "--key",
+    "key_file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Sign with this Ed25519 SSH private key.",
+)
+@click.option(
+    "--passphrase-file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="The key's passphrase, for an encrypted key.",
+)
+@click.option(
+    "--statement-out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the statement to sign elsewhere: ssh-keygen -Y sign -n circle-approval-v1 ...",
+)
+@click.option(
+    "--statement",
+    "statement_in",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="File a statement signed elsewhere (with --signature).",
+)
+@click.option(
+    "--signature",
+    "signature_in",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="The SSHSIG of --statement (ssh-keygen -Y sign writes FILE.sig).",
+)
+@output_option
+def approve_command(
+    revision: str,
+    repo: Path,
+    key_file: Path | None,
+    passphrase_file: Path | None,
+    statement_out: Path | None,
+    statement_in: Path | None,
+    signature_in: Path | None,
+    output: str | None,
+) -> int:
+    """Sign the transition from the approved head to REVISION and file it in the approvals ref."""
+    git = open_repo(repo)
+    if statement_in is not None or signature_in is not None:
+        if statement_in is None or signature_in is None:
+            raise InputError("--statement and --signature go together")
+        path = approvals.add(git, statement_in.read_bytes(), signature_in.read_text())
+        stdout.print(f"filed {path}", markup=False)
+        return 0
+    now = int(time.time())
+    intro = introduction(git, REF)
+    _, state = walk(git, intro, REF, now)
+    try:
+        target = str(git.revparse_single(revision).peel(pygit2.Commit).id)
+    except (KeyError, ValueError):
+        raise InputError(f"{revision}: no such commit") from None
+    if state is not None and target == state.commit:
+        raise InputError(f"{target[:12]} is the approved head already (seq {state.seq})")
+    seq = state.seq + 1 if state else 1
+    step = transition(
+        git, ref=REF, seq=seq, from_commit=state.commit if state else None, to_commit=target
+    )
+    in_force_bytes = step.policy_from if step.policy_from is not None else step.policy_to
+    in_force = policy(in_force_bytes)
+    statement = statements.Approval(
+        circle=intro.circle,
+        introduction=intro.commit,
+        ref=REF,
+        seq=seq,
+        from_commit=step.from_commit,
+        to_commit=step.to_commit,
+        to_tree=step.to_tree,
+        tree_sha256=step.tree_sha256,
+        policy_sha256=chain.sha256(in_force_bytes),
+        issued_at=now,
+        expires_at=now + in_force.consensus.approval_lifetime,
+    ).encode()
+    if statement_out is not None:
+        write_atomically(statement_out, statement.decode())
+        stdout.print(
+            f"statement for seq {seq} ({target[:12]}) written to {statement_out}; sign it with "
+            f"ssh-keygen -Y sign -n {statements.NAMESPACE} -f KEY {statement_out}",
+            markup=False,
+        )
+        return 0
+    if key_file is None:
+        raise InputError("give --key KEY, or --statement-out FILE to sign elsewhere")
+    passphrase = passphrase_file.read_bytes().splitlines()[0] if passphrase_file else None
+    try:
+        key = sshsig.load_private_key(key_file.read_bytes(), passphrase)
+    except BuildError as error:
+        raise InputError(f"{key_file}: {error}") from error
+    blob = ed25519_key_blob(sshsig.public_key_line(key))
+    member = next(
+        (
+            m.id
+            for m in in_force.members
+            for k in m.keys
+            if isinstance(k, SshKey) and ed25519_key_blob(k.key) == blob
+        ),
+        None,
+    )
+    if member is None:
+        raise InputError(f"{key_file}: this key belongs to no member of circle {intro.circle}")
+    path = approvals.add(git, statement, sshsig.sign(statement, key, statements.NAMESPACE))
+    if settings(output).json:
+        print_json({"seq": seq, "commit": target, "member": member, "path": path})
+    else:
+        stdout.print(f"approved seq {seq} ({target[:12]}) as {member}", markup=False)
+    return 0
