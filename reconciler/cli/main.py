@@ -14,7 +14,18 @@ from typing import NoReturn
 import click
 
 from reconciler import __version__
-from reconciler.cli import artifact, build, chain, describe, keygen, presets, qss, schemas, validate
+from reconciler.cli import (
+    artifact,
+    build,
+    chain,
+    describe,
+    init,
+    keygen,
+    presets,
+    qss,
+    schemas,
+    validate,
+)
 from reconciler.cli.context import Settings, output_option
 from reconciler.cli.render import print_error
 from reconciler.errors import DocumentError, ReconcilerError
@@ -38,6 +49,7 @@ def cli(context: click.Context, verbose: bool, output: str | None) -> None:
 cli.add_command(validate.command)
 cli.add_command(build.command)
 cli.add_command(keygen.command)
+cli.add_command(init.command)
 cli.add_command(chain.introduction_command)
 cli.add_command(chain.log_command)
 cli.add_command(chain.verify_command)
