@@ -11,14 +11,11 @@ import pygit2
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from builders import sshsig
-from reconciler.adapters import approvals
 from reconciler.adapters.chain_git import transition
 from reconciler.core.chain import Introduction, Transition, sha256
-from reconciler.core.statements import NAMESPACE, Approval
 from tests.conftest import Result, run_circle_inprocess
 from tests.test_chain import KEYS
-from tests.test_chain_git import circle, git  # noqa: F401 - the fixture
+from tests.test_chain_git import circle, git, sign_and_file  # noqa: F401 - the fixture
 
 
 @pytest.fixture
@@ -32,22 +29,7 @@ REF = "refs/heads/main"
 def approve_now(
     repo: pygit2.Repository, intro: Introduction, step: Transition, *names: str
 ) -> None:
-    now = int(time.time())
-    data = Approval(
-        circle=intro.circle,
-        introduction=intro.commit,
-        ref=REF,
-        seq=step.seq,
-        from_commit=step.from_commit,
-        to_commit=step.to_commit,
-        to_tree=step.to_tree,
-        tree_sha256=step.tree_sha256,
-        policy_sha256=sha256(step.policy_from if step.policy_from is not None else step.policy_to),
-        issued_at=now - 60,
-        expires_at=now + 3600,
-    ).encode()
-    for name in names:
-        approvals.add(repo, data, sshsig.sign(data, KEYS[name], NAMESPACE))
+    sign_and_file(repo, intro, step, *names, now=int(time.time()))
 
 
 def test_introduction_log_and_verify(circle: Path, cli: Callable[..., Result]) -> None:  # noqa: F811

@@ -32,7 +32,7 @@ def git(repo: Path, *args: str) -> str:
 
 
 def sign_and_file(
-    repo: pygit2.Repository, intro: Introduction, step: Transition, *names: str
+    repo: pygit2.Repository, intro: Introduction, step: Transition, *names: str, now: int = NOW
 ) -> None:
     data = Approval(
         circle=intro.circle,
@@ -44,20 +44,15 @@ def sign_and_file(
         to_tree=step.to_tree,
         tree_sha256=step.tree_sha256,
         policy_sha256=sha256(step.policy_from if step.policy_from is not None else step.policy_to),
-        issued_at=NOW - 10,
-        expires_at=NOW + 3600,
+        issued_at=now - 10,
+        expires_at=now + 3600,
     ).encode()
     for name in names:
         approvals.add(repo, data, sshsig.sign(data, KEYS[name], NAMESPACE))
 
 
 def evidence(repo: pygit2.Repository, step: Transition) -> list[Evidence]:
-    prefix = f"{step.seq:010d}/{step.to_commit}/"
-    return [
-        Evidence(a.statement, a.signature)
-        for a in approvals.read(repo)
-        if a.path.startswith(prefix)
-    ]
+    return chain_walk.evidence_for(repo, step.seq, step.to_commit)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from reconciler.core.changes import changed_paths, check_entries, tree_sha256
 from reconciler.model.circle import POLICY_FILE
 
 
-def _commit(repo: pygit2.Repository, revision: str) -> Any:
+def commit_of(repo: pygit2.Repository, revision: str) -> Any:
     try:
         found = repo.revparse_single(revision)
     except (KeyError, ValueError):
@@ -25,7 +25,8 @@ def _commit(repo: pygit2.Repository, revision: str) -> Any:
     return found.peel(pygit2.Commit)
 
 
-def _policy(repo: pygit2.Repository, commit: Any) -> bytes:
+def policy_at(repo: pygit2.Repository, commit: Any) -> bytes:
+    """The exact bytes of circle.yaml in `commit`."""
     try:
         entry = commit.tree[POLICY_FILE]
     except KeyError:
@@ -46,27 +47,28 @@ def transition(
     allow_symlinks: bool = False,
     allow_submodules: bool = False,
 ) -> Transition:
-    to = _commit(repo, to_commit)
+    to = commit_of(repo, to_commit)
     new = listing(repo, to.tree)
     check_entries(new, allow_symlinks=allow_symlinks, allow_submodules=allow_submodules)
+    start: Any = None
     if from_commit is None:
         old = None
         descends = True
         policy_from = None
     else:
-        start = _commit(repo, from_commit)
+        start = commit_of(repo, from_commit)
         old = listing(repo, start.tree)
         descends = repo.descendant_of(to.id, start.id)
-        policy_from = _policy(repo, start)
+        policy_from = policy_at(repo, start)
     return Transition(
         ref=ref,
         seq=seq,
-        from_commit=None if from_commit is None else str(_commit(repo, from_commit).id),
+        from_commit=None if from_commit is None else str(start.id),
         to_commit=str(to.id),
         to_tree=str(to.tree.id),
         tree_sha256=tree_sha256(new),
         changed=tuple(changed_paths(old, new)),
         descends=descends,
         policy_from=policy_from,
-        policy_to=_policy(repo, to),
+        policy_to=policy_at(repo, to),
     )

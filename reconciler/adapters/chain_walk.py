@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pygit2
 
 from reconciler.adapters import approvals
-from reconciler.adapters.chain_git import transition
+from reconciler.adapters.chain_git import policy_at, transition
 from reconciler.core import statements
 from reconciler.core.chain import (
     ChainError,
@@ -57,8 +57,13 @@ def introduction(repo: pygit2.Repository, ref: str = "refs/heads/main") -> Intro
     roots = [commit for commit in walker if not commit.parents]
     if len(roots) != 1:
         raise ChainError(f"{ref} has {len(roots)} root commits; a circle has exactly one")
-    step = transition(repo, ref=ref, seq=1, from_commit=None, to_commit=str(roots[0].id))
-    return Introduction(policy(step.policy_to).id, step.to_commit, sha256(step.policy_to))
+    first = policy_at(repo, roots[0])  # the blob alone: no need to read the whole tree
+    return Introduction(policy(first).id, str(roots[0].id), sha256(first))
+
+
+def evidence_for(repo: pygit2.Repository, seq: int, to: str) -> list[Evidence]:
+    """The approvals filed for the transition `seq` -> `to`."""
+    return _candidates(repo).get(seq, {}).get(to, [])
 
 
 def _candidates(repo: pygit2.Repository) -> dict[int, dict[str, list[Evidence]]]:
@@ -80,22 +85,19 @@ def walk(
     steps: list[Step] = []
     seq = 1
     while seq in candidates:
-        approved: list[tuple[str, Verdict]] = []
+        approved: list[tuple[str, Verdict, Circle]] = []
         for to, evidence in sorted(candidates[seq].items()):
-            verdict = _try(repo, intro, ref, seq, state, to, evidence, now)
-            if verdict is not None:
-                approved.append((to, verdict))
+            found = _try(repo, intro, ref, seq, state, to, evidence, now)
+            if found is not None:
+                approved.append((to, *found))
         if len(approved) > 1:
-            commits = ", ".join(to[:12] for to, _ in approved)
+            commits = ", ".join(to[:12] for to, _, _ in approved)
             raise Equivocation(f"seq {seq} has {len(approved)} approved commits ({commits})")
         if not approved:
             break
-        to, verdict = approved[0]
+        to, verdict, policy_to = approved[0]
         state = verdict.state
-        version = policy(
-            transition(repo, ref=ref, seq=seq, from_commit=None, to_commit=to).policy_to
-        ).version
-        steps.append(Step(seq, to, verdict.signers, version))
+        steps.append(Step(seq, to, verdict.signers, policy_to.version))
         seq += 1
     return steps, state
 
@@ -109,13 +111,15 @@ def _try(
     to: str,
     evidence: Sequence[Evidence],
     now: int,
-) -> Verdict | None:
-    """The verdict if `to` is an approved seq `seq`, else None (not this chain's next step)."""
+) -> tuple[Verdict, Circle] | None:
+    """The verdict and the new policy if `to` is an approved seq `seq`; None if it is not this
+    chain's next step."""
     try:
         step = transition(
             repo, ref=ref, seq=seq, from_commit=state.commit if state else None, to_commit=to
         )
         before = policy(step.policy_from) if step.policy_from is not None else None
-        return verify(intro, state, step, before, policy(step.policy_to), evidence, now)
+        after = policy(step.policy_to)
+        return verify(intro, state, step, before, after, evidence, now), after
     except (CheckFailed, statements.StatementError):
         return None

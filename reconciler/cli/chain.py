@@ -8,6 +8,7 @@ not (exit 1, naming what is missing): usable as a CI status check on a pull requ
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -16,7 +17,7 @@ import pygit2
 from builders import BuildError, sshsig
 from reconciler.adapters import approvals
 from reconciler.adapters.chain_git import transition
-from reconciler.adapters.chain_walk import introduction, policy, walk
+from reconciler.adapters.chain_walk import Step, evidence_for, introduction, policy, walk
 from reconciler.adapters.files import write_atomically
 from reconciler.cli.context import output_option, settings
 from reconciler.cli.render import print_json, stdout
@@ -43,6 +44,40 @@ def open_repo(path: Path) -> pygit2.Repository:
         return pygit2.Repository(str(path))
     except pygit2.GitError:
         raise InputError(f"{path}: not a Git repository") from None
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """Where the chain stands, and the transition REVISION would be from there."""
+
+    intro: chain.Introduction
+    steps: list[Step]
+    state: chain.NodeState | None
+    target: str
+    seq: int
+
+    @property
+    def approved(self) -> bool:
+        return self.state is not None and self.target == self.state.commit
+
+    def transition(self, git: pygit2.Repository) -> chain.Transition:
+        state = self.state
+        return transition(
+            git, ref=REF, seq=self.seq, from_commit=state.commit if state else None,
+            to_commit=self.target,
+        )  # fmt: skip
+
+
+def propose(git: pygit2.Repository, revision: str, now: int) -> Proposal:
+    intro = introduction(git, REF)
+    steps, state = walk(git, intro, REF, now)
+    try:
+        target = str(git.revparse_single(revision).peel(pygit2.Commit).id)
+    except (KeyError, ValueError):
+        raise InputError(f"{revision}: no such commit") from None
+    if state is not None and target == state.commit:
+        return Proposal(intro, steps, state, target, state.seq)
+    return Proposal(intro, steps, state, target, state.seq + 1 if state else 1)
 
 
 @click.command("introduction")
@@ -95,37 +130,21 @@ def verify_command(revision: str, repo: Path, output: str | None) -> int:
     """Exit 0 if the transition from the approved head to REVISION has quorum, 1 if not."""
     git = open_repo(repo)
     now = int(time.time())
-    intro = introduction(git, REF)
-    steps, state = walk(git, intro, REF, now)
-    try:
-        target = str(git.revparse_single(revision).peel(pygit2.Commit).id)
-    except (KeyError, ValueError):
-        raise InputError(f"{revision}: no such commit") from None
-    seq = (
-        state.seq
-        if state is not None and target == state.commit
-        else (state.seq + 1 if state else 1)
-    )
+    proposal = propose(git, revision, now)
+    target, seq = proposal.target, proposal.seq
     unmet = ""
-    signers: list[str] = list(steps[-1].signers) if steps and steps[-1].commit == target else []
-    if state is None or target != state.commit:
-        step = transition(
-            git, ref=REF, seq=seq, from_commit=state.commit if state else None, to_commit=target
-        )
-        prefix = f"{seq:010d}/{target}/"
-        evidence = [
-            chain.Evidence(a.statement, a.signature)
-            for a in approvals.read(git)
-            if a.path.startswith(prefix)
-        ]
+    last = proposal.steps[-1] if proposal.steps else None
+    signers: list[str] = list(last.signers) if last and last.commit == target else []
+    if not proposal.approved:
+        step = proposal.transition(git)
         try:
             verdict = chain.verify(
-                intro,
-                state,
+                proposal.intro,
+                proposal.state,
                 step,
                 policy(step.policy_from) if step.policy_from is not None else None,
                 policy(step.policy_to),
-                evidence,
+                evidence_for(git, seq, target),
                 now,
             )
             signers = list(verdict.signers)
@@ -199,18 +218,11 @@ def approve_command(
         stdout.print(f"filed {path}", markup=False)
         return 0
     now = int(time.time())
-    intro = introduction(git, REF)
-    _, state = walk(git, intro, REF, now)
-    try:
-        target = str(git.revparse_single(revision).peel(pygit2.Commit).id)
-    except (KeyError, ValueError):
-        raise InputError(f"{revision}: no such commit") from None
-    if state is not None and target == state.commit:
-        raise InputError(f"{target[:12]} is the approved head already (seq {state.seq})")
-    seq = state.seq + 1 if state else 1
-    step = transition(
-        git, ref=REF, seq=seq, from_commit=state.commit if state else None, to_commit=target
-    )
+    proposal = propose(git, revision, now)
+    intro, target, seq = proposal.intro, proposal.target, proposal.seq
+    if proposal.approved:
+        raise InputError(f"{target[:12]} is the approved head already (seq {seq})")
+    step = proposal.transition(git)
     in_force_bytes = step.policy_from if step.policy_from is not None else step.policy_to
     in_force = policy(in_force_bytes)
     statement = statements.Approval(
