@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import struct
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ __all__ = [
     "public_key_line",
     "sign",
     "verify",
+    "verify_parsed",
 ]
 
 _MAGIC = b"SSHSIG"
@@ -98,6 +100,35 @@ def sign(
 def parse(armored: str) -> SshSignature:
     """Decode an armored SSH signature; check its structure, not its validity."""
     blob = _dearmor(armored)
+    return _parse_ed25519(blob) or _parse_blob(blob)
+
+
+_TYPE_FIELD = struct.pack(">I", len(_KEY_TYPE)) + _KEY_TYPE.encode()
+_KEY_HEAD = _MAGIC + struct.pack(">II", _VERSION, 51) + _TYPE_FIELD + struct.pack(">I", 32)
+_SIG_HEAD = struct.pack(">I", 83) + _TYPE_FIELD + struct.pack(">I", 64)
+
+
+def _parse_ed25519(blob: bytes) -> SshSignature | None:
+    """The fixed layout of an Ed25519 SSHSIG, read without a field-by-field walk (a chain walk
+    parses every approval); None for anything else, which `_parse_blob` explains."""
+    if not blob.startswith(_KEY_HEAD) or len(blob) < 65:
+        return None
+    fields: list[bytes] = []
+    offset = 65  # magic, version, the 51-byte key blob
+    for _ in range(3):  # namespace, reserved, hash algorithm
+        length = int.from_bytes(blob[offset : offset + 4], "big")
+        fields.append(blob[offset + 4 : offset + 4 + length])
+        offset += 4 + length
+    if len(blob) != offset + 87 or blob[offset : offset + 23] != _SIG_HEAD:
+        return None
+    try:
+        namespace, hash_algorithm = fields[0].decode(), fields[2].decode()
+    except UnicodeDecodeError:
+        return None
+    return SshSignature(blob[14:65], namespace, hash_algorithm, blob[offset + 23 :])
+
+
+def _parse_blob(blob: bytes) -> SshSignature:
     if blob[:6] != _MAGIC:
         raise SignatureError(f"not an SSH signature: magic is {blob[:6]!r}, expected b'SSHSIG'")
     reader = _Reader(blob, 6)
@@ -136,6 +167,18 @@ def verify(message: bytes, armored: str, public_key_line: str, namespace: str) -
     _check_namespace(namespace)
     expected_blob = _parse_public_key_line(public_key_line)
     signature = parse(armored)
+    if signature.public_key != expected_blob:
+        raise SignatureError(
+            f"signature was made by key {fingerprint(signature.public_key_line)}, "
+            f"expected {fingerprint(public_key_line)}"
+        )
+    verify_parsed(message, signature, namespace)
+
+
+def verify_parsed(message: bytes, signature: SshSignature, namespace: str) -> None:
+    """Return if the parsed `signature` is valid for `message` by the key it carries, made for
+    `namespace`: the caller decides whether that key is one it trusts."""
+    _check_namespace(namespace)
     if signature.namespace != namespace:
         raise SignatureError(
             f"signature was signed for namespace {signature.namespace!r}, expected {namespace!r}"
@@ -144,19 +187,21 @@ def verify(message: bytes, armored: str, public_key_line: str, namespace: str) -
         raise SignatureError(
             f"unsupported hash algorithm {signature.hash_algorithm!r}, expected sha256 or sha512"
         )
-    if signature.public_key != expected_blob:
-        raise SignatureError(
-            f"signature was made by key {fingerprint(signature.public_key_line)}, "
-            f"expected {fingerprint(public_key_line)}"
-        )
-    key = Ed25519PublicKey.from_public_bytes(_Reader(expected_blob, 0).skip().string())
     try:
-        key.verify(signature.signature, _signed_data(message, namespace, signature.hash_algorithm))
+        _ed25519_key(signature.public_key).verify(
+            signature.signature, _signed_data(message, namespace, signature.hash_algorithm)
+        )
     except InvalidSignature:
         raise SignatureError(
-            f"bad signature by key {fingerprint(public_key_line)} for namespace {namespace!r}: "
-            "the message or signature was altered"
+            f"bad signature by key {fingerprint(signature.public_key_line)} for namespace "
+            f"{namespace!r}: the message or signature was altered"
         ) from None
+
+
+@functools.lru_cache(maxsize=1024)
+def _ed25519_key(blob: bytes) -> Ed25519PublicKey:
+    """The key object of a (parsed, well-formed) ssh-ed25519 blob; a chain reuses a few keys."""
+    return Ed25519PublicKey.from_public_bytes(_Reader(blob, 0).skip().string())
 
 
 def load_private_key(data: bytes, passphrase: bytes | None) -> Ed25519PrivateKey:

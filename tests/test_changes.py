@@ -8,10 +8,18 @@ from pathlib import Path
 
 import pygit2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from reconciler.adapters.gittree import listing
-from reconciler.core.changes import TreeRefused, changed_paths, check_entries, tree_sha256
-from reconciler.core.statements import Approval, StatementError, decode
+from reconciler.adapters.chain_git import TreeReader
+from reconciler.core.changes import changed_paths, special_entries, tree_sha256
+from reconciler.core.statements import Approval, StatementError, _decode_slowly, decode
+
+
+def listing(repo: pygit2.Repository, tree: pygit2.Tree | pygit2.Oid) -> dict[str, tuple[int, str]]:
+    found = repo.get(tree) if isinstance(tree, pygit2.Oid) else tree
+    return dict(TreeReader(repo).listing(found))
+
 
 SIGNATURE = pygit2.Signature("Alice", "alice@example.org", 1_700_000_000, 0)
 
@@ -83,14 +91,16 @@ def test_the_tree_manifest_is_sha256_of_content_and_stable(repo: pygit2.Reposito
     assert tree_sha256(listing(repo, tree_of(repo, second))) != tree_sha256(again)
 
 
-def test_symlinks_are_refused_unless_allowed(repo: pygit2.Repository) -> None:
+def test_symlinks_and_submodules_are_found(repo: pygit2.Repository) -> None:
     root = Path(repo.workdir)
     (root / "workloads").mkdir()
     (root / "workloads/evil.yaml").symlink_to("../circle.yaml")
-    new = listing(repo, tree_of(repo, commit(repo, {"circle.yaml": b"x"}, "link")))
-    with pytest.raises(TreeRefused, match=r"workloads/evil\.yaml is a symbolic link"):
-        check_entries(new, allow_symlinks=False, allow_submodules=False)
-    check_entries(new, allow_symlinks=True, allow_submodules=False)
+    tree = tree_of(repo, commit(repo, {"circle.yaml": b"x"}, "link"))
+    builder = repo.TreeBuilder(tree)
+    builder.insert("vendor", pygit2.Oid(hex="1" * 40), pygit2.GIT_FILEMODE_COMMIT)
+    new = listing(repo, builder.write())
+    assert special_entries(new) == (("workloads/evil.yaml",), ("vendor",))
+    assert new["vendor"] == (0o160000, "1" * 40)
 
 
 APPROVAL = Approval(
@@ -141,3 +151,40 @@ def test_expiry_and_issue_time() -> None:
         APPROVAL.check_current(1_700_604_800)
     with pytest.raises(StatementError, match="issued in the future"):
         APPROVAL.check_current(1_699_999_999)
+
+
+_HEX = "0123456789abcdef"
+_approvals = st.builds(
+    Approval,
+    circle=st.from_regex(r"[a-z]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True),
+    introduction=st.text(_HEX, min_size=40, max_size=40),
+    ref=st.from_regex(r"refs/[A-Za-z0-9._/-]{1,30}", fullmatch=True),
+    seq=st.integers(1, 2**53 - 1),
+    from_commit=st.none() | st.text(_HEX, min_size=40, max_size=40),
+    to_commit=st.text(_HEX, min_size=40, max_size=40),
+    to_tree=st.text(_HEX, min_size=40, max_size=40),
+    tree_sha256=st.text(_HEX, min_size=64, max_size=64),
+    policy_sha256=st.text(_HEX, min_size=64, max_size=64),
+    issued_at=st.integers(0, 2**40 - 2),
+    expires_at=st.integers(1, 2**40 - 1),
+)
+
+
+@settings(max_examples=300)
+@given(_approvals, st.integers(0, 10_000), st.binary(max_size=3))
+def test_the_fast_decoder_agrees_with_the_strict_one(
+    approval: Approval, where: int, splice: bytes
+) -> None:
+    """`decode` reads canonical statements with one regular expression; on every statement and
+    every byte-level mutation of one it must answer exactly as the JSON-parsing path does."""
+    data = approval.encode()
+    for candidate in (data, data[: where % len(data)] + splice + data[where % len(data) + 1 :]):
+        try:
+            expected: Approval | str = _decode_slowly(candidate)
+        except StatementError as error:
+            expected = str(error)
+        try:
+            found: Approval | str = decode(candidate)
+        except StatementError as error:
+            found = str(error)
+        assert found == expected

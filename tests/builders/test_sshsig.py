@@ -18,8 +18,10 @@ from cryptography.hazmat.primitives.serialization import (
     NoEncryption,
     PrivateFormat,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from builders import BuildError
+from builders import BuildError, sshsig
 from builders.sshsig import (
     SignatureError,
     load_private_key,
@@ -253,3 +255,22 @@ def test_public_key_line_with_comment_is_accepted_and_bad_lines_refused() -> Non
         verify(MESSAGE, armored, "ssh-rsa AAAAB3NzaC1yc2E", NAMESPACE)
     with pytest.raises(SignatureError, match="invalid base64"):
         verify(MESSAGE, armored, "ssh-ed25519 !!!", NAMESPACE)
+
+
+@settings(max_examples=300)
+@given(st.integers(0, 400), st.binary(max_size=4), st.sampled_from(["sha512", "sha256"]))
+def test_the_fixed_layout_reader_agrees_with_the_field_walk(
+    where: int, splice: bytes, hash_algorithm: str
+) -> None:
+    """`parse` reads Ed25519 signatures at fixed offsets; on a real signature and on every
+    byte-level mutation of one it must give exactly what the field-by-field reader gives."""
+    key = Ed25519PrivateKey.generate()
+    blob = sshsig._dearmor(sshsig.sign(b"message", key, "circle-approval-v1", hash_algorithm))
+    spot = where % len(blob)
+    for candidate in (blob, blob[:spot] + splice + blob[spot + 1 :]):
+        try:
+            expected: object = sshsig._parse_blob(candidate)
+        except sshsig.SignatureError as error:
+            expected = str(error)
+        fast = sshsig._parse_ed25519(candidate)
+        assert fast is None or fast == expected
