@@ -1,0 +1,238 @@
+"""Keyless sigstore approvals: a real public bundle verifies offline, every alteration is refused.
+
+The bundle (sigstore staging, April 2024, `william@yossarian.net` via GitHub) lives outside the
+project, in the shared test data; these tests skip when it is absent. Every test runs with all
+sockets blocked, so a pass proves verification never touches the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import socket
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+
+from reconciler.adapters.sigstore_identity import SigstoreError, SigstoreVerifier, bundle_name
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "sigstore"
+IDENTITY = "william@yossarian.net"
+ISSUER = "https://github.com/login/oauth"
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> NoReturn:
+        raise AssertionError("sigstore verification tried to use the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+@pytest.fixture
+def message() -> bytes:
+    if not DATA.is_dir():
+        pytest.skip(f"sigstore test data not found at {DATA}")
+    return (DATA / "bundle_v3.txt").read_bytes()
+
+
+@pytest.fixture
+def bundle(message: bytes) -> str:
+    return (DATA / "bundle_v3.txt.sigstore.json").read_text()
+
+
+@pytest.fixture
+def staging(no_network: None) -> SigstoreVerifier:
+    return SigstoreVerifier.instance("staging")
+
+
+def edited(bundle: str, edit: Callable[[dict[str, Any]], None]) -> str:
+    document = json.loads(bundle)
+    edit(document)
+    return json.dumps(document)
+
+
+def flip_signature_bit(document: dict[str, Any]) -> None:
+    signature = document["messageSignature"]
+    raw = bytearray(base64.b64decode(signature["signature"]))
+    raw[-1] ^= 0x01
+    signature["signature"] = base64.b64encode(bytes(raw)).decode()
+
+
+def test_identify_returns_the_signer(
+    staging: SigstoreVerifier, message: bytes, bundle: str
+) -> None:
+    assert staging.identify(message, bundle) == (IDENTITY, ISSUER)
+
+
+def test_verify_passes_for_the_right_identity(
+    staging: SigstoreVerifier, message: bytes, bundle: str
+) -> None:
+    staging.verify(message, bundle, IDENTITY, ISSUER)
+
+
+def test_from_file_with_the_shipped_root_verifies(message: bytes, bundle: str) -> None:
+    shipped = resources.files("sigstore._store").joinpath(
+        "https%3A%2F%2Ftuf-repo-cdn.sigstage.dev", "trusted_root.json"
+    )
+    with resources.as_file(shipped) as path:
+        verifier = SigstoreVerifier.from_file(path)
+    assert verifier.identify(message, bundle) == (IDENTITY, ISSUER)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda m: m + b"\n",
+        lambda m: m[:-1],
+        lambda m: bytes([m[0] ^ 0x01]) + m[1:],
+        lambda m: b"",
+    ],
+    ids=["byte-appended", "byte-removed", "first-bit-flipped", "empty"],
+)
+def test_changed_message_is_refused(
+    staging: SigstoreVerifier, message: bytes, bundle: str, change: Callable[[bytes], bytes]
+) -> None:
+    with pytest.raises(SigstoreError, match="does not verify: Bundle message digest mismatch"):
+        staging.identify(change(message), bundle)
+    with pytest.raises(SigstoreError, match="does not verify: Bundle message digest mismatch"):
+        staging.verify(change(message), bundle, IDENTITY, ISSUER)
+
+
+def test_changed_signature_is_refused(
+    staging: SigstoreVerifier, message: bytes, bundle: str
+) -> None:
+    with pytest.raises(SigstoreError, match="does not verify: Signature is invalid for input"):
+        staging.identify(message, edited(bundle, flip_signature_bit))
+
+
+@pytest.mark.parametrize(
+    ("identity", "issuer"),
+    [
+        ("mallory@example.com", ISSUER),
+        ("william@yossarian.ne", ISSUER),
+        (IDENTITY, "https://accounts.google.com"),
+        (IDENTITY, "https://github.com/login/oauth/"),
+    ],
+    ids=["other-identity", "identity-prefix", "other-issuer", "issuer-trailing-slash"],
+)
+def test_other_identity_or_issuer_is_refused(
+    staging: SigstoreVerifier, message: bytes, bundle: str, identity: str, issuer: str
+) -> None:
+    expected = f"signed by {IDENTITY} (issuer {ISSUER}), expected {identity} (issuer {issuer})"
+    with pytest.raises(SigstoreError, match=re.escape(expected)):
+        staging.verify(message, bundle, identity, issuer)
+
+
+def drop_certificate(document: dict[str, Any]) -> None:
+    del document["verificationMaterial"]["certificate"]
+
+
+def use_public_key(document: dict[str, Any]) -> None:
+    material = document["verificationMaterial"]
+    del material["certificate"]
+    material["publicKey"] = {"hint": "a-key"}
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda b: "not json at all", "Invalid JSON"),
+        (lambda b: b[: len(b) // 2], "Invalid JSON: EOF while parsing"),
+        (lambda b: "[]", "Input should be an object"),
+        (lambda b: "{}", "mediaType Field required"),
+        (lambda b: edited(b, drop_certificate), "Exactly one of publicKey, x509CertificateChain"),
+        (lambda b: edited(b, use_public_key), "expected certificate in bundle"),
+        (lambda b: " " * (1 << 20) + b, "bytes, at most 1048576 allowed"),
+    ],
+    ids=[
+        "not-json",
+        "truncated",
+        "json-list",
+        "empty-object",
+        "no-certificate",
+        "public-key",
+        "too-large",
+    ],
+)
+def test_malformed_bundle_is_refused(
+    staging: SigstoreVerifier,
+    message: bytes,
+    bundle: str,
+    make: Callable[[str], str],
+    reason: str,
+) -> None:
+    broken = make(bundle)
+    for attempt in (
+        lambda: staging.identify(message, broken),
+        lambda: staging.verify(message, broken, IDENTITY, ISSUER),
+        lambda: bundle_name(broken),
+    ):
+        with pytest.raises(SigstoreError, match=r"^not a sigstore bundle: ") as refused:
+            attempt()
+        assert re.search(reason, str(refused.value)), str(refused.value)
+        assert "\n" not in str(refused.value)
+
+
+def test_production_refuses_a_staging_bundle(message: bytes, bundle: str) -> None:
+    production = SigstoreVerifier.instance("production")
+    with pytest.raises(
+        SigstoreError,
+        match=re.escape(
+            "does not verify: failed to build timestamp certificate chain: validation failed"
+        ),
+    ):
+        production.identify(message, bundle)
+
+
+def test_unknown_instance_is_refused() -> None:
+    with pytest.raises(SigstoreError, match="unknown sigstore instance 'prod'; expected one of"):
+        SigstoreVerifier.instance("prod")
+
+
+def test_bundle_name_is_the_leaf_certificate_sha256(bundle: str) -> None:
+    name = bundle_name(bundle)
+    assert re.fullmatch(r"[0-9a-f]{64}", name)
+    assert name == "e1f949a8bfd84165bf8091a3f15a56f2de88a9dff827289125dedfcc296038a7"
+    assert bundle_name(json.dumps(json.loads(bundle), indent=None)) == name  # layout-independent
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (None, "No such file or directory"),
+        (b"not json", "Invalid JSON"),
+        (b'{"mediaType": "nope"}', "Field required"),
+        (b"", "EOF while parsing"),
+    ],
+    ids=["missing", "not-json", "incomplete", "empty"],
+)
+def test_from_file_refuses_an_unusable_root(
+    tmp_path: Path, content: bytes | None, reason: str
+) -> None:
+    path = tmp_path / "trusted_root.json"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(SigstoreError, match=f"^{re.escape(str(path))}: .*{reason}"):
+        SigstoreVerifier.from_file(path)
+
+
+def test_from_file_refuses_a_root_without_transparency_log(tmp_path: Path) -> None:
+    shipped = resources.files("sigstore._store").joinpath(
+        "https%3A%2F%2Ftuf-repo-cdn.sigstage.dev", "trusted_root.json"
+    )
+    root = json.loads(shipped.read_text())
+    root["tlogs"] = []
+    path = tmp_path / "trusted_root.json"
+    path.write_text(json.dumps(root))
+    with pytest.raises(
+        SigstoreError, match=f"^{re.escape(str(path))}: .*no transparency log instances"
+    ):
+        SigstoreVerifier.from_file(path)
