@@ -161,7 +161,7 @@ def test_a_change_with_quorum_advances_the_state() -> None:
             CHANGE,
             approve(CHANGE, "alice", "bob", to_commit=THIRD),
             QuorumNotMet,
-            "approves another to_commit",
+            "approves another to commit",
         ),
         (
             CHANGE,
@@ -173,7 +173,7 @@ def test_a_change_with_quorum_advances_the_state() -> None:
             CHANGE,
             approve(CHANGE, "alice", "bob", policy=b"another policy"),
             QuorumNotMet,
-            "approves another policy_sha256",
+            "approves another policy sha256",
         ),
     ],
     ids=[

@@ -14,7 +14,15 @@ import pytest
 from builders import sshsig
 from reconciler.adapters import approvals, chain_walk, node_state
 from reconciler.adapters.chain_git import transition
-from reconciler.core.chain import Evidence, ForkError, Introduction, Transition, sha256, verify
+from reconciler.core.chain import (
+    Evidence,
+    ForkError,
+    Introduction,
+    NodeState,
+    Transition,
+    sha256,
+    verify,
+)
 from reconciler.core.changes import TreeRefused
 from reconciler.core.quorum import QuorumNotMet
 from reconciler.core.statements import NAMESPACE, Approval
@@ -136,13 +144,24 @@ def test_a_chain_from_introduction_to_change_and_a_refused_rollback(
     assert state_file.read_bytes() == before
 
 
-def test_a_symlink_in_the_tree_is_refused_before_anything_else(circle: Path) -> None:
+def test_a_symlink_is_refused_by_the_policy_in_force_before_any_signature(circle: Path) -> None:
     (circle / "workloads/evil.yaml").symlink_to("../circle.yaml")
     git(circle, "add", "-A")
     git(circle, "commit", "-q", "-m", "link")
     repo = pygit2.Repository(str(circle))
+    step = transition(repo, ref="refs/heads/main", seq=2, from_commit="HEAD~1", to_commit="HEAD")
+    assert step.links == ("workloads/evil.yaml",)
+    assert step.changed == ("workloads/evil.yaml",)
+    intro = Introduction("example-ai-circle", "0" * 40, sha256(step.policy_to))
+    state = NodeState(str(step.from_commit), 1, sha256(step.policy_to))
+    policy = parsed(step.policy_to)
     with pytest.raises(TreeRefused, match=r"workloads/evil\.yaml is a symbolic link"):
-        transition(repo, ref="refs/heads/main", seq=2, from_commit="HEAD~1", to_commit="HEAD")
+        verify(intro, state, step, policy, policy, [], NOW)
+    allowing = policy.model_copy(
+        update={"consensus": policy.consensus.model_copy(update={"allow_symlinks": True})}
+    )
+    with pytest.raises(QuorumNotMet):  # allowed: now it is a matter of signatures
+        verify(intro, state, step, allowing, policy, [], NOW)
 
 
 def test_walking_the_chain_cold_and_catching_an_equivocation(circle: Path) -> None:

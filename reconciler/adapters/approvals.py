@@ -13,7 +13,7 @@ Git notes are not used (one note per object, O(n) writes).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,31 +39,24 @@ class StoredApproval:
 
 
 def _key_name(signature: str) -> str:
-    """The hex sha256 of the signer's key blob: a file name no two signers share."""
+    """A file name no two signers share: the hex sha256 of an SSH signer's key blob, or of a
+    sigstore bundle's signing certificate."""
+    if signature.lstrip().startswith("{"):
+        # sigstore takes most of a second to import: only for circles that use it.
+        from reconciler.adapters.sigstore_identity import bundle_name
+
+        return bundle_name(signature)
     return hashlib.sha256(sshsig.parse(signature).public_key).hexdigest()
 
 
-def _head(repo: pygit2.Repository) -> pygit2.Commit | None:
-    reference = repo.references.get(REF)
+def _head(repo: pygit2.Repository, ref: str = REF) -> pygit2.Commit | None:
+    reference = repo.references.get(ref)
     if reference is None:
         return None
     commit: Any = repo.get(reference.target)
     if not isinstance(commit, pygit2.Commit):
-        raise ApprovalStoreError(f"{REF} does not point to a commit")
+        raise ApprovalStoreError(f"{ref} does not point to a commit")
     return commit
-
-
-def _insert(repo: pygit2.Repository, tree: Any, parts: list[str], blob: pygit2.Oid) -> pygit2.Oid:
-    """The id of `tree` with `blob` at `parts` (trees created on the way)."""
-    builder = repo.TreeBuilder(tree) if tree is not None else repo.TreeBuilder()
-    name = parts[0]
-    if len(parts) == 1:
-        builder.insert(name, blob, pygit2.GIT_FILEMODE_BLOB)
-    else:
-        existing = tree[name] if tree is not None and name in tree else None
-        child = repo.get(existing.id) if existing is not None else None
-        builder.insert(name, _insert(repo, child, parts[1:], blob), pygit2.GIT_FILEMODE_TREE)
-    return builder.write()
 
 
 def add(repo: pygit2.Repository, statement: bytes, signature: str) -> str:
@@ -72,28 +65,71 @@ def add(repo: pygit2.Repository, statement: bytes, signature: str) -> str:
     The statement must parse and the signature must name a key; whether it verifies, and for
     whom, is the chain verifier's business. Adding the same pair again changes nothing.
     """
-    approval = decode(statement)
-    folder = f"{approval.seq:010d}/{approval.to_commit}"
-    name = _key_name(signature)
-    path = f"{folder}/{name}.statement"
+    return add_many(repo, [(statement, signature)])[0]
+
+
+def add_many(repo: pygit2.Repository, pairs: Iterable[tuple[bytes, str]]) -> list[str]:
+    """File several approvals in one commit of the ref; returns their paths, in order."""
+    files: dict[str, bytes] = {}
+    paths: list[str] = []
+    seqs: set[int] = set()
+    for statement, signature in pairs:
+        approval = decode(statement)
+        base = f"{approval.seq:010d}/{approval.to_commit}/{_key_name(signature)}"
+        files[f"{base}.statement"] = statement
+        files[f"{base}.sig"] = signature.encode()
+        paths.append(f"{base}.statement")
+        seqs.add(approval.seq)
     head = _head(repo)
-    tree = head.tree if head is not None else None
-    if (
-        tree is not None
-        and _read_blob(repo, tree, path) == statement
-        and _read_blob(repo, tree, f"{folder}/{name}.sig") == signature.encode()
-    ):
-        return path
-    parts = folder.split("/")
-    updated = _insert(repo, tree, [*parts, f"{name}.statement"], repo.create_blob(statement))
-    updated = _insert(
-        repo, repo.get(updated), [*parts, f"{name}.sig"], repo.create_blob(signature.encode())
-    )
-    parents = [head.id] if head is not None else []
-    message = f"approve seq {approval.seq}: {approval.to_commit[:12]}"
-    commit = repo.create_commit(None, _AUTHOR, _AUTHOR, message, updated, parents)
-    _move_ref(repo, head, commit)
-    return path
+    new = _tree_of(repo, files)
+    tree = _union(repo, head.tree, repo.get(new)) if head is not None else new
+    if head is None or tree != head.tree.id:
+        parents = [head.id] if head is not None else []
+        message = f"approve seq {', '.join(map(str, sorted(seqs)))}"
+        _move_ref(repo, head, repo.create_commit(None, _AUTHOR, _AUTHOR, message, tree, parents))
+    return paths
+
+
+def _tree_of(repo: pygit2.Repository, files: dict[str, bytes]) -> pygit2.Oid:
+    """A tree holding `files` (path -> bytes), its folders created on the way."""
+    nested: dict[str, Any] = {}
+    for path, data in files.items():
+        *folders, name = path.split("/")
+        node = nested
+        for folder in folders:
+            node = node.setdefault(folder, {})
+        node[name] = data
+
+    def write(node: dict[str, Any]) -> pygit2.Oid:
+        builder = repo.TreeBuilder()
+        for name, value in node.items():
+            if isinstance(value, dict):
+                builder.insert(name, write(value), pygit2.GIT_FILEMODE_TREE)
+            else:
+                builder.insert(name, repo.create_blob(value), pygit2.GIT_FILEMODE_BLOB)
+        return builder.write()
+
+    return write(nested)
+
+
+def _union(repo: pygit2.Repository, ours: Any, theirs: Any) -> pygit2.Oid:
+    """Our tree plus every path of theirs that we lack. A file both have is kept as ours
+    (either may be forged; the verifier decides), so a union only adds. It costs what differs."""
+    if ours.id == theirs.id:
+        return ours.id  # type: ignore[no-any-return]
+    builder = None
+    for entry in theirs:
+        name = entry.name
+        mine = ours[name] if name in ours else None  # noqa: SIM401 (a Tree has no .get)
+        if mine is None:
+            value, mode = entry.id, entry.filemode
+        elif mine.type_str == "tree" and entry.type_str == "tree" and mine.id != entry.id:
+            value, mode = _union(repo, repo.get(mine.id), repo.get(entry.id)), mine.filemode
+        else:
+            continue
+        builder = builder or repo.TreeBuilder(ours)
+        builder.insert(name, value, mode)
+    return builder.write() if builder is not None else ours.id
 
 
 def _move_ref(repo: pygit2.Repository, expected: pygit2.Commit | None, target: pygit2.Oid) -> None:
@@ -113,6 +149,13 @@ def _read_blob(repo: pygit2.Repository, tree: Any, path: str) -> bytes | None:
     return blob.data if isinstance(blob, pygit2.Blob) else None
 
 
+def snapshot(repo: pygit2.Repository, ref: str = REF) -> pygit2.Tree | None:
+    """The approvals tree as `ref` points now: what a walk reads, consistently (a node reads
+    the approvals it fetched into quarantine)."""
+    found = _head(repo, ref)
+    return found.tree if found is not None else None
+
+
 def read(repo: pygit2.Repository, commit: pygit2.Oid | None = None) -> Iterator[StoredApproval]:
     """Every approval pair under the ref (or under `commit` of the approvals history)."""
     head = repo.get(commit) if commit is not None else _head(repo)
@@ -121,21 +164,40 @@ def read(repo: pygit2.Repository, commit: pygit2.Oid | None = None) -> Iterator[
     if not isinstance(head, pygit2.Commit):
         raise ApprovalStoreError(f"{commit} is not a commit")
     for seq_entry in head.tree:
-        seq_tree = repo.get(seq_entry.id)
-        if not isinstance(seq_tree, pygit2.Tree):
+        yield from _pairs(repo, seq_entry, str(seq_entry.name))
+
+
+def read_seq(repo: pygit2.Repository, seq: int, tree: pygit2.Tree) -> Iterator[StoredApproval]:
+    """The approval pairs filed for sequence number `seq` in the approvals `tree` (from
+    `snapshot`): one folder, however many the ref holds."""
+    name = f"{seq:010d}"
+    if name in tree:
+        yield from _pairs(repo, tree[name], name)
+
+
+def _pairs(repo: pygit2.Repository, seq_entry: Any, seq_name: str) -> Iterator[StoredApproval]:
+    seq_tree = repo.get(seq_entry.id)
+    if not isinstance(seq_tree, pygit2.Tree):
+        return
+    for to_entry in seq_tree:
+        to_tree = repo.get(to_entry.id)
+        if not isinstance(to_tree, pygit2.Tree):
             continue
-        for to_entry in seq_tree:
-            to_tree = repo.get(to_entry.id)
-            if not isinstance(to_tree, pygit2.Tree):
+        for entry in to_tree:
+            name = str(entry.name)
+            if not name.endswith(".statement"):
                 continue
-            for entry in to_tree:
-                if not str(entry.name).endswith(".statement"):
-                    continue
-                base = f"{seq_entry.name}/{to_entry.name}/{entry.name}"
-                statement = _read_blob(repo, head.tree, base)
-                signature = _read_blob(repo, head.tree, base.removesuffix(".statement") + ".sig")
-                if statement is not None and signature is not None:
-                    yield StoredApproval(base, statement, signature.decode("utf-8", "replace"))
+            signature_name = name.removesuffix(".statement") + ".sig"
+            if signature_name not in to_tree:
+                continue
+            statement = repo.get(entry.id)
+            signature = repo.get(to_tree[signature_name].id)
+            if isinstance(statement, pygit2.Blob) and isinstance(signature, pygit2.Blob):
+                yield StoredApproval(
+                    f"{seq_name}/{to_entry.name}/{name}",
+                    statement.data,
+                    signature.data.decode("utf-8", "replace"),
+                )
 
 
 def merge(repo: pygit2.Repository, other: pygit2.Oid) -> pygit2.Oid:
@@ -156,17 +218,8 @@ def merge(repo: pygit2.Repository, other: pygit2.Oid) -> pygit2.Oid:
     if repo.descendant_of(theirs.id, head.id):
         _move_ref(repo, head, theirs.id)
         return theirs.id
-    tree: Any = head.tree
-    for approval in read(repo, theirs.id):
-        for suffix, data in (
-            (".statement", approval.statement),
-            (".sig", approval.signature.encode()),
-        ):
-            path = approval.path.removesuffix(".statement") + suffix
-            if _read_blob(repo, tree, path) is None:
-                tree = repo.get(_insert(repo, tree, path.split("/"), repo.create_blob(data)))
-    commit = repo.create_commit(
-        None, _AUTHOR, _AUTHOR, "merge approvals", tree.id, [head.id, theirs.id]
-    )
+    tree = _union(repo, head.tree, theirs.tree)
+    parents = [head.id, theirs.id]
+    commit = repo.create_commit(None, _AUTHOR, _AUTHOR, "merge approvals", tree, parents)
     _move_ref(repo, head, commit)
     return commit

@@ -1,32 +1,55 @@
 """Read a proposed transition's facts out of the circle's Git repository (pygit2).
 
 Everything the pure verifier (`reconciler.core.chain`) needs about `from -> to`: the changed
-paths, the `to` tree and its sha256 manifest, ancestry, and the circle.yaml bytes on both sides.
-Symlinks and submodules in the `to` tree are refused here unless the policy in force allows them.
+paths, the `to` tree and its sha256 manifest, the links and submodules in it, ancestry, and the
+circle.yaml bytes on both sides.
+
+A `TreeReader` keeps what a walk along the chain reads again: the listing of the last trees and
+the sha256 of every blob it hashed. The `to` listing of one step is the `from` listing of the
+next, and it is derived from the previous one through libgit2's tree diff, so a step costs
+what it changes, not the size of the repository.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
+from collections import OrderedDict
 from typing import Any
 
 import pygit2
 
-from reconciler.adapters.gittree import listing
 from reconciler.core.chain import ChainError, Transition
-from reconciler.core.changes import changed_paths, check_entries, tree_sha256
+from reconciler.core.changes import (
+    MODE_SUBMODULE,
+    Listing,
+    changed_paths,
+    special_entries,
+    tree_sha256,
+)
 from reconciler.model.circle import POLICY_FILE
+
+_FULL_ID = re.compile(r"[0-9a-f]{40}")
+_DELETED = pygit2.enums.DeltaStatus.DELETED
+_KEPT_LISTINGS = 4
 
 
 def commit_of(repo: pygit2.Repository, revision: str) -> Any:
     try:
-        found = repo.revparse_single(revision)
-    except (KeyError, ValueError):
+        found = repo.get(revision) if _FULL_ID.fullmatch(revision) else None
+        if found is None:
+            found = repo.revparse_single(revision)
+        return found.peel(pygit2.Commit)
+    except (KeyError, ValueError, pygit2.InvalidSpecError):
         raise ChainError(f"{revision}: no such commit") from None
-    return found.peel(pygit2.Commit)
 
 
 def policy_at(repo: pygit2.Repository, commit: Any) -> bytes:
     """The exact bytes of circle.yaml in `commit`."""
+    return bytes(_policy_blob(repo, commit).data)
+
+
+def _policy_blob(repo: pygit2.Repository, commit: Any) -> pygit2.Blob:
     try:
         entry = commit.tree[POLICY_FILE]
     except KeyError:
@@ -34,41 +57,110 @@ def policy_at(repo: pygit2.Repository, commit: Any) -> bytes:
     blob = repo.get(entry.id)
     if not isinstance(blob, pygit2.Blob):
         raise ChainError(f"{str(commit.id)[:12]}: {POLICY_FILE} is not a file")
-    return bytes(blob.data)
+    return blob
+
+
+class TreeReader:
+    """Listings of trees (path -> (mode, sha256)), with the caches a walk along a chain needs."""
+
+    def __init__(self, repo: pygit2.Repository) -> None:
+        self.repo = repo
+        self._digests: dict[pygit2.Oid, str] = {}
+        self._policies: dict[pygit2.Oid, bytes] = {}
+        self._listings: OrderedDict[pygit2.Oid, dict[str, tuple[int, str]]] = OrderedDict()
+
+    def _digest(self, oid: pygit2.Oid, mode: int) -> str:
+        if mode == MODE_SUBMODULE:
+            return str(oid)  # a commit elsewhere: only its id is known
+        digest = self._digests.get(oid)
+        if digest is None:
+            blob = self.repo.get(oid)
+            if not isinstance(blob, pygit2.Blob):
+                raise ChainError(f"{oid} is not a blob")
+            digest = self._digests[oid] = hashlib.sha256(blob.data).hexdigest()
+        return digest
+
+    def listing(self, tree: Any, after: Any = None) -> Listing:
+        """The listing of `tree`; from the cached listing of `after` plus their diff if known."""
+        found = self._listings.get(tree.id)
+        if found is None:
+            previous = self._listings.get(after.id) if after is not None else None
+            found = self._full(tree) if previous is None else self._patched(previous, after, tree)
+            self._listings[tree.id] = found
+            while len(self._listings) > _KEPT_LISTINGS:
+                self._listings.popitem(last=False)
+        self._listings.move_to_end(tree.id)
+        return found
+
+    def _full(self, tree: Any) -> dict[str, tuple[int, str]]:
+        found: dict[str, tuple[int, str]] = {}
+
+        def walk(node: Any, prefix: str) -> None:
+            for entry in node:
+                path = f"{prefix}{entry.name}"
+                mode = int(entry.filemode)
+                if entry.type_str == "tree":
+                    walk(self.repo[entry.id], path + "/")
+                else:
+                    found[path] = (mode, self._digest(entry.id, mode))
+
+        walk(tree, "")
+        return found
+
+    def _patched(
+        self, previous: dict[str, tuple[int, str]], old: Any, new: Any
+    ) -> dict[str, tuple[int, str]]:
+        found = dict(previous)
+        for delta in self.repo.diff(old, new).deltas:
+            if delta.status == _DELETED:
+                found.pop(delta.old_file.path, None)
+                continue
+            if delta.old_file.path != delta.new_file.path:
+                found.pop(delta.old_file.path, None)
+            mode = int(delta.new_file.mode)
+            found[delta.new_file.path] = (mode, self._digest(delta.new_file.id, mode))
+        return found
+
+    def _policy(self, commit: Any) -> bytes:
+        """circle.yaml of `commit`, read once per version of the policy."""
+        blob = _policy_blob(self.repo, commit)
+        found = self._policies.get(blob.id)
+        if found is None:
+            found = self._policies[blob.id] = bytes(blob.data)
+        return found
+
+    def transition(
+        self, *, ref: str, seq: int, from_commit: str | None, to_commit: str
+    ) -> Transition:
+        to = commit_of(self.repo, to_commit)
+        start: Any = None if from_commit is None else commit_of(self.repo, from_commit)
+        old = None if start is None else self.listing(start.tree)
+        new = self.listing(to.tree, after=None if start is None else start.tree)
+        if start is None:
+            descends = True
+        else:
+            descends = start.id in to.parent_ids or self.repo.descendant_of(to.id, start.id)
+        links, submodules = special_entries(new)
+        return Transition(
+            ref=ref,
+            seq=seq,
+            from_commit=None if start is None else str(start.id),
+            to_commit=str(to.id),
+            to_tree=str(to.tree.id),
+            tree_sha256=tree_sha256(new),
+            changed=tuple(changed_paths(old, new)),
+            descends=descends,
+            policy_from=None if start is None else self._policy(start),
+            policy_to=self._policy(to),
+            links=links,
+            submodules=submodules,
+        )
 
 
 def transition(
-    repo: pygit2.Repository,
-    *,
-    ref: str,
-    seq: int,
-    from_commit: str | None,
-    to_commit: str,
-    allow_symlinks: bool = False,
-    allow_submodules: bool = False,
+    repo: pygit2.Repository, *, ref: str, seq: int, from_commit: str | None, to_commit: str
 ) -> Transition:
-    to = commit_of(repo, to_commit)
-    new = listing(repo, to.tree)
-    check_entries(new, allow_symlinks=allow_symlinks, allow_submodules=allow_submodules)
-    start: Any = None
-    if from_commit is None:
-        old = None
-        descends = True
-        policy_from = None
-    else:
-        start = commit_of(repo, from_commit)
-        old = listing(repo, start.tree)
-        descends = repo.descendant_of(to.id, start.id)
-        policy_from = policy_at(repo, start)
-    return Transition(
-        ref=ref,
-        seq=seq,
-        from_commit=None if from_commit is None else str(start.id),
-        to_commit=str(to.id),
-        to_tree=str(to.tree.id),
-        tree_sha256=tree_sha256(new),
-        changed=tuple(changed_paths(old, new)),
-        descends=descends,
-        policy_from=policy_from,
-        policy_to=policy_at(repo, to),
+    """The facts of `from_commit -> to_commit` (one-off; a walk keeps a `TreeReader`)."""
+    return TreeReader(repo).transition(
+        ref=ref, seq=seq, from_commit=from_commit, to_commit=to_commit
     )

@@ -1,26 +1,30 @@
-"""Walk the approved chain of a repository from its introduction (cold verification).
+"""Walk the approved chain of a repository: cold from its introduction, or on from a node state.
 
-For seq 1, 2, ... the approvals ref is searched for transitions of that seq; each candidate
-`to` is read from Git and verified from the state the previous step produced. Exactly one
-candidate may verify per seq: two approved `to` commits for one seq are an equivocation and
-stop the walk with an error; none ends the chain there.
+For seq n = state.seq + 1, n + 1, ... the approvals filed under that seq are read (one folder
+of the approvals ref), each candidate `to` is read from Git and verified from the state the
+previous step produced. Exactly one candidate may verify per seq: two approved `to` commits
+for one seq are an equivocation and stop the walk with an error; none ends the chain there.
+
+A `Chain` keeps what the next step reads again (the last tree listings, every blob's sha256,
+every parsed policy), so a walk costs about one tree diff and the signature checks per step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pygit2
 
 from reconciler.adapters import approvals
-from reconciler.adapters.chain_git import policy_at, transition
-from reconciler.core import statements
+from reconciler.adapters.chain_git import TreeReader, policy_at
 from reconciler.core.chain import (
     ChainError,
     Evidence,
+    IdentityVerifier,
     Introduction,
     NodeState,
+    Transition,
     Verdict,
     sha256,
     verify,
@@ -28,6 +32,8 @@ from reconciler.core.chain import (
 from reconciler.core.documents import parse_document
 from reconciler.errors import CheckFailed, DocumentError
 from reconciler.model import KINDS, Circle
+
+MAIN = "refs/heads/main"
 
 
 class Equivocation(ChainError):
@@ -51,9 +57,13 @@ def policy(data: bytes) -> Circle:
     return loaded.document
 
 
-def introduction(repo: pygit2.Repository, ref: str = "refs/heads/main") -> Introduction:
+def introduction(repo: pygit2.Repository, ref: str = MAIN) -> Introduction:
     """This repository's introduction: its circle id, first commit and first policy's sha256."""
-    walker = repo.walk(repo.references[ref].target, pygit2.enums.SortMode.TOPOLOGICAL)
+    try:
+        tip = repo.references[ref].target
+    except KeyError:
+        raise ChainError(f"the repository has no {ref}") from None
+    walker = repo.walk(tip, pygit2.enums.SortMode.TOPOLOGICAL)
     roots = [commit for commit in walker if not commit.parents]
     if len(roots) != 1:
         raise ChainError(f"{ref} has {len(roots)} root commits; a circle has exactly one")
@@ -61,65 +71,126 @@ def introduction(repo: pygit2.Repository, ref: str = "refs/heads/main") -> Intro
     return Introduction(policy(first).id, str(roots[0].id), sha256(first))
 
 
-def evidence_for(repo: pygit2.Repository, seq: int, to: str) -> list[Evidence]:
-    """The approvals filed for the transition `seq` -> `to`."""
-    return _candidates(repo).get(seq, {}).get(to, [])
+class Chain:
+    """The approved chain of one repository, as a node or an owner's clone verifies it.
 
+    The approvals ref is read as it is when the Chain is made (a snapshot), so a walk sees one
+    consistent set of approvals even while co-signers file more.
+    """
 
-def _candidates(repo: pygit2.Repository) -> dict[int, dict[str, list[Evidence]]]:
-    found: dict[int, dict[str, list[Evidence]]] = {}
-    for stored in approvals.read(repo):
-        seq_text, to, _ = stored.path.split("/", 2)
-        found.setdefault(int(seq_text), {}).setdefault(to, []).append(
-            Evidence(stored.statement, stored.signature)
+    def __init__(
+        self,
+        repo: pygit2.Repository,
+        intro: Introduction,
+        ref: str = MAIN,
+        *,
+        identities: IdentityVerifier | None = None,
+        approvals_ref: str = approvals.REF,
+    ) -> None:
+        self.repo = repo
+        self.intro = intro
+        self.ref = ref
+        self.approvals = approvals.snapshot(repo, approvals_ref)
+        self._identities = identities
+        self._trees = TreeReader(repo)
+        self._policies: dict[str, Circle] = {}
+
+    def candidates(self, seq: int) -> dict[str, list[Evidence]]:
+        """The approvals filed for `seq`, by the `to` commit they approve."""
+        return candidates(self.repo, seq, self.approvals)
+
+    def policy(self, data: bytes) -> Circle:
+        """`data` parsed as a policy, once per distinct policy."""
+        digest = sha256(data)
+        found = self._policies.get(digest)
+        if found is None:
+            found = self._policies[digest] = policy(data)
+        return found
+
+    def transition(self, state: NodeState | None, to: str) -> Transition:
+        seq = state.seq + 1 if state else 1
+        return self._trees.transition(
+            ref=self.ref, seq=seq, from_commit=state.commit if state else None, to_commit=to
         )
+
+    def check(
+        self, state: NodeState | None, to: str, evidence: list[Evidence], now: int
+    ) -> tuple[Verdict, Circle]:
+        """The verdict on `state -> to` with `evidence`, or the ChainError that refuses it."""
+        step = self.transition(state, to)
+        before = self.policy(step.policy_from) if step.policy_from is not None else None
+        after = self.policy(step.policy_to)
+        verdict = verify(self.intro, state, step, before, after, evidence, now, self._identities)
+        return verdict, after
+
+    def next(self, state: NodeState | None, now: int) -> tuple[Step, NodeState] | None:
+        """The approved step after `state`, or None if there is none (yet).
+
+        Candidates that do not verify are simply not this chain's next step; two that do are
+        an equivocation."""
+        seq = state.seq + 1 if state else 1
+        approved: list[tuple[str, Verdict, Circle]] = []
+        for to, evidence in sorted(self.candidates(seq).items()):
+            try:
+                approved.append((to, *self.check(state, to, evidence, now)))
+            except CheckFailed:
+                continue
+        if len(approved) > 1:
+            commits = ", ".join(to[:12] for to, _, _ in approved)
+            raise Equivocation(f"seq {seq} has {len(approved)} approved commits ({commits})")
+        if not approved:
+            return None
+        to, verdict, after = approved[0]
+        return Step(seq, to, verdict.signers, after.version), verdict.state
+
+    def walk(
+        self, now: int, state: NodeState | None = None, *, until: str | None = None
+    ) -> tuple[list[Step], NodeState | None]:
+        """Every approved step after `state` (from the introduction when None), and the state
+        after the last one; stops early once commit `until` is reached."""
+        steps: list[Step] = []
+        while state is None or state.commit != until:
+            found = self.next(state, now)
+            if found is None:
+                break
+            step, state = found
+            steps.append(step)
+        return steps, state
+
+
+def candidates(
+    repo: pygit2.Repository, seq: int, tree: pygit2.Tree | None
+) -> dict[str, list[Evidence]]:
+    """The approvals filed for `seq` in the approvals `tree`, by the `to` commit they approve."""
+    found: dict[str, list[Evidence]] = {}
+    if tree is not None:
+        for stored in approvals.read_seq(repo, seq, tree):
+            to = stored.path.split("/", 2)[1]
+            found.setdefault(to, []).append(Evidence(stored.statement, stored.signature))
     return found
+
+
+class Deferred:
+    """An identity verifier made the first time a bundle is met (sigstore is slow to import,
+    and most circles never use it)."""
+
+    def __init__(self, make: Callable[[], IdentityVerifier]) -> None:
+        self._make = make
+        self._made: IdentityVerifier | None = None
+
+    def identify(self, message: bytes, bundle: str) -> tuple[str, str]:
+        if self._made is None:
+            self._made = self._make()
+        return self._made.identify(message, bundle)
 
 
 def walk(
     repo: pygit2.Repository, intro: Introduction, ref: str, now: int
 ) -> tuple[list[Step], NodeState | None]:
     """Every approved step from the introduction, and the state after the last one."""
-    candidates = _candidates(repo)
-    state: NodeState | None = None
-    steps: list[Step] = []
-    seq = 1
-    while seq in candidates:
-        approved: list[tuple[str, Verdict, Circle]] = []
-        for to, evidence in sorted(candidates[seq].items()):
-            found = _try(repo, intro, ref, seq, state, to, evidence, now)
-            if found is not None:
-                approved.append((to, *found))
-        if len(approved) > 1:
-            commits = ", ".join(to[:12] for to, _, _ in approved)
-            raise Equivocation(f"seq {seq} has {len(approved)} approved commits ({commits})")
-        if not approved:
-            break
-        to, verdict, policy_to = approved[0]
-        state = verdict.state
-        steps.append(Step(seq, to, verdict.signers, policy_to.version))
-        seq += 1
-    return steps, state
+    return Chain(repo, intro, ref).walk(now)
 
 
-def _try(
-    repo: pygit2.Repository,
-    intro: Introduction,
-    ref: str,
-    seq: int,
-    state: NodeState | None,
-    to: str,
-    evidence: Sequence[Evidence],
-    now: int,
-) -> tuple[Verdict, Circle] | None:
-    """The verdict and the new policy if `to` is an approved seq `seq`; None if it is not this
-    chain's next step."""
-    try:
-        step = transition(
-            repo, ref=ref, seq=seq, from_commit=state.commit if state else None, to_commit=to
-        )
-        before = policy(step.policy_from) if step.policy_from is not None else None
-        after = policy(step.policy_to)
-        return verify(intro, state, step, before, after, evidence, now), after
-    except (CheckFailed, statements.StatementError):
-        return None
+def evidence_for(repo: pygit2.Repository, seq: int, to: str) -> list[Evidence]:
+    """The approvals filed for the transition `seq` -> `to`."""
+    return candidates(repo, seq, approvals.snapshot(repo)).get(to, [])

@@ -26,12 +26,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from builders import BuildError, sshsig
 from reconciler.core import quorum, statements
+from reconciler.core.changes import TreeRefused
 from reconciler.errors import CheckFailed
 from reconciler.model import Circle
-from reconciler.model.circle import POLICY_FILE, SshKey
+from reconciler.model.circle import POLICY_FILE, SigstoreIdentity, SshKey
 from reconciler.model.types import ed25519_key_blob
 
 
@@ -83,12 +85,21 @@ class Transition:
     descends: bool  # `to` descends from `from` (or, for seq 1, is the introduction's commit)
     policy_from: bytes | None  # circle.yaml at `from` (None for seq 1)
     policy_to: bytes  # circle.yaml at `to`
+    links: tuple[str, ...] = ()  # symbolic links in the `to` tree
+    submodules: tuple[str, ...] = ()  # submodules in the `to` tree
 
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
     statement: bytes
     signature: str
+
+
+class IdentityVerifier(Protocol):
+    """Verifies a keyless (sigstore) signature over `message` offline, against a pinned trust
+    root, and returns the certificate's (identity, issuer); raises CheckFailed otherwise."""
+
+    def identify(self, message: bytes, bundle: str) -> tuple[str, str]: ...
 
 
 @dataclass(frozen=True)
@@ -108,6 +119,15 @@ def _members_by_key(policy: Circle) -> dict[bytes, str]:
         for member in policy.members
         for key in member.keys
         if isinstance(key, SshKey)
+    }
+
+
+def _members_by_identity(policy: Circle) -> dict[tuple[str, str], str]:
+    return {
+        (key.identity, key.issuer): member.id
+        for member in policy.members
+        for key in member.keys
+        if isinstance(key, SigstoreIdentity)
     }
 
 
@@ -151,6 +171,34 @@ def _check_evolution(old: Circle, old_bytes: bytes, new: Circle) -> None:
         raise PolicyError("circle.yaml does not name the sha256 of the previous policy")
 
 
+def _check_tree(policy: Circle, step: Transition) -> None:
+    if step.links and not policy.consensus.allow_symlinks:
+        raise TreeRefused(f"{step.links[0]} is a symbolic link, and the policy allows none")
+    if step.submodules and not policy.consensus.allow_submodules:
+        raise TreeRefused(f"{step.submodules[0]} is a submodule, and the policy allows none")
+
+
+@dataclass(frozen=True, slots=True)
+class _Members:
+    by_key: dict[bytes, str]
+    by_identity: dict[tuple[str, str], str]
+
+
+def _signer(
+    members: _Members, statement: bytes, signature: str, identities: IdentityVerifier | None
+) -> str | None:
+    """The member whose valid signature `signature` is, or None when it is no member's."""
+    if signature.lstrip().startswith("{"):  # a sigstore bundle
+        if identities is None:
+            raise ChainError("a sigstore approval, and no sigstore trust root is configured")
+        return members.by_identity.get(identities.identify(statement, signature))
+    parsed = sshsig.parse(signature)
+    member = members.by_key.get(parsed.public_key)
+    if member is not None:
+        sshsig.verify_parsed(statement, parsed, statements.NAMESPACE)
+    return member
+
+
 def _signers(
     intro: Introduction,
     step: Transition,
@@ -158,42 +206,93 @@ def _signers(
     policy_sha: str,
     evidence: Sequence[Evidence],
     now: int,
+    identities: IdentityVerifier | None,
 ) -> tuple[set[str], list[str]]:
-    members = _members_by_key(policy)
+    members = _Members(_members_by_key(policy), _members_by_identity(policy))
     signers: set[str] = set()
     excluded: list[str] = []
-    expected = {
-        "circle": intro.circle,
-        "introduction": intro.commit,
-        "ref": step.ref,
-        "seq": step.seq,
-        "from_commit": step.from_commit,
-        "to_commit": step.to_commit,
-        "to_tree": step.to_tree,
-        "tree_sha256": step.tree_sha256,
-        "policy_sha256": policy_sha,
-    }
+    expected = (
+        intro.circle, intro.commit, step.ref, step.seq, step.from_commit, step.to_commit,
+        step.to_tree, step.tree_sha256, policy_sha,
+    )  # fmt: skip
     for index, item in enumerate(evidence, start=1):
         try:
             approval = statements.decode(item.statement)
-            wrong = [name for name, value in expected.items() if getattr(approval, name) != value]
-            if wrong:
+            found = (
+                approval.circle, approval.introduction, approval.ref, approval.seq,
+                approval.from_commit, approval.to_commit, approval.to_tree,
+                approval.tree_sha256, approval.policy_sha256,
+            )  # fmt: skip
+            if found != expected:
+                wrong = [
+                    name
+                    for name, mine, theirs in zip(_BOUND, expected, found, strict=True)
+                    if mine != theirs
+                ]
                 excluded.append(f"#{index}: approves another {', '.join(wrong)}")
                 continue
             approval.check_current(now)
-            signature = sshsig.parse(item.signature)
-            member = members.get(signature.public_key)
+            member = _signer(members, item.statement, item.signature, identities)
             if member is None:
                 excluded.append(f"#{index}: signed by a key of no member")
                 continue
-            sshsig.verify(
-                item.statement, item.signature, signature.public_key_line, statements.NAMESPACE
-            )
-        except (ChainError, statements.StatementError, BuildError) as error:
+        except (CheckFailed, BuildError) as error:
             excluded.append(f"#{index}: {error}")
             continue
         signers.add(member)
     return signers, excluded
+
+
+_BOUND = (
+    "circle", "introduction", "ref", "seq", "from commit", "to commit", "to tree",
+    "tree sha256", "policy sha256",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """What the evidence for one (well-placed) transition amounts to, met or not."""
+
+    signers: tuple[str, ...]
+    excluded: tuple[str, ...]
+    quorum: quorum.QuorumResult
+    next_state: NodeState
+
+
+def assess(
+    intro: Introduction,
+    state: NodeState | None,
+    step: Transition,
+    policy_from: Circle | None,
+    policy_to: Circle,
+    evidence: Sequence[Evidence],
+    now: int,
+    identities: IdentityVerifier | None = None,
+) -> Assessment:
+    """Check everything but the quorum (position, policy, tree, evolution: ChainError), and
+    report the quorum rule by rule: what `circle review` shows and `verify` enforces."""
+    _check_position(intro, state, step)
+    if state is None:
+        in_force, in_force_bytes = policy_to, step.policy_to
+    else:
+        assert policy_from is not None  # a state implies a `from` policy
+        assert step.policy_from is not None
+        in_force, in_force_bytes = policy_from, step.policy_from
+    _check_tree(in_force, step)
+    in_force_sha = sha256(in_force_bytes)
+    signers, excluded = _signers(intro, step, in_force, in_force_sha, evidence, now, identities)
+    policy_changed = POLICY_FILE in step.changed
+    if policy_changed and state is not None:
+        _check_evolution(in_force, in_force_bytes, policy_to)
+    result = quorum.evaluate(
+        in_force, step.changed, signers, proposed=policy_to if policy_changed else None
+    )
+    return Assessment(
+        tuple(sorted(signers)),
+        tuple(excluded),
+        result,
+        NodeState(step.to_commit, step.seq, sha256(step.policy_to)),
+    )
 
 
 def verify(
@@ -204,31 +303,17 @@ def verify(
     policy_to: Circle,
     evidence: Sequence[Evidence],
     now: int,
+    identities: IdentityVerifier | None = None,
 ) -> Verdict:
-    """The node state after `step`, or a ChainError saying why it must not be applied."""
-    _check_position(intro, state, step)
-    if state is None:
-        in_force, in_force_bytes = policy_to, step.policy_to
-    else:
-        assert policy_from is not None  # a state implies a `from` policy
-        assert step.policy_from is not None
-        in_force, in_force_bytes = policy_from, step.policy_from
-    in_force_sha = sha256(in_force_bytes)
-    signers, excluded = _signers(intro, step, in_force, in_force_sha, evidence, now)
-    policy_changed = POLICY_FILE in step.changed
-    if policy_changed and state is not None:
-        _check_evolution(in_force, in_force_bytes, policy_to)
+    """The node state after `step`, or a ChainError saying why it must not be applied.
+
+    `identities` verifies sigstore approvals; without it they are excluded, with the reason."""
+    found = assess(intro, state, step, policy_from, policy_to, evidence, now, identities)
     try:
-        quorum.enforce(
-            in_force, step.changed, signers, proposed=policy_to if policy_changed else None
-        )
+        quorum.check(found.quorum)
     except quorum.QuorumNotMet as error:
-        detail = f" (excluded: {'; '.join(excluded)})" if excluded else ""
+        detail = f" (excluded: {'; '.join(found.excluded)})" if found.excluded else ""
         raise quorum.QuorumNotMet(
             f"seq {step.seq} ({step.to_commit[:12]}): {error}{detail}"
         ) from None
-    return Verdict(
-        NodeState(step.to_commit, step.seq, sha256(step.policy_to)),
-        tuple(sorted(signers)),
-        tuple(excluded),
-    )
+    return Verdict(found.next_state, found.signers, found.excluded)

@@ -2,9 +2,9 @@
 
 Trees come in as listings (path -> (mode, content digest)) that the Git adapter reads. Changed
 paths count a rename as a delete plus an add, so a rule protecting either name applies.
-Symbolic links and submodules in the new tree are refused unless the policy allows them: a
-link can make a harmless-looking path mean a protected one, and a submodule brings content the
-signatures do not cover.
+The chain verifier refuses symbolic links and submodules in the new tree unless the policy
+allows them: a link can make a harmless-looking path mean a protected one, and a submodule
+brings content the signatures do not cover.
 """
 
 from __future__ import annotations
@@ -31,12 +31,16 @@ def changed_paths(old: Listing | None, new: Listing) -> list[str]:
     return sorted(path for path in paths if before.get(path) != new.get(path))
 
 
-def check_entries(new: Listing, *, allow_symlinks: bool, allow_submodules: bool) -> None:
-    for path, (mode, _) in sorted(new.items()):
-        if mode == MODE_LINK and not allow_symlinks:
-            raise TreeRefused(f"{path} is a symbolic link, and the policy allows none")
-        if mode == MODE_SUBMODULE and not allow_submodules:
-            raise TreeRefused(f"{path} is a submodule, and the policy allows none")
+def special_entries(listing: Listing) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The symbolic links and the submodules of a tree, each in path order."""
+    links: list[str] = []
+    submodules: list[str] = []
+    for path, (mode, _) in listing.items():
+        if mode == MODE_LINK:
+            links.append(path)
+        elif mode == MODE_SUBMODULE:
+            submodules.append(path)
+    return tuple(sorted(links)), tuple(sorted(submodules))
 
 
 def tree_sha256(listing: Listing) -> str:

@@ -26,6 +26,8 @@ from reconciler.errors import CheckFailed
 from reconciler.model import Circle
 from reconciler.model.circle import GOVERNANCE_RULE, POLICY_FILE, Rule
 
+CATCH_ALL = "**"  # the pattern of a rule that covers every path
+
 
 class QuorumNotMet(CheckFailed):
     """The signatures do not satisfy every rule the change triggers."""
@@ -95,8 +97,13 @@ def _result(
 
 
 def triggered(policy: Circle, changed: Iterable[str]) -> list[tuple[Rule, list[str]]]:
-    """The rules a change triggers, each with the changed paths that trigger it."""
+    """The rules a change triggers, each with the changed paths that trigger it.
+
+    A transition that changes no path still moves the approved head: the catch-all rules
+    (pattern `**`) decide it."""
     paths = sorted(set(changed))
+    if not paths:
+        return [(rule, []) for rule in policy.consensus.rules if CATCH_ALL in rule.paths]
     found = []
     for rule in policy.consensus.rules:
         hits = [path for path in paths if matches_any(rule.paths, path)]
@@ -141,7 +148,11 @@ def enforce(
     changed = list(changed)
     if POLICY_FILE in changed and proposed is None:
         raise QuorumNotMet(f"{POLICY_FILE} changes: the proposed policy must be evaluated too")
-    result = evaluate(policy, changed, signers, proposed=proposed)
+    return check(evaluate(policy, changed, signers, proposed=proposed))
+
+
+def check(result: QuorumResult) -> QuorumResult:
+    """`result` if it is met; QuorumNotMet naming every unmet rule otherwise."""
     if not result.rules:
         raise QuorumNotMet("no rule covers the change (the policy has no catch-all rule)")
     if not result.satisfied:

@@ -1,0 +1,149 @@
+"""Benchmark: verify a long Human Chain, cold and one step at a time.
+
+A real circle repository (pygit2) with N transitions (default 10,000), each changing a workload
+and approved by all three owners (3 SSHSIG approvals per transition, filed in the approvals ref
+as `circle approve` files them). Printed, from one run:
+
+- baseline: raw Ed25519 verification of the same 3N signatures (OpenSSL through `cryptography`,
+  the signed data and key objects prepared beforehand: only the verify calls are timed);
+- cold: the whole chain verified from the introduction (what a new node does);
+- incremental: one new transition verified from the persisted node state (what a node does
+  on every push), including loading and saving the state file.
+
+Targets (issue 3): cold <= 2x the raw verification; incremental <= 50 ms.
+
+    .venv/bin/python tests/benchmarks/bench_chain.py [--transitions 10000]
+
+Not a test: it prints figures and asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from builders import sshsig
+from reconciler.adapters import approvals, node_state
+from reconciler.adapters.chain_walk import Chain
+from reconciler.core.statements import NAMESPACE
+from tests.chainsim import NOW, ChainSimulator
+
+OWNERS = ("alice", "bob", "carol")
+
+
+def build(sim: ChainSimulator, transitions: int) -> list[tuple[bytes, str]]:
+    """Commit and approve `transitions` steps; returns every (statement, signature) filed."""
+    filed: list[tuple[bytes, str]] = []
+    previous: str | None = None
+    batch: list[tuple[bytes, str]] = []
+    started = time.perf_counter()
+    for seq in range(1, transitions + 1):
+        to = sim.first if seq == 1 else sim.scale(seq + 2)
+        batch += sim.sign(sim.statement(seq, previous, to), *OWNERS)
+        previous = to
+        if len(batch) >= 3000 or seq == transitions:
+            approvals.add_many(sim.repo, batch)
+            filed += batch
+            batch = []
+            print(f"\r  built {seq}/{transitions} transitions", end="", file=sys.stderr)
+    # A node's clone holds packed objects (what a fetch brings), not one file per object.
+    subprocess.run(["git", "-C", sim.repo.path, "repack", "-a", "-d", "-q"], check=True)
+    print(
+        f"\r  built {transitions} transitions in {time.perf_counter() - started:.1f} s",
+        file=sys.stderr,
+    )
+    return filed
+
+
+def raw_verify(filed: list[tuple[bytes, str]]) -> float:
+    prepared = []
+    keys: dict[bytes, Ed25519PublicKey] = {}
+    for statement, armored in filed:
+        parsed = sshsig.parse(armored)
+        key = keys.get(parsed.public_key)
+        if key is None:
+            key = keys[parsed.public_key] = Ed25519PublicKey.from_public_bytes(
+                parsed.public_key[-32:]
+            )
+        signed = b"".join(
+            [
+                b"SSHSIG",
+                len(NAMESPACE).to_bytes(4, "big") + NAMESPACE.encode(),
+                (0).to_bytes(4, "big"),
+                (6).to_bytes(4, "big") + b"sha512",
+                (64).to_bytes(4, "big") + hashlib.sha512(statement).digest(),
+            ]
+        )
+        prepared.append((key, parsed.signature, signed))
+    started = time.perf_counter()
+    for key, signature, signed in prepared:
+        key.verify(signature, signed)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--transitions", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=5, help="incremental measurements")
+    arguments = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        sim = ChainSimulator(Path(folder) / "circle.git")
+        filed = build(sim, arguments.transitions)
+        intro = sim.intro
+        raw = raw_verify(filed)
+
+        started = time.perf_counter()
+        steps, state = Chain(sim.repo, intro).walk(NOW)
+        cold = time.perf_counter() - started
+        assert state is not None, state
+        assert len(steps) == arguments.transitions, len(steps)
+
+        state_file = Path(folder) / "state.json"
+        node_state.save(state_file, state)
+        incremental: list[float] = []
+        for extra in range(arguments.repeat):
+            current = node_state.load(state_file)
+            assert current is not None
+            to = sim.scale(arguments.transitions + 10 + extra)
+            sim.approve(current.seq + 1, current.commit, to, OWNERS)
+            started = time.perf_counter()
+            found = Chain(sim.repo, intro).next(node_state.load(state_file), NOW)
+            assert found is not None
+            node_state.save(state_file, found[1])
+            incremental.append(time.perf_counter() - started)
+
+    signatures = len(filed)
+    print(
+        f"\nHuman Chain: {arguments.transitions} transitions x 3 approvals "
+        f"({signatures} signatures)"
+    )
+    print(f"{'':44}{'time':>10}{'per transition':>16}{'vs raw':>9}")
+    rows = [
+        ("baseline: raw Ed25519 verify of every sig", raw),
+        ("cold: verify the chain from introduction", cold),
+    ]
+    for name, seconds in rows:
+        print(
+            f"{name:44}{seconds:>9.2f}s{seconds / arguments.transitions * 1e6:>13.0f} us"
+            f"{seconds / raw:>8.2f}x"
+        )
+    middle = statistics.median(incremental)
+    print(f"{'incremental: one new transition (median)':44}{middle * 1000:>8.1f}ms")
+    print(
+        f"  targets: cold <= 2.00x raw ({cold / raw:.2f}x); "
+        f"incremental <= 50 ms ({middle * 1000:.1f} ms)"
+    )
+
+
+if __name__ == "__main__":
+    main()
