@@ -17,11 +17,19 @@ import pygit2
 from builders import BuildError, sshsig
 from reconciler.adapters import approvals
 from reconciler.adapters.chain_git import transition
-from reconciler.adapters.chain_walk import Step, evidence_for, introduction, policy, walk
+from reconciler.adapters.chain_walk import (
+    Deferred,
+    Step,
+    evidence_for,
+    introduction,
+    policy,
+    walk,
+)
 from reconciler.adapters.files import write_atomically
 from reconciler.cli.context import output_option, settings
 from reconciler.cli.render import print_json, stdout
 from reconciler.core import chain, quorum, statements
+from reconciler.core.chain import IdentityVerifier
 from reconciler.errors import InputError
 from reconciler.model.circle import SshKey
 from reconciler.model.types import ed25519_key_blob
@@ -44,6 +52,35 @@ def open_repo(path: Path) -> pygit2.Repository:
         return pygit2.Repository(str(path))
     except pygit2.GitError:
         raise InputError(f"{path}: not a Git repository") from None
+
+
+def _identities(
+    context: click.Context, parameter: click.Parameter, value: str
+) -> IdentityVerifier | None:
+    if value == "none":
+        return None
+
+    def make() -> IdentityVerifier:
+        # sigstore takes most of a second to import: only when a sigstore approval is met.
+        from reconciler.adapters.sigstore_identity import SigstoreVerifier
+
+        if value in ("production", "staging"):
+            return SigstoreVerifier.instance(value)
+        return SigstoreVerifier.from_file(Path(value))
+
+    return Deferred(make)
+
+
+def identities_option(function: click.decorators.FC) -> click.decorators.FC:
+    return click.option(
+        "--sigstore-root",
+        "identities",
+        default="production",
+        show_default=True,
+        callback=_identities,
+        help="Trust root for sigstore approvals, verified offline: production or staging (the "
+        "roots shipped with sigstore-python), a trusted_root.json file, or none.",
+    )(function)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,9 @@ from reconciler.cli import (
     keygen,
     presets,
     qss,
+    review,
     schemas,
+    sync,
     validate,
 )
 from reconciler.cli.context import Settings, output_option
@@ -54,6 +56,11 @@ cli.add_command(chain.introduction_command)
 cli.add_command(chain.log_command)
 cli.add_command(chain.verify_command)
 cli.add_command(chain.approve_command)
+cli.add_command(review.command)
+cli.add_command(sync.land_command)
+cli.add_command(sync.push_command)
+cli.add_command(sync.pull_command)
+cli.add_command(sync.follow_command)
 cli.add_command(describe.command)
 cli.add_command(schemas.command)
 cli.add_command(presets.group)

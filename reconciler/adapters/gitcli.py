@@ -1,0 +1,49 @@
+"""The `git` command, for what moves between repositories: fetch, push and fast-forwards.
+
+Transports (ssh with the user's agent and config, https with credential helpers, local paths)
+are git's, exactly as the user has set them up; everything read afterwards is read with pygit2
+and verified. No prompt ever blocks: GIT_TERMINAL_PROMPT=0.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from reconciler.errors import InputError
+
+TIMEOUT = 600
+
+
+class GitFailed(InputError):
+    """A git command failed; the message is git's own last line."""
+
+    def __init__(self, message: str, stderr: str) -> None:
+        super().__init__(message)
+        self.stderr = stderr
+
+
+def git(folder: Path | str, *arguments: str) -> str:
+    """Run `git -C folder ARGUMENTS`; its stdout, or GitFailed with what git said."""
+    executable = shutil.which("git")
+    if executable is None:
+        raise InputError("git is not installed (apt-get install git)")
+    environment = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    try:
+        done = subprocess.run(
+            [executable, "-C", str(folder), *arguments],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            env=environment,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise InputError(f"git {arguments[0]} took over {TIMEOUT} s") from None
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        said = lines[-1].strip() if lines else f"exit status {done.returncode}"
+        raise GitFailed(f"git {arguments[0]}: {said.removeprefix('fatal: ')}", done.stderr)
+    return done.stdout

@@ -1,0 +1,252 @@
+"""`circle review [REV]`: what approving REV would approve, in the owners' terms.
+
+The desired-state changes (workload X: replicas 2 -> 4, member added, ...), the rules they
+trigger with who signed and who is missing, and the approvals gone stale: made for another
+version of the change, or before the approved head moved. Text for a terminal, `--output
+markdown` for a pull-request comment, `--output json` for tools.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import pygit2
+
+from builders import BuildError, sshsig
+from reconciler.adapters import approvals
+from reconciler.adapters.chain_git import commit_of
+from reconciler.adapters.chain_walk import Chain
+from reconciler.cli.chain import REF, identities_option, open_repo, propose, repo_option
+from reconciler.cli.context import settings
+from reconciler.cli.render import print_json, stdout
+from reconciler.core import chain, statements
+from reconciler.core.review import Change, describe_changes
+from reconciler.errors import CheckFailed
+from reconciler.model import Circle
+from reconciler.model.circle import SshKey
+from reconciler.model.types import ed25519_key_blob
+
+
+@dataclass(frozen=True)
+class Stale:
+    member: str
+    seq: int
+    to: str
+    reason: str
+
+
+def _files(repo: pygit2.Repository, commit: Any, paths: tuple[str, ...]) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
+    for path in paths:
+        try:
+            blob = repo.get(commit.tree[path].id)
+        except KeyError:
+            continue
+        if isinstance(blob, pygit2.Blob):
+            found[path] = bytes(blob.data)
+    return found
+
+
+def _signed_by(policy: Circle, statement: bytes, signature: str) -> str | None:
+    """The member whose valid SSH signature this is (stale approvals are named, not counted)."""
+    try:
+        parsed = sshsig.parse(signature)
+        sshsig.verify_parsed(statement, parsed, statements.NAMESPACE)
+    except BuildError:
+        return None
+    for member in policy.members:
+        for key in member.keys:
+            if isinstance(key, SshKey) and ed25519_key_blob(key.key) == parsed.public_key:
+                return member.id
+    return None
+
+
+def _stale(
+    repo: pygit2.Repository, policy: Circle, seq: int, start: str | None, target: str, now: int
+) -> list[Stale]:
+    """Approvals by members that do not count for `seq: start -> target`, and why."""
+    found: list[Stale] = []
+    for stored in approvals.read(repo):
+        try:
+            approval = statements.decode(stored.statement)
+        except CheckFailed:
+            continue
+        if approval.seq == seq and approval.to_commit == target:
+            if approval.expires_at <= now:
+                reason = "expired"
+            elif approval.from_commit != start:
+                reason = "made from another approved head"
+            else:
+                continue  # current: counted (or excluded with its reason) by the assessment
+        elif approval.seq == seq:
+            reason = f"approves another version of the change ({approval.to_commit[:12]})"
+        elif approval.to_commit == target:
+            reason = f"made for seq {approval.seq}, before the approved head moved"
+        else:
+            continue
+        member = _signed_by(policy, stored.statement, stored.signature)
+        if member is not None:
+            found.append(Stale(member, approval.seq, approval.to_commit, reason))
+    return found
+
+
+@click.command("review")
+@click.argument("revision", default="main")
+@repo_option
+@identities_option
+@click.option(
+    "--output",
+    "-o",
+    type=click.Choice(["text", "json", "markdown"]),
+    default=None,
+    help="text for people (default), markdown for a pull-request comment, json for machines.",
+)
+def command(
+    revision: str, repo: Path, identities: chain.IdentityVerifier | None, output: str | None
+) -> int:
+    """Show what approving REVISION would approve: its desired-state changes, the rules they
+    trigger, who has signed, who is missing, and which approvals are stale."""
+    git = open_repo(repo)
+    now = int(time.time())
+    proposal = propose(git, revision, now)
+    if proposal.approved:
+        step = proposal.steps[-1]
+        return _render_approved(
+            settings(output if output != "markdown" else None).output,
+            output,
+            step.seq,
+            step.commit,
+            step.signers,
+        )
+    walker = Chain(git, proposal.intro, REF, identities=identities)
+    facts = walker.transition(proposal.state, proposal.target)
+    before = walker.policy(facts.policy_from) if facts.policy_from is not None else None
+    after = walker.policy(facts.policy_to)
+    evidence = walker.candidates(proposal.seq).get(proposal.target, [])
+    found = chain.assess(
+        proposal.intro, proposal.state, facts, before, after, evidence, now, identities
+    )
+    start = None if proposal.state is None else commit_of(git, proposal.state.commit)
+    to = commit_of(git, proposal.target)
+    changes = describe_changes(
+        None if start is None else _files(git, start, facts.changed),
+        _files(git, to, facts.changed),
+        facts.changed,
+    )
+    in_force = before if before is not None else after
+    stale = _stale(git, in_force, proposal.seq, facts.from_commit, proposal.target, now)
+    report = {
+        "revision": proposal.target,
+        "seq": proposal.seq,
+        "from": facts.from_commit,
+        "approved": bool(found.quorum.rules) and found.quorum.satisfied,
+        "changes": [
+            {"subject": c.subject, "action": str(c.action), "details": list(c.details),
+             "path": c.path, "line": c.line()}
+            for c in changes
+        ],
+        "rules": [
+            {"rule": r.rule, "policy": r.policy, "threshold": r.threshold, "weight": r.weight,
+             "signed": list(r.signed), "missing": list(r.unsigned),
+             "requiredMissing": list(r.required_missing), "satisfied": r.satisfied,
+             "paths": list(r.paths)}
+            for r in found.quorum.rules
+        ],
+        "signers": list(found.signers),
+        "excluded": list(found.excluded),
+        "stale": [
+            {"member": s.member, "seq": s.seq, "to": s.to, "reason": s.reason} for s in stale
+        ],
+    }  # fmt: skip
+    if output == "json" or (output is None and settings().json):
+        print_json(report)
+    elif output == "markdown":
+        stdout.print(_markdown(report, changes), markup=False)
+    else:
+        stdout.print(_text(report, changes), markup=False)
+    return 0
+
+
+def _render_approved(
+    mode: str, output: str | None, seq: int, commit: str, signers: tuple[str, ...]
+) -> int:
+    if mode == "json":
+        print_json({"revision": commit, "seq": seq, "approved": True, "signers": list(signers),
+                    "changes": [], "rules": [], "excluded": [], "stale": []})  # fmt: skip
+        return 0
+    line = f"{commit[:12]} is the approved head (seq {seq}), signed by {', '.join(signers)}"
+    stdout.print(f"**{line}**" if output == "markdown" else line, markup=False)
+    return 0
+
+
+def _status(report: dict[str, Any]) -> str:
+    if report["approved"]:
+        return f"approved: seq {report['seq']} has quorum"
+    unmet = [r for r in report["rules"] if not r["satisfied"]]
+    return f"not approved: {len(unmet)} rule{'s' if len(unmet) != 1 else ''} unmet"
+
+
+def _rule_line(rule: dict[str, Any]) -> str:
+    text = (
+        f"{rule['rule']}{' (proposed policy)' if rule['policy'] != 'current' else ''}: "
+        f"weight {rule['weight']}/{rule['threshold']}"
+    )
+    text += f", signed by {', '.join(rule['signed'])}" if rule["signed"] else ", no signature yet"
+    if rule["requiredMissing"]:
+        text += f"; required: {', '.join(rule['requiredMissing'])}"
+    if not rule["satisfied"] and rule["missing"]:
+        text += f"; missing one of: {', '.join(rule['missing'])}"
+    return text
+
+
+def _text(report: dict[str, Any], changes: list[Change]) -> str:
+    start = report["from"][:12] if report["from"] else "the introduction"
+    lines = [f"review of {report['revision'][:12]} (seq {report['seq']}, from {start})", ""]
+    lines += ["changes:"] + [f"  {c.line()}" for c in changes] or ["  none"]
+    lines += ["", "rules:"]
+    lines += [f"  {'ok ' if r['satisfied'] else 'NO '} {_rule_line(r)}" for r in report["rules"]]
+    if report["excluded"]:
+        lines += ["", "not counted:"] + [f"  {e}" for e in report["excluded"]]
+    if report["stale"]:
+        lines += ["", "stale approvals (sign again):"]
+        lines += [f"  {s['member']}: {s['reason']}" for s in report["stale"]]
+    lines += ["", _status(report)]
+    return "\n".join(lines)
+
+
+def _markdown(report: dict[str, Any], changes: list[Change]) -> str:
+    mark = "✅" if report["approved"] else "❌"
+    lines = [
+        f"### {mark} circle review: `{report['revision'][:12]}` (seq {report['seq']})",
+        "",
+        "**Changes**",
+        "",
+    ]
+    lines += [f"- {c.line()}" for c in changes] or ["- none"]
+    lines += [
+        "",
+        "**Rules**",
+        "",
+        "| rule | weight | signed | missing |",
+        "| --- | --- | --- | --- |",
+    ]
+    for rule in report["rules"]:
+        missing = ", ".join(
+            rule["requiredMissing"] + ([] if rule["satisfied"] else rule["missing"])
+        )
+        lines.append(
+            f"| {'✅' if rule['satisfied'] else '❌'} {rule['rule']} | "
+            f"{rule['weight']}/{rule['threshold']} | {', '.join(rule['signed']) or '-'} | "
+            f"{missing or '-'} |"
+        )
+    if report["excluded"]:
+        lines += ["", "**Not counted**", ""] + [f"- {e}" for e in report["excluded"]]
+    if report["stale"]:
+        lines += ["", "**Stale approvals** (sign again)", ""]
+        lines += [f"- {s['member']}: {s['reason']}" for s in report["stale"]]
+    lines += ["", f"**{_status(report)}**"]
+    return "\n".join(lines)

@@ -1,0 +1,197 @@
+"""The Human Chain as a newcomer meets it, end to end over real Git repositories: three
+`ssh-keygen` keys, `circle init`, the first commit approved, a node following a shared remote,
+a workload change that `verify` refuses with one signature and accepts with two, co-signers in
+two clones pushing at once, `land`, `review`, and a force-pushed rollback that `follow` refuses
+while the node's state file stays byte-identical."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLE, Result
+
+pytestmark = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="needs ssh-keygen")
+
+
+def git(folder: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.strip()  # fmt: skip
+
+
+@pytest.fixture
+def world(tmp_path: Path, circle: Callable[..., Result]) -> dict[str, Path]:
+    """Keys made by ssh-keygen, a circle made by `circle init` with its first commit approved
+    by all three owners and pushed to a bare `origin`."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    for name in ("alice", "bob", "carol"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(keys / name)],
+            check=True, timeout=60,
+        )  # fmt: skip
+    owner = tmp_path / "owner"
+    members = [a for n in ("alice", "bob", "carol") for a in ("--member", f"{n}={keys / n}.pub")]
+    made = circle("init", str(owner), "--name", "demo", *members, "--threshold", "2")
+    assert made.code == 0, made.stderr
+    for name in ("alice", "bob", "carol"):
+        assert circle("approve", "--repo", str(owner), "--key", str(keys / name)).code == 0
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
+    pushed = circle("push", str(origin), "--repo", str(owner))
+    assert pushed.code == 0, pushed.stderr
+    intro = tmp_path / "introduction.json"
+    intro.write_text(circle("introduction", "--repo", str(owner)).stdout)
+    return {
+        "keys": keys,
+        "owner": owner,
+        "origin": origin,
+        "intro": intro,
+        "node": tmp_path / "node",
+    }
+
+
+def follow(circle: Callable[..., Result], world: dict[str, Path]) -> Result:
+    return circle(
+        "follow", str(world["origin"]), "--introduction", str(world["intro"]),
+        "--state", str(world["node"]), "-o", "json",
+    )  # fmt: skip
+
+
+def add_workload(owner: Path, replicas: int) -> str:
+    target = owner / "workloads/langid.yaml"
+    target.parent.mkdir(exist_ok=True)
+    text = (EXAMPLE / "workloads/langid.yaml").read_text()
+    target.write_text(text.replace("replicas: 2", f"replicas: {replicas}"))
+    git(owner, "add", "-A")
+    git(owner, "commit", "-q", "-m", f"langid: {replicas} replicas")
+    return git(owner, "rev-parse", "HEAD")
+
+
+def test_a_newcomer_runs_a_circle_and_a_node_follows_it(
+    world: dict[str, Path], circle: Callable[..., Result], tmp_path: Path
+) -> None:
+    keys, owner = world["keys"], world["owner"]
+    first = follow(circle, world)
+    assert first.code == 0, first.stderr
+    assert first.json()["state"]["seq"] == 1
+    state_file = world["node"] / "state.json"
+    assert state_file.stat().st_mode & 0o777 == 0o600
+
+    # A second owner's clone; a workload change proposed by the first.
+    second = tmp_path / "second"
+    git(tmp_path, "clone", "-q", str(world["origin"]), str(second))
+    change = add_workload(owner, 3)
+    assert circle("approve", "--repo", str(owner), "--key", str(keys / "alice")).code == 0
+    one = circle("verify", "--repo", str(owner))
+    assert one.code == 1
+    assert "rule default needs weight 2, has 1 (alice); missing one of: bob, carol" in one.stdout
+    review = circle("review", "--repo", str(owner), "-o", "markdown")
+    assert review.code == 0
+    assert "workload langid added" in review.stdout
+    assert "| ❌ default | 1/2 | alice | bob, carol |" in review.stdout
+    assert circle("push", str(world["origin"]), "--repo", str(owner)).code == 0
+
+    # The node will not apply it yet: main is ahead of the newest approved step.
+    waiting = follow(circle, world)
+    assert waiting.code == 1
+    assert "rule default needs weight 2, has 1 (alice)" in waiting.json()["refused"]
+    assert waiting.json()["state"]["seq"] == 1
+
+    # Bob and carol co-sign in two clones at once; the second push merges and retries.
+    assert circle("pull", str(world["origin"]), "--repo", str(second)).code == 0
+    assert git(second, "rev-parse", "HEAD") == change
+    assert circle("approve", "--repo", str(second), "--key", str(keys / "bob")).code == 0
+    assert circle("approve", "--repo", str(owner), "--key", str(keys / "carol")).code == 0
+    assert circle("push", str(world["origin"]), "--repo", str(owner)).code == 0
+    racing = circle("push", str(world["origin"]), "--repo", str(second))
+    assert racing.code == 0, racing.stderr
+    assert "merging its approvals" in racing.stderr
+    assert circle("pull", str(world["origin"]), "--repo", str(owner)).code == 0
+    two = circle("verify", "--repo", str(owner), "-o", "json")
+    assert two.code == 0
+    assert two.json()["signers"] == ["alice", "bob", "carol"]
+
+    applied = follow(circle, world)
+    assert applied.code == 0, applied.stdout
+    policy = json.loads(world["intro"].read_text())["policySha256"]
+    assert applied.json()["state"] == {"commit": change, "seq": 2, "policySha256": policy}
+
+    # A branch, approved, then landed; landing something unapproved is refused.
+    git(owner, "checkout", "-q", "-b", "scale")
+    scaled = add_workload(owner, 4)
+    git(owner, "checkout", "-q", "main")
+    refused = circle("land", "scale", "--repo", str(owner))
+    assert refused.code == 1
+    assert f"{scaled[:12]} is not approved" in refused.stderr
+    review = circle("review", "scale", "--repo", str(owner))
+    assert "workload langid: replicas 3 -> 4" in review.stdout
+    for name in ("alice", "bob"):
+        assert circle("approve", "scale", "--repo", str(owner), "--key", str(keys / name)).code == 0
+    landed = circle("land", "scale", "--repo", str(owner))
+    assert landed.code == 0, landed.stderr
+    assert git(owner, "rev-parse", "main") == scaled
+    assert (owner / "workloads/langid.yaml").read_text().count("replicas: 4") == 1
+    assert circle("push", str(world["origin"]), "--repo", str(owner)).code == 0
+    assert follow(circle, world).json()["state"]["seq"] == 3
+
+    # Someone force-pushes main back to an older approved commit: refused, state untouched.
+    before = state_file.read_bytes()
+    git(owner, "push", "-q", "--force", str(world["origin"]), f"{change}:refs/heads/main")
+    rollback = follow(circle, world)
+    assert rollback.code == 1
+    error = rollback.json()["error"]
+    assert f"the source's main ({change[:12]}) is behind the applied seq 3" in error
+    assert "refusing to roll back" in error
+    assert state_file.read_bytes() == before
+
+    # ... or to a rewritten history beside it: refused the same way.
+    git(owner, "checkout", "-q", "--detach", change)
+    (owner / "notes.txt").write_text("rewritten\n")
+    git(owner, "add", "-A")
+    git(owner, "commit", "-q", "-m", "rewritten")
+    git(owner, "push", "-q", "--force", str(world["origin"]), "HEAD:refs/heads/main")
+    fork = follow(circle, world)
+    assert fork.code == 1
+    assert "does not descend from the applied seq 3" in fork.json()["error"]
+    assert state_file.read_bytes() == before
+
+
+def test_follow_refuses_a_wide_state_file_and_a_wrong_introduction(
+    world: dict[str, Path], circle: Callable[..., Result], tmp_path: Path
+) -> None:
+    assert follow(circle, world).code == 0
+    state_file = world["node"] / "state.json"
+    before = state_file.read_bytes()
+    state_file.chmod(0o644)
+    wide = follow(circle, world)
+    assert wide.code == 1
+    assert "permissions 0644 are too open" in wide.json()["error"]
+    state_file.chmod(0o600)
+    assert state_file.read_bytes() == before
+
+    other = tmp_path / "other.json"
+    intro = json.loads(world["intro"].read_text())
+    other.write_text(json.dumps({**intro, "commit": "1" * 40}))
+    stranger = circle(
+        "follow", str(world["origin"]), "--introduction", str(other),
+        "--state", str(tmp_path / "node2"),
+    )  # fmt: skip
+    assert stranger.code == 1
+    assert "does not descend from the introduction 111111111111" in stranger.stderr
+
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    bad = circle(
+        "follow", str(world["origin"]), "--introduction", str(broken),
+        "--state", str(tmp_path / "n3"),
+    )  # fmt: skip
+    assert bad.code == 2
+    assert f"{broken}: not an introduction" in bad.stderr
