@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -195,3 +196,45 @@ def test_follow_refuses_a_wide_state_file_and_a_wrong_introduction(
     )  # fmt: skip
     assert bad.code == 2
     assert f"{broken}: not an introduction" in bad.stderr
+
+
+@pytest.mark.skipif(shutil.which("ssh-agent") is None, reason="needs ssh-agent")
+def test_approve_through_ssh_agent_with_only_the_public_key(
+    world: dict[str, Path],
+    circle: Callable[..., Result],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    keys, owner = world["keys"], world["owner"]
+    add_workload(owner, 3)
+    socket = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(socket)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if socket.exists():
+                break
+            time.sleep(0.05)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(socket))
+        subprocess.run(["ssh-add", "-q", str(keys / "bob")], check=True, timeout=30)
+        public_only = tmp_path / "bob.pub"
+        shutil.copy(keys / "bob.pub", public_only)  # no private key beside it: the agent signs
+
+        signed = circle(
+            "approve", "--repo", str(owner), "--key", str(public_only), "--ssh-keygen", "-o", "json"
+        )
+
+        assert signed.code == 0, signed.stderr
+        assert signed.json()["member"] == "bob"
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(tmp_path / "no-agent.sock"))
+        refused = circle("approve", "--repo", str(owner), "--key", str(public_only), "--ssh-keygen")
+        assert refused.code == 2
+        assert f"ssh-keygen -Y sign with {public_only}:" in refused.stderr
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(socket))
+        assert circle("approve", "--repo", str(owner), "--key", str(keys / "alice")).code == 0
+        assert circle("verify", "--repo", str(owner), "-o", "json").json()["signers"] == [
+            "alice",
+            "bob",
+        ]
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)

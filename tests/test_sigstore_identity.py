@@ -19,6 +19,9 @@ from typing import Any, NoReturn
 import pytest
 
 from reconciler.adapters.sigstore_identity import SigstoreError, SigstoreVerifier, bundle_name
+from reconciler.core.chain import Evidence, verify
+from reconciler.core.quorum import QuorumNotMet
+from tests.test_chain import CHANGE, INTRO, NOW, STATE_1, V1, approve, parsed
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "sigstore"
 IDENTITY = "william@yossarian.net"
@@ -236,3 +239,53 @@ def test_from_file_refuses_a_root_without_transparency_log(tmp_path: Path) -> No
         SigstoreError, match=f"^{re.escape(str(path))}: .*no transparency log instances"
     ):
         SigstoreVerifier.from_file(path)
+
+
+# --- sigstore approvals in the chain ---------------------------------------------------------
+
+
+class FakeSigstoreVerifier:
+    """A stand-in for sigstore signing, which needs the network (Fulcio, Rekor) and cannot run
+    here: it vouches for one fixed identity. Only the chain's use of an identity is tested with
+    it; the real verification is tested above against a real bundle."""
+
+    def __init__(self, identity: str, issuer: str) -> None:
+        self.identity = (identity, issuer)
+
+    def identify(self, message: bytes, bundle: str) -> tuple[str, str]:
+        return self.identity
+
+
+def _carol_by_sigstore(
+    verifier: Any, bundle: str = '{"mediaType": "application/vnd.dev.sigstore.bundle"}'
+) -> None:
+    """A workloads change signed by alice (SSH) and carol (a sigstore bundle): counted only
+    when carol's identity verifies (the example policy gives carol both kinds of key)."""
+    evidence = approve(CHANGE, "alice")
+    evidence.append(Evidence(evidence[0].statement, bundle))
+    policy = parsed(V1)
+    verify(INTRO, STATE_1, CHANGE, policy, policy, evidence, NOW, verifier)
+
+
+def test_a_sigstore_approval_counts_for_the_member_with_that_identity() -> None:
+    _carol_by_sigstore(FakeSigstoreVerifier("carol@example.org", "https://github.com/login/oauth"))
+    for identity, issuer in [
+        ("carol@example.org", "https://accounts.google.com"),
+        ("mallory@example.org", "https://github.com/login/oauth"),
+    ]:
+        with pytest.raises(QuorumNotMet, match="#2: signed by a key of no member"):
+            _carol_by_sigstore(FakeSigstoreVerifier(identity, issuer))
+
+
+def test_a_sigstore_approval_needs_a_trust_root() -> None:
+    with pytest.raises(QuorumNotMet, match="#2: a sigstore approval, and no sigstore trust root"):
+        _carol_by_sigstore(None)
+
+
+def test_a_real_bundle_over_other_bytes_is_not_counted(
+    staging: SigstoreVerifier, bundle: str
+) -> None:
+    """The real staging bundle signs its own test input, not this statement: excluded with
+    sigstore's own reason, offline."""
+    with pytest.raises(QuorumNotMet, match=r"#2: sigstore bundle does not verify: .*digest"):
+        _carol_by_sigstore(staging, bundle)

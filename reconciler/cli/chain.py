@@ -7,6 +7,9 @@ not (exit 1, naming what is missing): usable as a CI status check on a pull requ
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,6 +207,27 @@ def verify_command(revision: str, repo: Path, output: str | None) -> int:
     return 1 if unmet else 0
 
 
+def ssh_keygen_sign(statement: bytes, key_file: Path) -> str:
+    """The SSHSIG `ssh-keygen -Y sign` makes of `statement` with `key_file` (a private key, or a
+    public key whose private half ssh-agent holds); its prompts reach the terminal."""
+    executable = shutil.which("ssh-keygen")
+    if executable is None:
+        raise InputError("ssh-keygen is not installed (apt-get install openssh-client)")
+    with tempfile.TemporaryDirectory(prefix="circle-approve-") as folder:
+        message = Path(folder) / "statement.json"
+        message.write_bytes(statement)
+        done = subprocess.run(
+            [executable, "-Y", "sign", "-n", statements.NAMESPACE, "-f", str(key_file),
+             str(message)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False,
+            timeout=300,
+        )  # fmt: skip
+        if done.returncode != 0:
+            said = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+            raise InputError(f"ssh-keygen -Y sign with {key_file}: {said[0]}")
+        return (Path(folder) / "statement.json.sig").read_text()
+
+
 @click.command("approve")
 @click.argument("revision", default="main")
 @repo_option
@@ -235,6 +259,13 @@ def verify_command(revision: str, repo: Path, output: str | None) -> int:
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     help="The SSHSIG of --statement (ssh-keygen -Y sign writes FILE.sig).",
 )
+@click.option(
+    "--ssh-keygen",
+    "use_ssh_keygen",
+    is_flag=True,
+    help="Sign with `ssh-keygen -Y sign`: KEY may then be a .pub whose private half is in "
+    "ssh-agent, or an encrypted key ssh-keygen asks the passphrase of.",
+)
 @output_option
 def approve_command(
     revision: str,
@@ -244,6 +275,7 @@ def approve_command(
     statement_out: Path | None,
     statement_in: Path | None,
     signature_in: Path | None,
+    use_ssh_keygen: bool,
     output: str | None,
 ) -> int:
     """Sign the transition from the approved head to REVISION and file it in the approvals ref."""
@@ -285,12 +317,18 @@ def approve_command(
         return 0
     if key_file is None:
         raise InputError("give --key KEY, or --statement-out FILE to sign elsewhere")
-    passphrase = passphrase_file.read_bytes().splitlines()[0] if passphrase_file else None
-    try:
-        key = sshsig.load_private_key(key_file.read_bytes(), passphrase)
-    except BuildError as error:
-        raise InputError(f"{key_file}: {error}") from error
-    blob = ed25519_key_blob(sshsig.public_key_line(key))
+    if use_ssh_keygen:
+        signature = ssh_keygen_sign(statement, key_file)
+        key_line = sshsig.parse(signature).public_key_line
+    else:
+        passphrase = passphrase_file.read_bytes().splitlines()[0] if passphrase_file else None
+        try:
+            key = sshsig.load_private_key(key_file.read_bytes(), passphrase)
+        except BuildError as error:
+            raise InputError(f"{key_file}: {error}") from error
+        signature = sshsig.sign(statement, key, statements.NAMESPACE)
+        key_line = sshsig.public_key_line(key)
+    blob = ed25519_key_blob(key_line)
     member = next(
         (
             m.id
@@ -302,7 +340,8 @@ def approve_command(
     )
     if member is None:
         raise InputError(f"{key_file}: this key belongs to no member of circle {intro.circle}")
-    path = approvals.add(git, statement, sshsig.sign(statement, key, statements.NAMESPACE))
+    sshsig.verify(statement, signature, key_line, statements.NAMESPACE)
+    path = approvals.add(git, statement, signature)
     if settings(output).json:
         print_json({"seq": seq, "commit": target, "member": member, "path": path})
     else:
