@@ -127,13 +127,16 @@ def test_a_newcomer_runs_a_circle_and_a_node_follows_it(
 
     # A branch, approved, then landed; landing something unapproved is refused.
     git(owner, "checkout", "-q", "-b", "scale")
-    scaled = add_workload(owner, 4)
+    draft = add_workload(owner, 6)
+    assert circle("approve", "scale", "--repo", str(owner), "--key", str(keys / "alice")).code == 0
+    scaled = add_workload(owner, 4)  # the change moves on: alice's approval is now stale
     git(owner, "checkout", "-q", "main")
     refused = circle("land", "scale", "--repo", str(owner))
     assert refused.code == 1
     assert f"{scaled[:12]} is not approved" in refused.stderr
     review = circle("review", "scale", "--repo", str(owner))
     assert "workload langid: replicas 3 -> 4" in review.stdout
+    assert f"alice: approves another version of the change ({draft[:12]})" in review.stdout
     for name in ("alice", "bob"):
         assert circle("approve", "scale", "--repo", str(owner), "--key", str(keys / name)).code == 0
     landed = circle("land", "scale", "--repo", str(owner))
