@@ -163,7 +163,12 @@ def read(repo: pygit2.Repository, commit: pygit2.Oid | None = None) -> Iterator[
         return
     if not isinstance(head, pygit2.Commit):
         raise ApprovalStoreError(f"{commit} is not a commit")
-    for seq_entry in head.tree:
+    yield from read_tree(repo, head.tree)
+
+
+def read_tree(repo: pygit2.Repository, tree: pygit2.Tree) -> Iterator[StoredApproval]:
+    """Every approval pair in an approvals `tree` (from `snapshot`)."""
+    for seq_entry in tree:
         yield from _pairs(repo, seq_entry, str(seq_entry.name))
 
 

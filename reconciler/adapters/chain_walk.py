@@ -11,11 +11,15 @@ every parsed policy), so a walk costs about one tree diff and the signature chec
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pygit2
 
+from builders import BuildError, sshsig
 from reconciler.adapters import approvals
 from reconciler.adapters.chain_git import TreeReader, policy_at
 from reconciler.core.chain import (
@@ -24,8 +28,10 @@ from reconciler.core.chain import (
     IdentityVerifier,
     Introduction,
     NodeState,
+    SshCheck,
     Transition,
     Verdict,
+    check_ssh,
     sha256,
     verify,
 )
@@ -34,6 +40,8 @@ from reconciler.errors import CheckFailed, DocumentError
 from reconciler.model import KINDS, Circle
 
 MAIN = "refs/heads/main"
+_SEQ = re.compile(r"[0-9]{10}")
+_COMMIT_ID = re.compile(r"[0-9a-f]{40}")  # candidates are named by full commit ids only
 
 
 class Equivocation(ChainError):
@@ -94,9 +102,13 @@ class Chain:
         self._identities = identities
         self._trees = TreeReader(repo)
         self._policies: dict[str, Circle] = {}
+        self._read: dict[int, dict[str, list[Evidence]]] | None = None  # every seq, when read
+        self._ssh: SshCheck = check_ssh
 
     def candidates(self, seq: int) -> dict[str, list[Evidence]]:
         """The approvals filed for `seq`, by the `to` commit they approve."""
+        if self._read is not None:
+            return self._read.get(seq, {})
         return candidates(self.repo, seq, self.approvals)
 
     def policy(self, data: bytes) -> Circle:
@@ -120,7 +132,9 @@ class Chain:
         step = self.transition(state, to)
         before = self.policy(step.policy_from) if step.policy_from is not None else None
         after = self.policy(step.policy_to)
-        verdict = verify(self.intro, state, step, before, after, evidence, now, self._identities)
+        verdict = verify(
+            self.intro, state, step, before, after, evidence, now, self._identities, ssh=self._ssh
+        )
         return verdict, after
 
     def next(self, state: NodeState | None, now: int) -> tuple[Step, NodeState] | None:
@@ -147,15 +161,98 @@ class Chain:
         self, now: int, state: NodeState | None = None, *, until: str | None = None
     ) -> tuple[list[Step], NodeState | None]:
         """Every approved step after `state` (from the introduction when None), and the state
-        after the last one; stops early once commit `until` is reached."""
-        steps: list[Step] = []
-        while state is None or state.commit != until:
-            found = self.next(state, now)
-            if found is None:
-                break
-            step, state = found
-            steps.append(step)
-        return steps, state
+        after the last one; stops early once commit `until` is reached.
+
+        From the introduction, every approval is read at once and the SSH signatures are
+        checked ahead on other cores while this thread reads Git (`_Ahead`)."""
+        workers = len(os.sched_getaffinity(0))
+        ahead = _Ahead(workers) if state is None and workers > 1 else None
+        if ahead is not None:
+            self._read = _read_all(self.repo, self.approvals)
+            ahead.submit(self._read)
+            self._ssh = ahead
+        try:
+            steps: list[Step] = []
+            while state is None or state.commit != until:
+                found = self.next(state, now)
+                if found is None:
+                    break
+                step, state = found
+                steps.append(step)
+            return steps, state
+        finally:
+            if ahead is not None:
+                ahead.close()
+                self._ssh = check_ssh
+
+
+class _Ahead:
+    """SSH signatures checked ahead of a walk on a thread pool. OpenSSL verifies without the
+    GIL, so later steps' signatures are checked while the walk reads Git; the walk still asks
+    for every signature it counts and gets exactly the answer `check_ssh` would give."""
+
+    BATCH = 64
+
+    def __init__(self, workers: int) -> None:
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="circle-verify")
+        self._pending: dict[tuple[bytes, sshsig.SshSignature], tuple[Future[_Results], int]] = {}
+
+    def submit(self, found: dict[int, dict[str, list[Evidence]]]) -> None:
+        pairs: list[tuple[bytes, sshsig.SshSignature]] = []
+        for seq in sorted(found):
+            for evidence in found[seq].values():
+                for item in evidence:
+                    try:
+                        pairs.append((item.statement, sshsig.parse(item.signature)))
+                    except BuildError:
+                        continue  # not SSHSIG (a sigstore bundle) or malformed: checked in turn
+        for start in range(0, len(pairs), self.BATCH):
+            batch = pairs[start : start + self.BATCH]
+            future = self._pool.submit(_check_all, batch)
+            for index, pair in enumerate(batch):
+                self._pending[pair] = (future, index)
+
+    def __call__(self, statement: bytes, signature: sshsig.SshSignature) -> None:
+        found = self._pending.get((statement, signature))
+        if found is None:
+            check_ssh(statement, signature)
+            return
+        future, index = found
+        error = future.result()[index]
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+_Results = list[BuildError | None]
+
+
+def _check_all(batch: list[tuple[bytes, sshsig.SshSignature]]) -> _Results:
+    results: _Results = []
+    for statement, signature in batch:
+        try:
+            check_ssh(statement, signature)
+            results.append(None)
+        except BuildError as error:
+            results.append(error)
+    return results
+
+
+def _read_all(
+    repo: pygit2.Repository, tree: pygit2.Tree | None
+) -> dict[int, dict[str, list[Evidence]]]:
+    """Every approval in the approvals `tree`, by seq and `to` commit."""
+    found: dict[int, dict[str, list[Evidence]]] = {}
+    if tree is not None:
+        for stored in approvals.read_tree(repo, tree):
+            seq, to, _ = stored.path.split("/", 2)
+            if _SEQ.fullmatch(seq) and _COMMIT_ID.fullmatch(to):
+                found.setdefault(int(seq), {}).setdefault(to, []).append(
+                    Evidence(stored.statement, stored.signature)
+                )
+    return found
 
 
 def candidates(
@@ -166,7 +263,8 @@ def candidates(
     if tree is not None:
         for stored in approvals.read_seq(repo, seq, tree):
             to = stored.path.split("/", 2)[1]
-            found.setdefault(to, []).append(Evidence(stored.statement, stored.signature))
+            if _COMMIT_ID.fullmatch(to):  # another spelling of a commit is no second candidate
+                found.setdefault(to, []).append(Evidence(stored.statement, stored.signature))
     return found
 
 

@@ -24,7 +24,7 @@ Equivocation (two approved `to` for one seq) is detected by the caller across ca
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -93,6 +93,15 @@ class Transition:
 class Evidence:
     statement: bytes
     signature: str
+
+
+SshCheck = Callable[[bytes, sshsig.SshSignature], None]
+"""Raises SignatureError unless the parsed SSHSIG signs the statement bytes (for the approval
+namespace) with the key it carries. The default checks at once; a walk may check ahead."""
+
+
+def check_ssh(statement: bytes, signature: sshsig.SshSignature) -> None:
+    sshsig.verify_parsed(statement, signature, statements.NAMESPACE)
 
 
 class IdentityVerifier(Protocol):
@@ -185,7 +194,11 @@ class _Members:
 
 
 def _signer(
-    members: _Members, statement: bytes, signature: str, identities: IdentityVerifier | None
+    members: _Members,
+    statement: bytes,
+    signature: str,
+    identities: IdentityVerifier | None,
+    ssh: SshCheck,
 ) -> str | None:
     """The member whose valid signature `signature` is, or None when it is no member's."""
     if signature.lstrip().startswith("{"):  # a sigstore bundle
@@ -195,7 +208,7 @@ def _signer(
     parsed = sshsig.parse(signature)
     member = members.by_key.get(parsed.public_key)
     if member is not None:
-        sshsig.verify_parsed(statement, parsed, statements.NAMESPACE)
+        ssh(statement, parsed)
     return member
 
 
@@ -207,6 +220,7 @@ def _signers(
     evidence: Sequence[Evidence],
     now: int,
     identities: IdentityVerifier | None,
+    ssh: SshCheck,
 ) -> tuple[set[str], list[str]]:
     members = _Members(_members_by_key(policy), _members_by_identity(policy))
     signers: set[str] = set()
@@ -232,7 +246,7 @@ def _signers(
                 excluded.append(f"#{index}: approves another {', '.join(wrong)}")
                 continue
             approval.check_current(now)
-            member = _signer(members, item.statement, item.signature, identities)
+            member = _signer(members, item.statement, item.signature, identities, ssh)
             if member is None:
                 excluded.append(f"#{index}: signed by a key of no member")
                 continue
@@ -268,6 +282,8 @@ def assess(
     evidence: Sequence[Evidence],
     now: int,
     identities: IdentityVerifier | None = None,
+    *,
+    ssh: SshCheck = check_ssh,
 ) -> Assessment:
     """Check everything but the quorum (position, policy, tree, evolution: ChainError), and
     report the quorum rule by rule: what `circle review` shows and `verify` enforces."""
@@ -280,12 +296,24 @@ def assess(
         in_force, in_force_bytes = policy_from, step.policy_from
     _check_tree(in_force, step)
     in_force_sha = sha256(in_force_bytes)
-    signers, excluded = _signers(intro, step, in_force, in_force_sha, evidence, now, identities)
+    signers, excluded = _signers(
+        intro, step, in_force, in_force_sha, evidence, now, identities, ssh
+    )
     policy_changed = POLICY_FILE in step.changed
+    proposed_signers = None
     if policy_changed and state is not None:
         _check_evolution(in_force, in_force_bytes, policy_to)
+        # The new policy's governance is met by its own members' signatures (of the same
+        # statement): a member being added can co-sign their own admission.
+        proposed_signers, _ = _signers(
+            intro, step, policy_to, in_force_sha, evidence, now, identities, ssh
+        )
     result = quorum.evaluate(
-        in_force, step.changed, signers, proposed=policy_to if policy_changed else None
+        in_force,
+        step.changed,
+        signers,
+        proposed=policy_to if policy_changed else None,
+        proposed_signers=proposed_signers,
     )
     return Assessment(
         tuple(sorted(signers)),
@@ -304,11 +332,13 @@ def verify(
     evidence: Sequence[Evidence],
     now: int,
     identities: IdentityVerifier | None = None,
+    *,
+    ssh: SshCheck = check_ssh,
 ) -> Verdict:
     """The node state after `step`, or a ChainError saying why it must not be applied.
 
     `identities` verifies sigstore approvals; without it they are excluded, with the reason."""
-    found = assess(intro, state, step, policy_from, policy_to, evidence, now, identities)
+    found = assess(intro, state, step, policy_from, policy_to, evidence, now, identities, ssh=ssh)
     try:
         quorum.check(found.quorum)
     except quorum.QuorumNotMet as error:

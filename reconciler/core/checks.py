@@ -7,6 +7,7 @@ the caller locates them in the file. Checks that need other documents live in
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from functools import singledispatch
 from typing import Any
@@ -115,6 +116,14 @@ def _check_circle(circle: Circle) -> Iterator[Finding]:
     )
 
 
+def _same(name: str) -> str:
+    return name
+
+
+def _at(base: DocPath, index: int) -> DocPath:
+    return (*base, index)
+
+
 def _check_rules(circle: Circle) -> Iterator[Finding]:
     rules = circle.consensus.rules
     yield from duplicates(
@@ -124,6 +133,10 @@ def _check_rules(circle: Circle) -> Iterator[Finding]:
     for index, rule in enumerate(rules):
         base: DocPath = ("consensus", "rules", index)
         names = rule.members if rule.members is not None else list(weights)
+        for field, listed in (("members", rule.members or []), ("required", rule.required)):
+            yield from duplicates(
+                listed, _same, functools.partial(_at, (*base, field)), f"member of rule {rule.name}"
+            )
         for member_index, member_id in enumerate(rule.members or []):
             if member_id not in weights:
                 yield Finding(

@@ -75,7 +75,9 @@ class QuorumResult:
 
 
 def _members(policy: Circle, rule: Rule) -> list[str]:
-    return list(rule.members) if rule.members is not None else [m.id for m in policy.members]
+    """The rule's members, each once (a member counts once per rule, however often listed)."""
+    listed = rule.members if rule.members is not None else [m.id for m in policy.members]
+    return list(dict.fromkeys(listed))
 
 
 def _result(
@@ -118,13 +120,17 @@ def evaluate(
     signers: Iterable[str],
     *,
     proposed: Circle | None = None,
+    proposed_signers: Iterable[str] | None = None,
 ) -> QuorumResult:
     """Report, rule by rule, whether `signers` (member ids) satisfy the change.
 
     `policy` is the policy in force (the one in the parent commit). When the change rewrites
-    circle.yaml, pass the new policy as `proposed`: its governance rule must be met too.
+    circle.yaml, pass the new policy as `proposed`: its governance rule must be met too, by
+    `proposed_signers` (the signers among the new policy's members, new members included, as
+    TUF's root rotation requires the new root's threshold; default: `signers`).
     """
     signer_set = set(signers)
+    proposed_set = signer_set if proposed_signers is None else set(proposed_signers)
     paths = sorted(set(changed))
     results = [
         _result(policy, rule, signer_set, hits, "current")
@@ -133,7 +139,7 @@ def evaluate(
     if POLICY_FILE in paths and proposed is not None:
         governance = proposed.rule(GOVERNANCE_RULE)
         if governance is not None:
-            results.append(_result(proposed, governance, signer_set, [POLICY_FILE], "proposed"))
+            results.append(_result(proposed, governance, proposed_set, [POLICY_FILE], "proposed"))
     return QuorumResult(tuple(results))
 
 
