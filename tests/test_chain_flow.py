@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -241,3 +242,39 @@ def test_approve_through_ssh_agent_with_only_the_public_key(
     finally:
         agent.terminate()
         agent.wait(timeout=30)
+
+
+def test_follow_watch_applies_a_push_as_it_lands(
+    world: dict[str, Path], circle: Callable[..., Result]
+) -> None:
+    """`circle follow --watch` as a real process: it applies seq 1, then the change pushed
+    while it runs, without being restarted."""
+    keys, owner = world["keys"], world["owner"]
+    command = [
+        sys.executable, "-m", "reconciler", "follow", str(world["origin"]),
+        "--introduction", str(world["intro"]), "--state", str(world["node"]),
+        "--watch", "--interval", "1",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    state_file = world["node"] / "state.json"
+    try:
+        wait_for(lambda: state_file.exists() and '"seq": 1' in state_file.read_text())
+        change = add_workload(owner, 3)
+        for name in ("alice", "bob"):
+            assert circle("approve", "--repo", str(owner), "--key", str(keys / name)).code == 0
+        assert circle("push", str(world["origin"]), "--repo", str(owner)).code == 0
+        wait_for(lambda: change in state_file.read_text())
+        assert '"seq": 2' in state_file.read_text()
+    finally:
+        process.terminate()
+        output, errors = process.communicate(timeout=30)
+    assert process.returncode == 0, errors  # SIGTERM ends it cleanly
+    assert not list(world["node"].glob(".state.json.tmp-*"))
+    assert f"applied seq 2 ({change[:12]}), signed by alice, bob" in output, errors
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)

@@ -7,6 +7,7 @@ co-signer pushed first fetches, merges and tries again. `main` only ever fast-fo
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -215,18 +216,32 @@ def follow_command(
     if not watch:
         return _follow_once(source, intro, state_dir, identities, output)
     local = Path(source)
-    while True:
-        try:
-            _follow_once(source, intro, state_dir, identities, output)
-        except (CheckFailed, InputError) as error:
-            stderr.print(f"refused: {error}", markup=False)
-        if local.exists():
-            for _ in watchfiles.watch(
-                local, rust_timeout=int(interval * 1000), yield_on_timeout=True
-            ):
-                break
-        else:
-            time.sleep(interval)
+    # A service manager stops the node with SIGTERM: finish as after Ctrl-C (a state file being
+    # written is either replaced whole or not at all; its temporary file is removed).
+    stopping: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:
+        stopping.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while True:
+            try:
+                _follow_once(source, intro, state_dir, identities, output)
+            except (CheckFailed, InputError) as error:
+                stderr.print(f"refused: {error}", markup=False)
+            if local.exists():
+                for _ in watchfiles.watch(
+                    local, rust_timeout=int(interval * 1000), yield_on_timeout=True
+                ):
+                    break
+            else:
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        if not stopping:
+            raise
+        return 0
 
 
 def _follow_once(
