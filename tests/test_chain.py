@@ -165,7 +165,8 @@ def test_a_change_with_quorum_advances_the_state() -> None:
         ),
         (
             CHANGE,
-            approve(CHANGE, "alice", "bob", issued_at=NOW - 90_000, expires_at=NOW - 1),
+            approve(CHANGE, "alice", issued_at=NOW - 90_000, expires_at=NOW - 80_000)
+            + approve(CHANGE, "bob"),
             QuorumNotMet,
             "expired at",
         ),
@@ -258,3 +259,17 @@ def test_a_refused_transition_leaves_the_state_file_byte_identical(tmp_path: Pat
         verify(INTRO, state, GENESIS, parsed(V1), parsed(V1), [], NOW)
     assert path.read_bytes() == before
     assert node_state.load(path) == STATE_1
+
+
+def test_a_quorum_needs_approvals_current_together_and_then_stays_met() -> None:
+    """Alice's approval expired before bob signed: no instant had both, refused. Approvals
+    that were current together long ago still approve the step (a node joining an idle circle
+    follows it), however long ago they expired."""
+    apart = approve(CHANGE, "alice", issued_at=NOW - 90_000, expires_at=NOW - 80_000)
+    apart += approve(CHANGE, "bob", issued_at=NOW - 70_000, expires_at=NOW + 10)
+    with pytest.raises(QuorumNotMet, match=r"#1: approval of seq 2 \(2{12}\) expired at"):
+        verify(INTRO, STATE_1, CHANGE, parsed(V1), parsed(V1), apart, NOW)
+    together = approve(CHANGE, "alice", issued_at=NOW - 90_000, expires_at=NOW - 80_000)
+    together += approve(CHANGE, "bob", issued_at=NOW - 85_000, expires_at=NOW - 75_000)
+    verdict = verify(INTRO, STATE_1, CHANGE, parsed(V1), parsed(V1), together, NOW)
+    assert verdict.signers == ("alice", "bob")

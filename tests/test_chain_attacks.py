@@ -291,7 +291,10 @@ def file_namespace_signature(node: Node) -> None:
 
 
 def expired(node: Node) -> None:
-    node.approve(node.sim.scale(4), "alice", "bob")  # valid until NOW + 86400
+    """Alice's approval expired before bob gave his: they were never current together."""
+    to = node.sim.scale(4)
+    node.approve(to, "alice", issued_at=NOW - 90_000, expires_at=NOW - 80_000)
+    node.approve(to, "bob")
 
 
 def not_yet_valid(node: Node) -> None:
@@ -448,7 +451,12 @@ GOVERNANCE_UNMET = "rule governance needs weight 3, has 2 (alice, bob); missing 
             NO_ONE,
             "signed for namespace 'file', expected 'circle-approval-v1'",
         ),
-        refused(expired, QuorumNotMet, NO_ONE, f"expired at {NOW + 86_400}", now=NOW + 86_400),
+        refused(
+            expired,
+            QuorumNotMet,
+            "rule workloads needs weight 2, has 1 (bob); missing one of: alice, carol",
+            f"expired at {NOW - 80_000}",
+        ),
         refused(
             not_yet_valid, QuorumNotMet, NO_ONE, f"issued in the future ({NOW + 3600} > {NOW})"
         ),
@@ -843,3 +851,8 @@ def test_a_new_member_co_signs_their_own_admission(node: Node) -> None:
     admitted = node.advance()
     assert [step.commit for step in admitted.applied] == [to]
     assert admitted.refusal is None
+
+
+def test_the_chain_stays_approved_long_after_its_approvals_expired(node: Node) -> None:
+    """A node joining a circle idle for a year verifies the same chain as on the first day."""
+    assert node.sim.walk(now=NOW + 365 * 86_400) == node.state()

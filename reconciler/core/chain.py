@@ -212,6 +212,16 @@ def _signer(
     return member
 
 
+@dataclass(frozen=True, slots=True)
+class _Counted:
+    """A valid approval by a member, and when it is current."""
+
+    member: str
+    issued_at: int
+    expires_at: int
+    index: int  # its position in the evidence, for messages
+
+
 def _signers(
     intro: Introduction,
     step: Transition,
@@ -221,9 +231,9 @@ def _signers(
     now: int,
     identities: IdentityVerifier | None,
     ssh: SshCheck,
-) -> tuple[set[str], list[str]]:
+) -> tuple[list[_Counted], list[str]]:
     members = _Members(_members_by_key(policy), _members_by_identity(policy))
-    signers: set[str] = set()
+    counted: list[_Counted] = []
     excluded: list[str] = []
     expected = (
         intro.circle, intro.commit, step.ref, step.seq, step.from_commit, step.to_commit,
@@ -245,7 +255,8 @@ def _signers(
                 ]
                 excluded.append(f"#{index}: approves another {', '.join(wrong)}")
                 continue
-            approval.check_current(now)
+            if approval.issued_at > now:
+                approval.check_current(now)  # refused: issued in the future
             member = _signer(members, item.statement, item.signature, identities, ssh)
             if member is None:
                 excluded.append(f"#{index}: signed by a key of no member")
@@ -253,8 +264,12 @@ def _signers(
         except (CheckFailed, BuildError) as error:
             excluded.append(f"#{index}: {error}")
             continue
-        signers.add(member)
-    return signers, excluded
+        counted.append(_Counted(member, approval.issued_at, approval.expires_at, index))
+    return counted, excluded
+
+
+def _current(counted: Sequence[_Counted], at: int) -> set[str]:
+    return {c.member for c in counted if c.issued_at <= at < c.expires_at}
 
 
 _BOUND = (
@@ -296,25 +311,41 @@ def assess(
         in_force, in_force_bytes = policy_from, step.policy_from
     _check_tree(in_force, step)
     in_force_sha = sha256(in_force_bytes)
-    signers, excluded = _signers(
+    counted, excluded = _signers(
         intro, step, in_force, in_force_sha, evidence, now, identities, ssh
     )
     policy_changed = POLICY_FILE in step.changed
-    proposed_signers = None
+    proposed: list[_Counted] | None = None
     if policy_changed and state is not None:
         _check_evolution(in_force, in_force_bytes, policy_to)
         # The new policy's governance is met by its own members' signatures (of the same
         # statement): a member being added can co-sign their own admission.
-        proposed_signers, _ = _signers(
-            intro, step, policy_to, in_force_sha, evidence, now, identities, ssh
+        proposed, _ = _signers(intro, step, policy_to, in_force_sha, evidence, now, identities, ssh)
+
+    def at(instant: int) -> quorum.QuorumResult:
+        return quorum.evaluate(
+            in_force,
+            step.changed,
+            _current(counted, instant),
+            proposed=policy_to if policy_changed else None,
+            proposed_signers=None if proposed is None else _current(proposed, instant),
         )
-    result = quorum.evaluate(
-        in_force,
-        step.changed,
-        signers,
-        proposed=policy_to if policy_changed else None,
-        proposed_signers=proposed_signers,
-    )
+
+    # Quorum must hold among approvals all current at one instant: the latest issuedAt that
+    # completes it. Collecting signatures must fit in the approval lifetime; once met, a step
+    # stays approved (a node joining a circle idle for months still follows it).
+    issued = sorted({c.issued_at for c in [*counted, *(proposed or [])]}, reverse=True)
+    met = next((i for i in issued if at(i).rules and at(i).satisfied), None)
+    instant = now if met is None else met
+    result = at(instant)
+    if met is None:
+        excluded += [
+            f"#{c.index}: approval of seq {step.seq} ({step.to_commit[:12]}) expired at "
+            f"{c.expires_at}"
+            for c in counted
+            if c.expires_at <= now
+        ]
+    signers = _current(counted, instant)
     return Assessment(
         tuple(sorted(signers)),
         tuple(excluded),
