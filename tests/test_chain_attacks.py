@@ -186,15 +186,28 @@ def add_dave(text: str) -> str:
 
 
 def key_name(key: Ed25519PrivateKey) -> str:
-    """The file name the approvals store gives a signer's pairs (sha256 of its key blob)."""
-    return hashlib.sha256(sshsig.parse(sshsig.sign(b"", key, NAMESPACE)).public_key).hexdigest()
+    """How the approvals store names a signer (16 hex digits of the sha256 of its key blob)."""
+    blob = sshsig.parse(sshsig.sign(b"", key, NAMESPACE)).public_key
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def file_by_hand(repo: Any, seq: int, to: str, name: str, statement: bytes, signature: str) -> None:
-    """File an approval pair under a name of the forger's choosing (not `circle approve`)."""
+def file_by_hand(
+    repo: Any,
+    seq: int,
+    to: str,
+    name: str,
+    statement: bytes,
+    signature: str,
+    *,
+    exact: bool = False,
+) -> None:
+    """File an approval pair under a signer name of the forger's choosing (not `circle
+    approve`), with the content digest the store checks on reading (unless `exact`)."""
     head = repo.references[approvals.REF].peel(pygit2.Commit)
     index = pygit2.Index()
     index.read_tree(head.tree)
+    if not exact:
+        name = f"{name}-{approvals._pair_digest(statement, signature.encode())}"
     base = f"{seq:010d}/{to}/{name}"
     for path, data in ((f"{base}.statement", statement), (f"{base}.sig", signature.encode())):
         index.add(pygit2.IndexEntry(path, repo.create_blob(data), pygit2.enums.FileMode.BLOB))
@@ -770,7 +783,9 @@ def test_approvals_copied_under_another_spelling_of_a_commit_are_no_equivocation
     for stored in list(approvals.read(node.sim.repo)):
         if stored.path.startswith(f"0000000003/{to}/"):
             name = stored.path.rsplit("/", 1)[1].removesuffix(".statement")
-            file_by_hand(node.sim.repo, 3, folder, name, stored.statement, stored.signature)
+            file_by_hand(
+                node.sim.repo, 3, folder, name, stored.statement, stored.signature, exact=True
+            )
     done = node.advance()
     assert [step.commit for step in done.applied] == [to]
 
@@ -856,3 +871,17 @@ def test_a_new_member_co_signs_their_own_admission(node: Node) -> None:
 def test_the_chain_stays_approved_long_after_its_approvals_expired(node: Node) -> None:
     """A node joining a circle idle for a year verifies the same chain as on the first day."""
     assert node.sim.walk(now=NOW + 365 * 86_400) == node.state()
+
+
+def test_a_pair_planted_under_a_signers_name_is_skipped_and_the_real_one_counts(node: Node) -> None:
+    """Names follow from content: garbage planted where a signer's pair will go is skipped
+    on reading, and the signer's real pair (filed after it) still lands and counts."""
+    to = node.sim.scale(4)
+    statement = node.statement(to)
+    [(_, alice), (_, bob)] = node.sim.sign(statement, "alice", "bob")
+    real = approvals._name(statement, alice.encode())
+    file_by_hand(node.sim.repo, 3, to, real, b"garbage", "garbage", exact=True)
+    assert count_filed(node, to) == 0
+    approvals.add_many(node.sim.repo, [(statement, alice), (statement, bob)])
+    done = node.advance()
+    assert [step.commit for step in done.applied] == [to]

@@ -1,13 +1,18 @@
 """Where approvals live: a dedicated ref of the circle's own Git repository.
 
     refs/circle/approvals -> commit -> tree
-        <seq, 10 digits>/<to commit>/<signer key fingerprint, hex>.statement   exact bytes signed
-        <seq, 10 digits>/<to commit>/<signer key fingerprint, hex>.sig         SSHSIG, armored
+        <seq, 10 digits>/<to commit>/<SIGNER>-<PAIR>.statement   the exact bytes signed
+        <seq, 10 digits>/<to commit>/<SIGNER>-<PAIR>.sig         SSHSIG, armored (or a sigstore
+                                                                 bundle, JSON)
 
-One file pair per (transition, signer), so co-signers never touch the same path: approvals made
-in different clones merge as a union of trees, without conflicts. Nothing here is trusted: the
-chain verifier checks every statement and signature it reads; this module only stores bytes.
-Git notes are not used (one note per object, O(n) writes).
+SIGNER is 16 hex digits of the sha256 of the signer's key blob (or of a sigstore bundle's
+certificate), PAIR 32 hex digits of the sha256 of the statement and signature: the name follows
+from the content. Co-signers never touch the same path, a signer who signs again (after an
+expiry) adds a pair beside the old one, and a path planted ahead of a signer holds the content
+its name says or is skipped on reading. So approvals made in different clones merge as a union
+of trees without conflicts, and a merge only ever adds. Nothing here is trusted: the chain
+verifier checks every statement and signature it reads; this module only stores bytes. Git
+notes are not used (one note per object, O(n) writes).
 """
 
 from __future__ import annotations
@@ -38,15 +43,27 @@ class StoredApproval:
     signature: str
 
 
-def _key_name(signature: str) -> str:
-    """A file name no two signers share: the hex sha256 of an SSH signer's key blob, or of a
-    sigstore bundle's signing certificate."""
-    if signature.lstrip().startswith("{"):
+def _name(statement: bytes, signature: bytes) -> str:
+    """The file name of an approval pair: its signer's and its content's digests."""
+    text = signature.decode("utf-8", "replace")
+    if text.lstrip().startswith("{"):
         # sigstore takes most of a second to import: only for circles that use it.
         from reconciler.adapters.sigstore_identity import bundle_name
 
-        return bundle_name(signature)
-    return hashlib.sha256(sshsig.parse(signature).public_key).hexdigest()
+        signer = bundle_name(text)
+    else:
+        signer = hashlib.sha256(sshsig.parse(text).public_key).hexdigest()
+    return f"{signer[:16]}-{_pair_digest(statement, signature)}"
+
+
+def _names_its_content(name: str, statement: bytes, signature: bytes) -> bool:
+    digest = name.removesuffix(".statement").removesuffix(".sig").rpartition("-")[2]
+    return digest == _pair_digest(statement, signature)
+
+
+def _pair_digest(statement: bytes, signature: bytes) -> str:
+    length = len(statement).to_bytes(8, "big")
+    return hashlib.sha256(length + statement + signature).hexdigest()[:32]
 
 
 def _head(repo: pygit2.Repository, ref: str = REF) -> pygit2.Commit | None:
@@ -75,7 +92,7 @@ def add_many(repo: pygit2.Repository, pairs: Iterable[tuple[bytes, str]]) -> lis
     seqs: set[int] = set()
     for statement, signature in pairs:
         approval = decode(statement)
-        base = f"{approval.seq:010d}/{approval.to_commit}/{_key_name(signature)}"
+        base = f"{approval.seq:010d}/{approval.to_commit}/{_name(statement, signature.encode())}"
         files[f"{base}.statement"] = statement
         files[f"{base}.sig"] = signature.encode()
         paths.append(f"{base}.statement")
@@ -113,8 +130,9 @@ def _tree_of(repo: pygit2.Repository, files: dict[str, bytes]) -> pygit2.Oid:
 
 
 def _union(repo: pygit2.Repository, ours: Any, theirs: Any) -> pygit2.Oid:
-    """Our tree plus every path of theirs that we lack. A file both have is kept as ours
-    (either may be forged; the verifier decides), so a union only adds. It costs what differs."""
+    """Our tree plus every path of theirs that we lack. A file both have is kept as ours unless
+    ours does not hold what its name says and theirs does (a planted file loses to the real
+    pair), so a union only adds. It costs what differs."""
     if ours.id == theirs.id:
         return ours.id  # type: ignore[no-any-return]
     builder = None
@@ -125,11 +143,32 @@ def _union(repo: pygit2.Repository, ours: Any, theirs: Any) -> pygit2.Oid:
             value, mode = entry.id, entry.filemode
         elif mine.type_str == "tree" and entry.type_str == "tree" and mine.id != entry.id:
             value, mode = _union(repo, repo.get(mine.id), repo.get(entry.id)), mine.filemode
+        elif (
+            mine.id != entry.id
+            and _pair_holds(repo, theirs, name)
+            and not _pair_holds(repo, ours, name)
+        ):
+            value, mode = entry.id, entry.filemode
         else:
             continue
         builder = builder or repo.TreeBuilder(ours)
         builder.insert(name, value, mode)
     return builder.write() if builder is not None else ours.id
+
+
+def _pair_holds(repo: pygit2.Repository, folder: Any, name: str) -> bool:
+    """Whether the approval pair that file `name` belongs to in `folder` is what it is named."""
+    stem = name.removesuffix(".statement").removesuffix(".sig")
+    try:
+        statement = repo.get(folder[f"{stem}.statement"].id)
+        signature = repo.get(folder[f"{stem}.sig"].id)
+    except KeyError:
+        return False
+    return (
+        isinstance(statement, pygit2.Blob)
+        and isinstance(signature, pygit2.Blob)
+        and _names_its_content(stem, statement.data, signature.data)
+    )
 
 
 def _move_ref(repo: pygit2.Repository, expected: pygit2.Commit | None, target: pygit2.Oid) -> None:
@@ -197,7 +236,11 @@ def _pairs(repo: pygit2.Repository, seq_entry: Any, seq_name: str) -> Iterator[S
                 continue
             statement = repo.get(entry.id)
             signature = repo.get(to_tree[signature_name].id)
-            if isinstance(statement, pygit2.Blob) and isinstance(signature, pygit2.Blob):
+            if (
+                isinstance(statement, pygit2.Blob)
+                and isinstance(signature, pygit2.Blob)
+                and _names_its_content(name, statement.data, signature.data)
+            ):
                 yield StoredApproval(
                     f"{seq_name}/{to_entry.name}/{name}",
                     statement.data,
@@ -208,8 +251,9 @@ def _pairs(repo: pygit2.Repository, seq_entry: Any, seq_name: str) -> Iterator[S
 def merge(repo: pygit2.Repository, other: pygit2.Oid) -> pygit2.Oid:
     """Union the approvals of `other` (fetched from another clone) into the ref.
 
-    Pairs are added, never replaced: a path that exists on both sides with different bytes is
-    kept as ours (either may be forged; the verifier decides), so a merge can only add.
+    Pairs are added, never replaced or removed: a path on both sides is kept as ours (names
+    follow from content, so only a forged file can differ), and a deletion on their side is
+    never followed.
     """
     head = _head(repo)
     theirs: Any = repo.get(other)
@@ -220,10 +264,12 @@ def merge(repo: pygit2.Repository, other: pygit2.Oid) -> pygit2.Oid:
         return theirs.id
     if head.id == theirs.id or repo.descendant_of(head.id, theirs.id):
         return head.id
-    if repo.descendant_of(theirs.id, head.id):
-        _move_ref(repo, head, theirs.id)
-        return theirs.id
     tree = _union(repo, head.tree, theirs.tree)
+    if tree == theirs.tree.id and repo.descendant_of(theirs.id, head.id):
+        _move_ref(repo, head, theirs.id)  # theirs holds all of ours: fast-forward
+        return theirs.id
+    # Otherwise a merge commit, even when theirs brings nothing new: theirs may have dropped
+    # files (never followed), and our next push must still descend from it.
     parents = [head.id, theirs.id]
     commit = repo.create_commit(None, _AUTHOR, _AUTHOR, "merge approvals", tree, parents)
     _move_ref(repo, head, commit)
