@@ -772,14 +772,23 @@ def test_a_state_file_edited_back_by_hand_is_walked_forward_again(node: Node) ->
 # --- found by these tests, fixed ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("spelling", ["uppercase", "abbreviated"])
+@pytest.mark.parametrize("spelling", ["uppercase", "abbreviated", "annotated-tag"])
 def test_approvals_copied_under_another_spelling_of_a_commit_are_no_equivocation(
     node: Node, spelling: str
 ) -> None:
-    """The owners' own approvals copied under another spelling of the same commit (upper case,
-    an abbreviated id) are no second candidate: only full commit ids name candidates."""
+    """The owners' own approvals copied under another name of the same commit (upper case, an
+    abbreviated id, an annotated tag's id) are no second candidate: only a commit's own full id
+    names a candidate."""
     to = node.propose({WORKLOAD: b"replicas: 9\n"}, "alice", "bob")
-    folder = to.upper() if spelling == "uppercase" else to[:12]
+    folder = {
+        "uppercase": to.upper(),
+        "abbreviated": to[:12],
+        "annotated-tag": str(
+            node.sim.repo.create_tag(
+                "v9", pygit2.Oid(hex=to), pygit2.enums.ObjectType.COMMIT, _FORGER, ""
+            )
+        ),
+    }[spelling]
     for stored in list(approvals.read(node.sim.repo)):
         if stored.path.startswith(f"0000000003/{to}/"):
             name = stored.path.rsplit("/", 1)[1].removesuffix(".statement")

@@ -149,7 +149,10 @@ def test_a_symlink_is_refused_by_the_policy_in_force_before_any_signature(circle
     git(circle, "add", "-A")
     git(circle, "commit", "-q", "-m", "link")
     repo = pygit2.Repository(str(circle))
-    step = transition(repo, ref="refs/heads/main", seq=2, from_commit="HEAD~1", to_commit="HEAD")
+    head = repo.revparse_single("HEAD")
+    step = transition(
+        repo, ref="refs/heads/main", seq=2, from_commit=str(head.parents[0].id), to_commit=str(head.id)
+    )
     assert step.links == ("workloads/evil.yaml",)
     assert step.changed == ("workloads/evil.yaml",)
     intro = Introduction("example-ai-circle", "0" * 40, sha256(step.policy_to))

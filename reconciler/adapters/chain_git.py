@@ -35,13 +35,20 @@ _KEPT_LISTINGS = 4
 
 
 def commit_of(repo: pygit2.Repository, revision: str) -> Any:
+    """The commit a revision a person typed names (a branch, a tag, HEAD~2, an id)."""
     try:
-        found = repo.get(revision) if _FULL_ID.fullmatch(revision) else None
-        if found is None:
-            found = repo.revparse_single(revision)
-        return found.peel(pygit2.Commit)
+        return repo.revparse_single(revision).peel(pygit2.Commit)
     except (KeyError, ValueError, pygit2.InvalidSpecError):
         raise ChainError(f"{revision}: no such commit") from None
+
+
+def exact_commit(repo: pygit2.Repository, commit_id: str) -> Any:
+    """The commit with exactly this full id: no abbreviation, no tag peeled to its commit, so
+    one commit has one name on the chain."""
+    found: Any = repo.get(commit_id) if _FULL_ID.fullmatch(commit_id) else None
+    if not isinstance(found, pygit2.Commit):
+        raise ChainError(f"{commit_id[:40]}: not a commit of this repository")
+    return found
 
 
 def policy_at(repo: pygit2.Repository, commit: Any) -> bytes:
@@ -132,8 +139,8 @@ class TreeReader:
     def transition(
         self, *, ref: str, seq: int, from_commit: str | None, to_commit: str
     ) -> Transition:
-        to = commit_of(self.repo, to_commit)
-        start: Any = None if from_commit is None else commit_of(self.repo, from_commit)
+        to = exact_commit(self.repo, to_commit)
+        start: Any = None if from_commit is None else exact_commit(self.repo, from_commit)
         old = None if start is None else self.listing(start.tree)
         new = self.listing(to.tree, after=None if start is None else start.tree)
         if start is None:

@@ -19,22 +19,14 @@ import pygit2
 
 from builders import BuildError, sshsig
 from reconciler.adapters import approvals
-from reconciler.adapters.chain_git import transition
-from reconciler.adapters.chain_walk import (
-    Deferred,
-    Step,
-    evidence_for,
-    introduction,
-    policy,
-    walk,
-)
+from reconciler.adapters.chain_walk import Chain, Deferred, Step, introduction
 from reconciler.adapters.files import write_atomically
 from reconciler.cli.context import output_option, settings
 from reconciler.cli.render import print_json, stdout
 from reconciler.core import chain, quorum, statements
 from reconciler.core.chain import IdentityVerifier
 from reconciler.errors import InputError
-from reconciler.model.circle import SshKey
+from reconciler.model.circle import POLICY_FILE
 from reconciler.model.types import ed25519_key_blob
 
 REF = "refs/heads/main"
@@ -90,34 +82,44 @@ def identities_option(function: click.decorators.FC) -> click.decorators.FC:
 class Proposal:
     """Where the chain stands, and the transition REVISION would be from there."""
 
-    intro: chain.Introduction
+    walker: Chain
     steps: list[Step]
     state: chain.NodeState | None
     target: str
     seq: int
 
     @property
+    def intro(self) -> chain.Introduction:
+        return self.walker.intro
+
+    @property
     def approved(self) -> bool:
         return self.state is not None and self.target == self.state.commit
 
-    def transition(self, git: pygit2.Repository) -> chain.Transition:
-        state = self.state
-        return transition(
-            git, ref=REF, seq=self.seq, from_commit=state.commit if state else None,
-            to_commit=self.target,
-        )  # fmt: skip
+    def transition(self) -> chain.Transition:
+        return self.walker.transition(self.state, self.target)
+
+    def evidence(self) -> list[chain.Evidence]:
+        found: list[chain.Evidence] = self.walker.candidates(self.seq).get(self.target, [])
+        return found
 
 
-def propose(git: pygit2.Repository, revision: str, now: int) -> Proposal:
-    intro = introduction(git, REF)
-    steps, state = walk(git, intro, REF, now)
+def propose(
+    git: pygit2.Repository, revision: str, now: int, identities: IdentityVerifier | None
+) -> Proposal:
+    """The approved chain (verified from the introduction) and REVISION's place after it."""
+    walker = Chain(git, introduction(git, REF), REF, identities=identities)
+    steps, state = walker.walk(now)
     try:
         target = str(git.revparse_single(revision).peel(pygit2.Commit).id)
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, pygit2.InvalidSpecError):
         raise InputError(f"{revision}: no such commit") from None
-    if state is not None and target == state.commit:
-        return Proposal(intro, steps, state, target, state.seq)
-    return Proposal(intro, steps, state, target, state.seq + 1 if state else 1)
+    seq = (
+        state.seq
+        if state is not None and target == state.commit
+        else (state.seq + 1 if state else 1)
+    )
+    return Proposal(walker, steps, state, target, seq)
 
 
 @click.command("introduction")
@@ -133,11 +135,13 @@ def introduction_command(repo: Path) -> int:
 
 @click.command("log")
 @repo_option
+@identities_option
 @output_option
-def log_command(repo: Path, output: str | None) -> int:
+def log_command(repo: Path, identities: IdentityVerifier | None, output: str | None) -> int:
     """The approved chain: seq, commit, signers and policy version, verified from the start."""
     git = open_repo(repo)
-    steps, _ = walk(git, introduction(git, REF), REF, int(time.time()))
+    walker = Chain(git, introduction(git, REF), REF, identities=identities)
+    steps, _ = walker.walk(int(time.time()))
     if settings(output).json:
         print_json(
             [
@@ -165,28 +169,21 @@ def log_command(repo: Path, output: str | None) -> int:
 @click.command("verify")
 @click.argument("revision", default="main")
 @repo_option
+@identities_option
 @output_option
-def verify_command(revision: str, repo: Path, output: str | None) -> int:
+def verify_command(
+    revision: str, repo: Path, identities: IdentityVerifier | None, output: str | None
+) -> int:
     """Exit 0 if the transition from the approved head to REVISION has quorum, 1 if not."""
-    git = open_repo(repo)
     now = int(time.time())
-    proposal = propose(git, revision, now)
+    proposal = propose(open_repo(repo), revision, now, identities)
     target, seq = proposal.target, proposal.seq
     unmet = ""
     last = proposal.steps[-1] if proposal.steps else None
     signers: list[str] = list(last.signers) if last and last.commit == target else []
     if not proposal.approved:
-        step = proposal.transition(git)
         try:
-            verdict = chain.verify(
-                proposal.intro,
-                proposal.state,
-                step,
-                policy(step.policy_from) if step.policy_from is not None else None,
-                policy(step.policy_to),
-                evidence_for(git, seq, target),
-                now,
-            )
+            verdict, _ = proposal.walker.check(proposal.state, target, proposal.evidence(), now)
             signers = list(verdict.signers)
         except quorum.QuorumNotMet as error:
             unmet = str(error)
@@ -266,6 +263,7 @@ def ssh_keygen_sign(statement: bytes, key_file: Path) -> str:
     help="Sign with `ssh-keygen -Y sign`: KEY may then be a .pub whose private half is in "
     "ssh-agent, or an encrypted key ssh-keygen asks the passphrase of.",
 )
+@identities_option
 @output_option
 def approve_command(
     revision: str,
@@ -276,6 +274,7 @@ def approve_command(
     statement_in: Path | None,
     signature_in: Path | None,
     use_ssh_keygen: bool,
+    identities: IdentityVerifier | None,
     output: str | None,
 ) -> int:
     """Sign the transition from the approved head to REVISION and file it in the approvals ref."""
@@ -287,13 +286,13 @@ def approve_command(
         stdout.print(f"filed {path}", markup=False)
         return 0
     now = int(time.time())
-    proposal = propose(git, revision, now)
+    proposal = propose(git, revision, now, identities)
     intro, target, seq = proposal.intro, proposal.target, proposal.seq
     if proposal.approved:
         raise InputError(f"{target[:12]} is the approved head already (seq {seq})")
-    step = proposal.transition(git)
+    step = proposal.transition()
     in_force_bytes = step.policy_from if step.policy_from is not None else step.policy_to
-    in_force = policy(in_force_bytes)
+    in_force = proposal.walker.policy(in_force_bytes)
     statement = statements.Approval(
         circle=intro.circle,
         introduction=intro.commit,
@@ -329,15 +328,9 @@ def approve_command(
         signature = sshsig.sign(statement, key, statements.NAMESPACE)
         key_line = sshsig.public_key_line(key)
     blob = ed25519_key_blob(key_line)
-    member = next(
-        (
-            m.id
-            for m in in_force.members
-            for k in m.keys
-            if isinstance(k, SshKey) and ed25519_key_blob(k.key) == blob
-        ),
-        None,
-    )
+    member = chain.members_by_key(in_force).get(blob)
+    if member is None and POLICY_FILE in step.changed:  # a member being admitted co-signs
+        member = chain.members_by_key(proposal.walker.policy(step.policy_to)).get(blob)
     if member is None:
         raise InputError(f"{key_file}: this key belongs to no member of circle {intro.circle}")
     sshsig.verify(statement, signature, key_line, statements.NAMESPACE)

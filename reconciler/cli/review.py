@@ -19,16 +19,13 @@ import pygit2
 from builders import BuildError, sshsig
 from reconciler.adapters import approvals
 from reconciler.adapters.chain_git import commit_of
-from reconciler.adapters.chain_walk import Chain
-from reconciler.cli.chain import REF, identities_option, open_repo, propose, repo_option
+from reconciler.cli.chain import identities_option, open_repo, propose, repo_option
 from reconciler.cli.context import settings
 from reconciler.cli.render import print_json, stdout
 from reconciler.core import chain, statements
 from reconciler.core.review import Change, describe_changes
 from reconciler.errors import CheckFailed
 from reconciler.model import Circle
-from reconciler.model.circle import SshKey
-from reconciler.model.types import ed25519_key_blob
 
 
 @dataclass(frozen=True)
@@ -55,14 +52,12 @@ def _signed_by(policy: Circle, statement: bytes, signature: str) -> str | None:
     """The member whose valid SSH signature this is (stale approvals are named, not counted)."""
     try:
         parsed = sshsig.parse(signature)
-        sshsig.verify_parsed(statement, parsed, statements.NAMESPACE)
+        member = chain.members_by_key(policy).get(parsed.public_key)
+        if member is not None:
+            chain.check_ssh(statement, parsed)
     except BuildError:
         return None
-    for member in policy.members:
-        for key in member.keys:
-            if isinstance(key, SshKey) and ed25519_key_blob(key.key) == parsed.public_key:
-                return member.id
-    return None
+    return member
 
 
 def _stale(
@@ -112,7 +107,7 @@ def command(
     trigger, who has signed, who is missing, and which approvals are stale."""
     git = open_repo(repo)
     now = int(time.time())
-    proposal = propose(git, revision, now)
+    proposal = propose(git, revision, now, identities)
     if proposal.approved:
         step = proposal.steps[-1]
         return _render_approved(
@@ -122,13 +117,12 @@ def command(
             step.commit,
             step.signers,
         )
-    walker = Chain(git, proposal.intro, REF, identities=identities)
-    facts = walker.transition(proposal.state, proposal.target)
+    walker = proposal.walker
+    facts = proposal.transition()
     before = walker.policy(facts.policy_from) if facts.policy_from is not None else None
     after = walker.policy(facts.policy_to)
-    evidence = walker.candidates(proposal.seq).get(proposal.target, [])
     found = chain.assess(
-        proposal.intro, proposal.state, facts, before, after, evidence, now, identities
+        proposal.intro, proposal.state, facts, before, after, proposal.evidence(), now, identities
     )
     start = None if proposal.state is None else commit_of(git, proposal.state.commit)
     to = commit_of(git, proposal.target)

@@ -42,11 +42,14 @@ def _fast_forward(git_repo: pygit2.Repository, target: str) -> None:
 @click.command("land")
 @click.argument("revision")
 @repo_option
+@identities_option
 @output_option
-def land_command(revision: str, repo: Path, output: str | None) -> int:
+def land_command(
+    revision: str, repo: Path, identities: IdentityVerifier | None, output: str | None
+) -> int:
     """Fast-forward main to REVISION if it is an approved commit of the chain; refuse otherwise."""
     git_repo = open_repo(repo)
-    proposal = propose(git_repo, revision, int(time.time()))
+    proposal = propose(git_repo, revision, int(time.time()), identities)
     target = proposal.target
     landed = next((step for step in proposal.steps if step.commit == target), None)
     if landed is None:

@@ -122,7 +122,8 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _members_by_key(policy: Circle) -> dict[bytes, str]:
+def members_by_key(policy: Circle) -> dict[bytes, str]:
+    """Member ids by the SSH key blobs of their Ed25519 keys."""
     return {
         ed25519_key_blob(key.key): member.id
         for member in policy.members
@@ -232,7 +233,7 @@ def _signers(
     identities: IdentityVerifier | None,
     ssh: SshCheck,
 ) -> tuple[list[_Counted], list[str]]:
-    members = _Members(_members_by_key(policy), _members_by_identity(policy))
+    members = _Members(members_by_key(policy), _members_by_identity(policy))
     counted: list[_Counted] = []
     excluded: list[str] = []
     expected = (
