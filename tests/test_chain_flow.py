@@ -279,3 +279,45 @@ def wait_for(condition: Callable[[], bool], seconds: float = 60) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
+
+
+def test_push_and_pull_with_relative_paths_and_a_fresh_clone(
+    world: dict[str, Path],
+    circle: Callable[..., Result],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Remotes typed relative to where the owner stands; `pull` into a fresh `git init` checks
+    the circle out; a remote without approvals is no error; a wrong remote is one clear line."""
+    monkeypatch.chdir(tmp_path)
+    fresh = tmp_path / "fresh"
+    git(tmp_path, "init", "-q", "-b", "main", str(fresh))
+    pulled = circle("pull", "origin.git", "--repo", "fresh")
+    assert pulled.code == 0, pulled.stderr
+    assert "main created" in pulled.stdout
+    assert (fresh / "circle.yaml").read_bytes() == (world["owner"] / "circle.yaml").read_bytes()
+    assert git(fresh, "status", "--porcelain") == ""
+    assert circle("log", "--repo", "fresh", "-o", "json").json()[0]["seq"] == 1
+
+    bare = tmp_path / "no-approvals.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
+    git(world["owner"], "push", "-q", str(bare), "main")
+    assert circle("pull", "no-approvals.git", "--repo", "fresh").code == 0
+
+    missing = circle("push", "nowhere.git", "--repo", "fresh")
+    assert missing.code == 2
+    assert missing.stderr.startswith("circle: error: git push: 'nowhere.git' does not appear")
+    assert missing.stderr.count("\n") == 1
+
+
+def test_two_follows_on_one_state_do_not_interleave(
+    world: dict[str, Path], circle: Callable[..., Result]
+) -> None:
+    from reconciler.adapters import follow as node
+
+    with node.exclusive(world["node"]):
+        busy = follow(circle, world)
+    assert busy.code == 2
+    assert "another `circle follow` is using this state" in busy.json()["error"]
+    assert not (world["node"] / "state.json").exists()
+    assert follow(circle, world).code == 0

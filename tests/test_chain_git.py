@@ -151,7 +151,11 @@ def test_a_symlink_is_refused_by_the_policy_in_force_before_any_signature(circle
     repo = pygit2.Repository(str(circle))
     head = repo.revparse_single("HEAD")
     step = transition(
-        repo, ref="refs/heads/main", seq=2, from_commit=str(head.parents[0].id), to_commit=str(head.id)
+        repo,
+        ref="refs/heads/main",
+        seq=2,
+        from_commit=str(head.parents[0].id),
+        to_commit=str(head.id),
     )
     assert step.links == ("workloads/evil.yaml",)
     assert step.changed == ("workloads/evil.yaml",)

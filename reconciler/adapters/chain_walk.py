@@ -165,7 +165,7 @@ class Chain:
 
         From the introduction, every approval is read at once and the SSH signatures are
         checked ahead on other cores while this thread reads Git (`_Ahead`)."""
-        workers = len(os.sched_getaffinity(0))
+        workers = _cores()
         ahead = _Ahead(workers) if state is None and workers > 1 else None
         if ahead is not None:
             self._read = _read_all(self.repo, self.approvals)
@@ -184,6 +184,13 @@ class Chain:
             if ahead is not None:
                 ahead.close()
                 self._ssh = check_ssh
+
+
+def _cores() -> int:
+    """The cores this process may run on (all of them where the OS cannot say)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 class _Ahead:

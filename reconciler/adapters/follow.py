@@ -13,7 +13,11 @@ refused and the state file is left byte-identical.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +25,7 @@ import pygit2
 
 from reconciler.adapters import node_state
 from reconciler.adapters.chain_walk import Chain, Step
-from reconciler.adapters.gitcli import git
+from reconciler.adapters.gitcli import as_remote, git
 from reconciler.core.chain import (
     ChainError,
     ForkError,
@@ -35,6 +39,7 @@ from reconciler.errors import CheckFailed, InputError
 MAIN = "refs/quarantine/main"
 APPROVALS = "refs/quarantine/circle/approvals"
 STATE_FILE = "state.json"
+LOCK_FILE = "lock"
 REPOSITORY = "repo.git"
 
 
@@ -67,15 +72,31 @@ def load_introduction(path: Path) -> Introduction:
     return intro
 
 
+@contextlib.contextmanager
+def exclusive(folder: Path) -> Iterator[None]:
+    """Hold the node folder alone for one round (fetch, verify, save): two `follow`s on one
+    state could otherwise save out of order and move a node back."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    descriptor = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"{folder}: another `circle follow` is using this state") from None
+        yield
+    finally:
+        os.close(descriptor)
+
+
 def fetch(source: str, folder: Path) -> pygit2.Repository:
-    """Fetch SOURCE's main and circle refs into the quarantine repository under `folder`."""
+    """Fetch SOURCE's main and approvals into the quarantine repository under `folder`."""
     path = folder / REPOSITORY
     if not path.exists():
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         pygit2.init_repository(str(path), bare=True)
     git(
-        path, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", source,
-        f"+refs/heads/main:{MAIN}", "+refs/circle/*:refs/quarantine/circle/*",
+        path, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", as_remote(source),
+        f"+refs/heads/main:{MAIN}", f"+refs/circle/approvals*:{APPROVALS}*",
     )  # fmt: skip
     return pygit2.Repository(str(path))
 

@@ -43,7 +43,15 @@ def git(folder: Path | str, *arguments: str) -> str:
     except subprocess.TimeoutExpired:
         raise InputError(f"git {arguments[0]} took over {TIMEOUT} s") from None
     if done.returncode != 0:
-        lines = [line for line in done.stderr.splitlines() if line.strip()]
-        said = lines[-1].strip() if lines else f"exit status {done.returncode}"
-        raise GitFailed(f"git {arguments[0]}: {said.removeprefix('fatal: ')}", done.stderr)
+        lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+        fatal = [line for line in lines if line.startswith(("fatal:", "error:"))]
+        said = (fatal or lines or [f"exit status {done.returncode}"])[0]
+        said = said.removeprefix("fatal: ").removeprefix("error: ")
+        raise GitFailed(f"git {arguments[0]}: {said}", done.stderr)
     return done.stdout
+
+
+def as_remote(remote: str) -> str:
+    """A remote as the user typed it, for a git running elsewhere: a local path becomes
+    absolute (relative to the caller's folder); names and URLs stay."""
+    return str(Path(remote).resolve()) if Path(remote).exists() else remote

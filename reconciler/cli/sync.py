@@ -16,7 +16,7 @@ import pygit2
 import watchfiles
 
 from reconciler.adapters import approvals, follow
-from reconciler.adapters.gitcli import GitFailed, git
+from reconciler.adapters.gitcli import GitFailed, as_remote, git
 from reconciler.cli.chain import REF, identities_option, open_repo, propose, repo_option
 from reconciler.cli.context import output_option, settings
 from reconciler.cli.render import print_json, stderr, stdout
@@ -70,9 +70,14 @@ def land_command(
 
 
 def _fetch(git_repo: pygit2.Repository, remote: str) -> None:
+    """REMOTE's main and approvals into refs/circle/remote/; a remote without approvals yet
+    is no error (the partial glob matches nothing)."""
+    for ref in (REMOTE_MAIN, REMOTE_APPROVALS):
+        if ref in git_repo.references:
+            git_repo.references.delete(ref)
     git(
         git_repo.path, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", remote,
-        f"+refs/heads/main:{REMOTE_MAIN}", f"+{approvals.REF}:{REMOTE_APPROVALS}",
+        f"+refs/heads/main:{REMOTE_MAIN}", f"+{approvals.REF}*:{REMOTE_APPROVALS}*",
     )  # fmt: skip
 
 
@@ -89,28 +94,16 @@ def _merge_remote_approvals(git_repo: pygit2.Repository) -> None:
 def pull_command(remote: str, repo: Path, output: str | None) -> int:
     """Fetch REMOTE's main and approvals: union the approvals, fast-forward main."""
     git_repo = open_repo(repo)
-    for ref in (REMOTE_MAIN, REMOTE_APPROVALS):  # a remote without approvals yet leaves none
-        if ref in git_repo.references:
-            git_repo.references.delete(ref)
-    try:
-        _fetch(git_repo, remote)
-    except GitFailed as error:
-        if "couldn't find remote ref" not in error.stderr:
-            raise
-        git(
-            git_repo.path,
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            remote,
-            f"+refs/heads/main:{REMOTE_MAIN}",
-        )
+    _fetch(git_repo, as_remote(remote))
     _merge_remote_approvals(git_repo)
     theirs = str(git_repo.references[REMOTE_MAIN].target)
     ours_ref = git_repo.references.get(REF)
     ours = str(ours_ref.target) if ours_ref is not None else None
     if ours is None:
+        fresh = not git_repo.is_bare and git_repo.lookup_reference("HEAD").target == REF
         git_repo.references.create(REF, pygit2.Oid(hex=theirs))
+        if fresh:  # a `git init` on main: check the circle out (never over a user's file)
+            git(git_repo.workdir, "read-tree", "-m", "-u", REF)
         state = "created"
     elif ours == theirs or git_repo.descendant_of(pygit2.Oid(hex=ours), pygit2.Oid(hex=theirs)):
         state = "up to date" if ours == theirs else "ahead"
@@ -137,6 +130,7 @@ def push_command(remote: str, repo: Path, output: str | None) -> int:
     """Push main and the approvals ref to REMOTE together, merging co-signers' approvals when
     REMOTE has moved (retried up to 5 times)."""
     git_repo = open_repo(repo)
+    remote = as_remote(remote)
     refs = [f"{REF}:{REF}"]
     if approvals.REF in git_repo.references:
         refs.append(f"{approvals.REF}:{approvals.REF}")
@@ -152,17 +146,7 @@ def push_command(remote: str, repo: Path, output: str | None) -> int:
                     f"{remote} kept moving: gave up after {ATTEMPTS} attempts"
                 ) from None
             stderr.print(f"{remote} moved; merging its approvals (attempt {attempt})", markup=False)
-            try:
-                _fetch(git_repo, remote)
-            except GitFailed:
-                git(
-                    git_repo.path,
-                    "fetch",
-                    "--quiet",
-                    "--no-tags",
-                    remote,
-                    f"+refs/heads/main:{REMOTE_MAIN}",
-                )
+            _fetch(git_repo, remote)
             _merge_remote_approvals(git_repo)
             theirs = git_repo.references[REMOTE_MAIN].target
             ours = git_repo.references[REF].target
@@ -254,10 +238,11 @@ def _follow_once(
     identities: IdentityVerifier | None,
     output: str | None,
 ) -> int:
-    repository = follow.fetch(source, state_dir)
-    done = follow.advance(
-        repository, intro, state_dir / follow.STATE_FILE, int(time.time()), identities
-    )
+    with follow.exclusive(state_dir):
+        repository = follow.fetch(source, state_dir)
+        done = follow.advance(
+            repository, intro, state_dir / follow.STATE_FILE, int(time.time()), identities
+        )
     state = done.state
     if settings(output).json:
         print_json(
