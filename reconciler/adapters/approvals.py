@@ -25,6 +25,7 @@ from typing import Any
 import pygit2
 
 from builders import sshsig
+from reconciler.adapters.gitcli import GitFailed, git
 from reconciler.core.statements import decode
 from reconciler.errors import CheckFailed
 
@@ -172,11 +173,15 @@ def _pair_holds(repo: pygit2.Repository, folder: Any, name: str) -> bool:
 
 
 def _move_ref(repo: pygit2.Repository, expected: pygit2.Commit | None, target: pygit2.Oid) -> None:
-    """Move the ref only if nobody else moved it meanwhile (compare and swap)."""
-    current = _head(repo)
-    if (current.id if current else None) != (expected.id if expected else None):
-        raise ApprovalStoreError(f"{REF} moved while an approval was being filed; try again")
-    repo.references.create(REF, target, force=True)
+    """Move the ref only if nobody else moved it meanwhile: a compare-and-swap under git's own
+    ref lock (`git update-ref REF NEW OLD`), so two processes filing at once cannot lose one."""
+    old = str(expected.id) if expected is not None else "0" * 40
+    try:
+        git(repo.path, "update-ref", "-m", "circle: approvals", REF, str(target), old)
+    except GitFailed:
+        raise ApprovalStoreError(
+            f"{REF} moved while an approval was being filed; try again"
+        ) from None
 
 
 def _read_blob(repo: pygit2.Repository, tree: Any, path: str) -> bytes | None:

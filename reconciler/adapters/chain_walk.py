@@ -21,7 +21,7 @@ import pygit2
 
 from builders import BuildError, sshsig
 from reconciler.adapters import approvals
-from reconciler.adapters.chain_git import TreeReader, policy_at
+from reconciler.adapters.chain_git import TreeReader, commit_of, policy_at
 from reconciler.core.chain import (
     ChainError,
     Evidence,
@@ -32,6 +32,7 @@ from reconciler.core.chain import (
     Transition,
     Verdict,
     check_ssh,
+    members_by_key,
     sha256,
     verify,
 )
@@ -105,6 +106,18 @@ class Chain:
         self._read: dict[int, dict[str, list[Evidence]]] | None = None  # every seq, when read
         self._ssh: SshCheck = check_ssh
 
+    def _likely_signers(self) -> set[bytes]:
+        """Keys of the first policy's and of the tip's members: the signatures worth checking
+        ahead (others are checked in turn, if ever a policy in force names their key)."""
+        keys: set[bytes] = set()
+        for revision in (self.intro.commit, self.ref):
+            try:
+                data = policy_at(self.repo, commit_of(self.repo, revision))
+                keys |= members_by_key(self.policy(data)).keys()
+            except CheckFailed:
+                continue
+        return keys
+
     def candidates(self, seq: int) -> dict[str, list[Evidence]]:
         """The approvals filed for `seq`, by the `to` commit they approve."""
         if self._read is not None:
@@ -157,11 +170,9 @@ class Chain:
         to, verdict, after = approved[0]
         return Step(seq, to, verdict.signers, after.version), verdict.state
 
-    def walk(
-        self, now: int, state: NodeState | None = None, *, until: str | None = None
-    ) -> tuple[list[Step], NodeState | None]:
+    def walk(self, now: int, state: NodeState | None = None) -> tuple[list[Step], NodeState | None]:
         """Every approved step after `state` (from the introduction when None), and the state
-        after the last one; stops early once commit `until` is reached.
+        after the last one.
 
         From the introduction, every approval is read at once and the SSH signatures are
         checked ahead on other cores while this thread reads Git (`_Ahead`)."""
@@ -169,11 +180,11 @@ class Chain:
         ahead = _Ahead(workers) if state is None and workers > 1 else None
         if ahead is not None:
             self._read = _read_all(self.repo, self.approvals)
-            ahead.submit(self._read)
+            ahead.submit(self._read, self._likely_signers())
             self._ssh = ahead
         try:
             steps: list[Step] = []
-            while state is None or state.commit != until:
+            while True:
                 found = self.next(state, now)
                 if found is None:
                     break
@@ -204,15 +215,17 @@ class _Ahead:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="circle-verify")
         self._pending: dict[tuple[bytes, sshsig.SshSignature], tuple[Future[_Results], int]] = {}
 
-    def submit(self, found: dict[int, dict[str, list[Evidence]]]) -> None:
+    def submit(self, found: dict[int, dict[str, list[Evidence]]], keys: set[bytes]) -> None:
         pairs: list[tuple[bytes, sshsig.SshSignature]] = []
         for seq in sorted(found):
             for evidence in found[seq].values():
                 for item in evidence:
                     try:
-                        pairs.append((item.statement, sshsig.parse(item.signature)))
+                        parsed = sshsig.parse(item.signature)
                     except BuildError:
                         continue  # not SSHSIG (a sigstore bundle) or malformed: checked in turn
+                    if parsed.public_key in keys:
+                        pairs.append((item.statement, parsed))
         for start in range(0, len(pairs), self.BATCH):
             batch = pairs[start : start + self.BATCH]
             future = self._pool.submit(_check_all, batch)
