@@ -3,8 +3,10 @@ approval statements that bind one transition."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pygit2
 import pytest
@@ -188,3 +190,75 @@ def test_the_fast_decoder_agrees_with_the_strict_one(
         except StatementError as error:
             found = str(error)
         assert found == expected
+
+
+_names = st.sampled_from(["a", "b", "c.yaml"])
+_paths = st.lists(_names, min_size=1, max_size=3).map("/".join)
+_kinds = st.sampled_from(
+    [
+        pygit2.GIT_FILEMODE_BLOB,
+        pygit2.GIT_FILEMODE_BLOB_EXECUTABLE,
+        pygit2.GIT_FILEMODE_LINK,
+        0o160000,
+    ]
+)
+_edits = st.lists(
+    st.tuples(_paths, st.none() | st.tuples(_kinds, st.binary(max_size=3))), min_size=1, max_size=6
+)
+
+
+def _tree(repo: pygit2.Repository, files: dict[str, tuple[int, bytes]]) -> pygit2.Tree:
+    nested: dict[str, Any] = {}
+    for path, value in files.items():
+        *folders, name = path.split("/")
+        node = nested
+        for folder in folders:
+            child = node.get(folder)
+            node = node.setdefault(folder, {}) if not isinstance(child, tuple) else {}
+        node[name] = value
+
+    def write(node: dict[str, Any]) -> pygit2.Oid:
+        builder = repo.TreeBuilder()
+        for name, value in node.items():
+            if isinstance(value, dict):
+                if value:
+                    builder.insert(name, write(value), pygit2.GIT_FILEMODE_TREE)
+            else:
+                mode, data = value
+                oid = (
+                    pygit2.Oid(raw=hashlib.sha1(data).digest())  # noqa: S324 - a gitlink id
+                    if mode == 0o160000
+                    else repo.create_blob(data)
+                )
+                builder.insert(name, oid, mode)
+        return builder.write()
+
+    tree = repo.get(write(nested))
+    assert isinstance(tree, pygit2.Tree)
+    return tree
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(_edits, min_size=2, max_size=4))
+def test_a_listing_patched_from_the_last_equals_a_full_one(
+    tmp_path_factory: pytest.TempPathFactory, history: list[list[tuple[str, Any]]]
+) -> None:
+    """The chain walk derives each `to` listing from the previous one, descending only into
+    changed folders: through files turning into folders and back, deletions, modes, links and
+    submodules, it must equal a listing read from scratch."""
+    repo = pygit2.init_repository(str(tmp_path_factory.mktemp("trees")), bare=True)
+    walking = TreeReader(repo)
+    files: dict[str, tuple[int, bytes]] = {}
+    previous = None
+    for edits in history:
+        for path, value in edits:
+            for known in [k for k in files if k.startswith(path + "/") or path.startswith(k + "/")]:
+                del files[known]  # a file and a folder cannot share a name
+            if value is None:
+                files.pop(path, None)
+            else:
+                files[path] = value
+        tree = _tree(repo, files)
+        patched = walking.listing(tree, after=previous)
+        assert dict(patched) == dict(TreeReader(repo).listing(tree))
+        previous = tree

@@ -232,24 +232,22 @@ def _pairs(repo: pygit2.Repository, seq_entry: Any, seq_name: str) -> Iterator[S
         to_tree = repo.get(to_entry.id)
         if not isinstance(to_tree, pygit2.Tree):
             continue
-        for entry in to_tree:
-            name = str(entry.name)
+        files = {str(entry.name): entry.id for entry in to_tree}
+        for name, statement_id in files.items():
             if not name.endswith(".statement"):
                 continue
-            signature_name = name.removesuffix(".statement") + ".sig"
-            if signature_name not in to_tree:
+            signature_id = files.get(name.removesuffix(".statement") + ".sig")
+            if signature_id is None:
                 continue
-            statement = repo.get(entry.id)
-            signature = repo.get(to_tree[signature_name].id)
-            if (
-                isinstance(statement, pygit2.Blob)
-                and isinstance(signature, pygit2.Blob)
-                and _names_its_content(name, statement.data, signature.data)
-            ):
+            statement, signature = repo.get(statement_id), repo.get(signature_id)
+            if not isinstance(statement, pygit2.Blob) or not isinstance(signature, pygit2.Blob):
+                continue
+            statement_bytes, signature_bytes = statement.data, signature.data
+            if _names_its_content(name, statement_bytes, signature_bytes):
                 yield StoredApproval(
                     f"{seq_name}/{to_entry.name}/{name}",
-                    statement.data,
-                    signature.data.decode("utf-8", "replace"),
+                    statement_bytes,
+                    signature_bytes.decode("utf-8", "replace"),
                 )
 
 

@@ -30,7 +30,6 @@ from reconciler.core.changes import (
 from reconciler.model.circle import POLICY_FILE
 
 _FULL_ID = re.compile(r"[0-9a-f]{40}")
-_DELETED = pygit2.enums.DeltaStatus.DELETED
 _KEPT_LISTINGS = 4
 
 
@@ -101,32 +100,53 @@ class TreeReader:
 
     def _full(self, tree: Any) -> dict[str, tuple[int, str]]:
         found: dict[str, tuple[int, str]] = {}
-
-        def walk(node: Any, prefix: str) -> None:
-            for entry in node:
-                path = f"{prefix}{entry.name}"
-                mode = int(entry.filemode)
-                if entry.type_str == "tree":
-                    walk(self.repo[entry.id], path + "/")
-                else:
-                    found[path] = (mode, self._digest(entry.id, mode))
-
-        walk(tree, "")
+        self._add(tree, "", found)
         return found
+
+    def _add(self, tree: Any, prefix: str, found: dict[str, tuple[int, str]]) -> None:
+        for entry in tree:
+            path = f"{prefix}{entry.name}"
+            if entry.type_str == "tree":
+                self._add(self.repo[entry.id], path + "/", found)
+            else:
+                mode = int(entry.filemode)
+                found[path] = (mode, self._digest(entry.id, mode))
 
     def _patched(
         self, previous: dict[str, tuple[int, str]], old: Any, new: Any
     ) -> dict[str, tuple[int, str]]:
+        """`previous` (the listing of `old`) turned into the listing of `new`, descending only
+        into the folders whose ids differ: a step costs what it changes."""
         found = dict(previous)
-        for delta in self.repo.diff(old, new).deltas:
-            if delta.status == _DELETED:
-                found.pop(delta.old_file.path, None)
-                continue
-            if delta.old_file.path != delta.new_file.path:
-                found.pop(delta.old_file.path, None)
-            mode = int(delta.new_file.mode)
-            found[delta.new_file.path] = (mode, self._digest(delta.new_file.id, mode))
+        self._compare(old, new, "", found)
         return found
+
+    def _compare(self, old: Any, new: Any, prefix: str, found: dict[str, tuple[int, str]]) -> None:
+        before = {entry.name: entry for entry in old}
+        for entry in new:
+            was = before.pop(entry.name, None)
+            if was is not None and was.id == entry.id and was.filemode == entry.filemode:
+                continue
+            path = f"{prefix}{entry.name}"
+            if was is not None and was.type_str == "tree" and entry.type_str == "tree":
+                self._compare(self.repo[was.id], self.repo[entry.id], path + "/", found)
+                continue
+            if was is not None:
+                self._drop(was, path, found)
+            if entry.type_str == "tree":
+                self._add(self.repo[entry.id], path + "/", found)
+            else:
+                mode = int(entry.filemode)
+                found[path] = (mode, self._digest(entry.id, mode))
+        for name, was in before.items():  # gone from `new`
+            self._drop(was, f"{prefix}{name}", found)
+
+    def _drop(self, entry: Any, path: str, found: dict[str, tuple[int, str]]) -> None:
+        if entry.type_str != "tree":
+            found.pop(path, None)
+            return
+        for inner in [known for known in found if known.startswith(path + "/")]:
+            del found[inner]
 
     def _policy(self, commit: Any) -> bytes:
         """circle.yaml of `commit`, read once per version of the policy."""

@@ -335,10 +335,14 @@ def assess(
     # Quorum must hold among approvals all current at one instant: the latest issuedAt that
     # completes it. Collecting signatures must fit in the approval lifetime; once met, a step
     # stays approved (a node joining a circle idle for months still follows it).
-    issued = sorted({c.issued_at for c in [*counted, *(proposed or [])]}, reverse=True)
-    met = next((i for i in issued if at(i).rules and at(i).satisfied), None)
-    instant = now if met is None else met
-    result = at(instant)
+    instants = sorted({c.issued_at for c in [*counted, *(proposed or [])]}, reverse=True)
+    met: tuple[int, quorum.QuorumResult] | None = None
+    for instant in [now, *instants]:  # now first: usually every approval is still current
+        result = at(instant)
+        if result.rules and result.satisfied:
+            met = instant, result
+            break
+    instant, result = met if met is not None else (now, at(now))
     if met is None:
         excluded += [
             f"#{c.index}: approval of seq {step.seq} ({step.to_commit[:12]}) expired at "
