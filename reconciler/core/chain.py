@@ -194,6 +194,21 @@ class _Members:
     by_identity: dict[tuple[str, str], str]
 
 
+_MEMBERS: dict[str, _Members] = {}  # by policy sha256: a walk meets few policies, many steps
+
+
+def _members_of(policy: Circle, policy_sha: str) -> _Members:
+    """The member maps of a policy, built once per policy version (its key blobs decoded)."""
+    found = _MEMBERS.get(policy_sha)
+    if found is None:
+        if len(_MEMBERS) > 64:
+            _MEMBERS.clear()
+        found = _MEMBERS[policy_sha] = _Members(
+            members_by_key(policy), _members_by_identity(policy)
+        )
+    return found
+
+
 def _signer(
     members: _Members,
     statement: bytes,
@@ -226,14 +241,13 @@ class _Counted:
 def _signers(
     intro: Introduction,
     step: Transition,
-    policy: Circle,
+    members: _Members,
     policy_sha: str,
     evidence: Sequence[Evidence],
     now: int,
     identities: IdentityVerifier | None,
     ssh: SshCheck,
 ) -> tuple[list[_Counted], list[str]]:
-    members = _Members(members_by_key(policy), _members_by_identity(policy))
     counted: list[_Counted] = []
     excluded: list[str] = []
     expected = (
@@ -313,15 +327,19 @@ def assess(
     _check_tree(in_force, step)
     in_force_sha = sha256(in_force_bytes)
     counted, excluded = _signers(
-        intro, step, in_force, in_force_sha, evidence, now, identities, ssh
-    )
+        intro, step, _members_of(in_force, in_force_sha), in_force_sha, evidence, now,
+        identities, ssh,
+    )  # fmt: skip
     policy_changed = POLICY_FILE in step.changed
     proposed: list[_Counted] | None = None
     if policy_changed and state is not None:
         _check_evolution(in_force, in_force_bytes, policy_to)
         # The new policy's governance is met by its own members' signatures (of the same
         # statement): a member being added can co-sign their own admission.
-        proposed, _ = _signers(intro, step, policy_to, in_force_sha, evidence, now, identities, ssh)
+        new_members = _members_of(policy_to, sha256(step.policy_to))
+        proposed, _ = _signers(
+            intro, step, new_members, in_force_sha, evidence, now, identities, ssh
+        )
 
     def at(instant: int) -> quorum.QuorumResult:
         return quorum.evaluate(
