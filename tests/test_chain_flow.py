@@ -321,3 +321,28 @@ def test_two_follows_on_one_state_do_not_interleave(
     assert "another `circle follow` is using this state" in busy.json()["error"]
     assert not (world["node"] / "state.json").exists()
     assert follow(circle, world).code == 0
+
+
+def test_review_for_tools_and_for_the_approved_head(
+    world: dict[str, Path], circle: Callable[..., Result]
+) -> None:
+    keys, owner = world["keys"], world["owner"]
+    head = circle("review", "--repo", str(owner), "-o", "json").json()
+    assert head["approved"] is True
+    assert head["seq"] == 1
+    assert head["signers"] == ["alice", "bob", "carol"]
+
+    change = add_workload(owner, 3)
+    assert circle("approve", "--repo", str(owner), "--key", str(keys / "carol")).code == 0
+    pending = circle("review", "--repo", str(owner), "-o", "json").json()
+    assert pending["revision"] == change
+    assert pending["approved"] is False
+    assert pending["changes"][0]["line"].startswith("workload langid added (")
+    [rule] = pending["rules"]
+    assert (rule["rule"], rule["weight"], rule["threshold"], rule["signed"]) == (
+        "default", 1, 2, ["carol"]
+    )  # fmt: skip
+    assert rule["missing"] == ["alice", "bob"]
+    text = circle("review", "--repo", str(owner))
+    assert "NO  default: weight 1/2, signed by carol; missing one of: alice, bob" in text.stdout
+    assert text.stdout.rstrip().endswith("not approved: 1 rule unmet")

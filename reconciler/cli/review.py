@@ -105,18 +105,13 @@ def command(
 ) -> int:
     """Show what approving REVISION would approve: its desired-state changes, the rules they
     trigger, who has signed, who is missing, and which approvals are stale."""
+    mode = output or settings().output  # text, json or markdown
     git = open_repo(repo)
     now = int(time.time())
     proposal = propose(git, revision, now, identities)
     if proposal.approved:
         step = proposal.steps[-1]
-        return _render_approved(
-            settings(output if output != "markdown" else None).output,
-            output,
-            step.seq,
-            step.commit,
-            step.signers,
-        )
+        return _render_approved(mode, step.seq, step.commit, step.signers)
     walker = proposal.walker
     facts = proposal.transition()
     before = walker.policy(facts.policy_from) if facts.policy_from is not None else None
@@ -156,24 +151,22 @@ def command(
             {"member": s.member, "seq": s.seq, "to": s.to, "reason": s.reason} for s in stale
         ],
     }  # fmt: skip
-    if output == "json" or (output is None and settings().json):
+    if mode == "json":
         print_json(report)
-    elif output == "markdown":
+    elif mode == "markdown":
         stdout.print(_markdown(report, changes), markup=False)
     else:
         stdout.print(_text(report, changes), markup=False)
     return 0
 
 
-def _render_approved(
-    mode: str, output: str | None, seq: int, commit: str, signers: tuple[str, ...]
-) -> int:
+def _render_approved(mode: str, seq: int, commit: str, signers: tuple[str, ...]) -> int:
     if mode == "json":
         print_json({"revision": commit, "seq": seq, "approved": True, "signers": list(signers),
                     "changes": [], "rules": [], "excluded": [], "stale": []})  # fmt: skip
         return 0
     line = f"{commit[:12]} is the approved head (seq {seq}), signed by {', '.join(signers)}"
-    stdout.print(f"**{line}**" if output == "markdown" else line, markup=False)
+    stdout.print(f"**{line}**" if mode == "markdown" else line, markup=False)
     return 0
 
 
