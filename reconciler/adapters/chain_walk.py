@@ -179,8 +179,7 @@ class Chain:
         workers = _cores()
         ahead = _Ahead(workers) if state is None and workers > 1 else None
         if ahead is not None:
-            self._read = _read_all(self.repo, self.approvals)
-            ahead.submit(self._read, self._likely_signers())
+            self._read = _read_all(self.repo, self.approvals, ahead, self._likely_signers())
             self._ssh = ahead
         try:
             steps: list[Step] = []
@@ -215,19 +214,18 @@ class _Ahead:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="circle-verify")
         self._pending: dict[tuple[bytes, sshsig.SshSignature], tuple[Future[_Results], int]] = {}
 
-    def submit(self, found: dict[int, dict[str, list[Evidence]]], keys: set[bytes]) -> None:
-        pairs: list[tuple[bytes, sshsig.SshSignature]] = []
-        for seq in sorted(found):
-            for evidence in found[seq].values():
-                for item in evidence:
-                    try:
-                        parsed = sshsig.parse(item.signature)
-                    except BuildError:
-                        continue  # not SSHSIG (a sigstore bundle) or malformed: checked in turn
-                    if parsed.public_key in keys:
-                        pairs.append((item.statement, parsed))
-        for start in range(0, len(pairs), self.BATCH):
-            batch = pairs[start : start + self.BATCH]
+        self._batch: list[tuple[bytes, sshsig.SshSignature]] = []
+
+    def add(self, statement: bytes, signature: sshsig.SshSignature) -> None:
+        """Queue one pair; a full batch goes to the pool at once (checking starts while the
+        approvals are still being read)."""
+        self._batch.append((statement, signature))
+        if len(self._batch) >= self.BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._batch:
+            batch, self._batch = self._batch, []
             future = self._pool.submit(_check_all, batch)
             for index, pair in enumerate(batch):
                 self._pending[pair] = (future, index)
@@ -261,17 +259,26 @@ def _check_all(batch: list[tuple[bytes, sshsig.SshSignature]]) -> _Results:
 
 
 def _read_all(
-    repo: pygit2.Repository, tree: pygit2.Tree | None
+    repo: pygit2.Repository, tree: pygit2.Tree | None, ahead: _Ahead, keys: set[bytes]
 ) -> dict[int, dict[str, list[Evidence]]]:
-    """Every approval in the approvals `tree`, by seq and `to` commit."""
+    """Every approval in the approvals `tree`, by seq and `to` commit; the SSH signatures by
+    `keys` are handed to `ahead` as they are read, in seq order."""
     found: dict[int, dict[str, list[Evidence]]] = {}
     if tree is not None:
         for stored in approvals.read_tree(repo, tree):
             seq, to, _ = stored.path.split("/", 2)
-            if _SEQ.fullmatch(seq) and _COMMIT_ID.fullmatch(to):
-                found.setdefault(int(seq), {}).setdefault(to, []).append(
-                    Evidence(stored.statement, stored.signature)
-                )
+            if not (_SEQ.fullmatch(seq) and _COMMIT_ID.fullmatch(to)):
+                continue
+            found.setdefault(int(seq), {}).setdefault(to, []).append(
+                Evidence(stored.statement, stored.signature)
+            )
+            try:
+                parsed = sshsig.parse(stored.signature)
+            except BuildError:
+                continue  # not SSHSIG (a sigstore bundle) or malformed: checked in turn
+            if parsed.public_key in keys:
+                ahead.add(stored.statement, parsed)
+    ahead.flush()
     return found
 
 
