@@ -269,14 +269,14 @@ def _read_all(
             seq, to, _ = stored.path.split("/", 2)
             if not (_SEQ.fullmatch(seq) and _COMMIT_ID.fullmatch(to)):
                 continue
-            found.setdefault(int(seq), {}).setdefault(to, []).append(
-                Evidence(stored.statement, stored.signature)
-            )
             try:
-                parsed = sshsig.parse(stored.signature)
+                parsed: sshsig.SshSignature | None = sshsig.parse(stored.signature)
             except BuildError:
-                continue  # not SSHSIG (a sigstore bundle) or malformed: checked in turn
-            if parsed.public_key in keys:
+                parsed = None  # not SSHSIG (a sigstore bundle) or malformed: checked in turn
+            found.setdefault(int(seq), {}).setdefault(to, []).append(
+                Evidence(stored.statement, stored.signature, parsed)
+            )
+            if parsed is not None and parsed.public_key in keys:
                 ahead.add(stored.statement, parsed)
     ahead.flush()
     return found

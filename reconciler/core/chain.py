@@ -93,6 +93,7 @@ class Transition:
 class Evidence:
     statement: bytes
     signature: str
+    parsed: sshsig.SshSignature | None = None  # `sshsig.parse(signature)`, when already done
 
 
 SshCheck = Callable[[bytes, sshsig.SshSignature], None]
@@ -210,21 +211,17 @@ def _members_of(policy: Circle, policy_sha: str) -> _Members:
 
 
 def _signer(
-    members: _Members,
-    statement: bytes,
-    signature: str,
-    identities: IdentityVerifier | None,
-    ssh: SshCheck,
+    members: _Members, item: Evidence, identities: IdentityVerifier | None, ssh: SshCheck
 ) -> str | None:
-    """The member whose valid signature `signature` is, or None when it is no member's."""
-    if signature.lstrip().startswith("{"):  # a sigstore bundle
+    """The member whose valid signature `item` holds, or None when it is no member's."""
+    if item.parsed is None and item.signature.lstrip().startswith("{"):  # a sigstore bundle
         if identities is None:
             raise ChainError("a sigstore approval, and no sigstore trust root is configured")
-        return members.by_identity.get(identities.identify(statement, signature))
-    parsed = sshsig.parse(signature)
+        return members.by_identity.get(identities.identify(item.statement, item.signature))
+    parsed = item.parsed or sshsig.parse(item.signature)
     member = members.by_key.get(parsed.public_key)
     if member is not None:
-        ssh(statement, parsed)
+        ssh(item.statement, parsed)
     return member
 
 
@@ -272,7 +269,7 @@ def _signers(
                 continue
             if approval.issued_at > now:
                 approval.check_current(now)  # refused: issued in the future
-            member = _signer(members, item.statement, item.signature, identities, ssh)
+            member = _signer(members, item, identities, ssh)
             if member is None:
                 excluded.append(f"#{index}: signed by a key of no member")
                 continue
