@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import socket
 from collections.abc import Callable
@@ -23,7 +24,14 @@ from reconciler.core.chain import Evidence, verify
 from reconciler.core.quorum import QuorumNotMet
 from tests.test_chain import CHANGE, INTRO, NOW, STATE_1, V1, approve, parsed
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "sigstore"
+# The project's shared test data sits beside the repository (../shared); CIRCLE_SIGSTORE_DATA
+# points elsewhere. Never copied into the project.
+DATA = Path(
+    os.environ.get(
+        "CIRCLE_SIGSTORE_DATA",
+        Path(__file__).resolve().parents[2] / "shared" / "testdata" / "sigstore",
+    )
+)
 IDENTITY = "william@yossarian.net"
 ISSUER = "https://github.com/login/oauth"
 
