@@ -60,7 +60,8 @@ def sign_and_file(
 
 
 def evidence(repo: pygit2.Repository, step: Transition) -> list[Evidence]:
-    return chain_walk.evidence_for(repo, step.seq, step.to_commit)
+    found = chain_walk.candidates(repo, step.seq, approvals.snapshot(repo))
+    return found.get(step.to_commit, [])
 
 
 @pytest.fixture
@@ -198,7 +199,7 @@ def test_walking_the_chain_cold_and_catching_an_equivocation(circle: Path) -> No
     competing = transition(repo, ref=ref, seq=2, from_commit=intro.commit, to_commit=four)
     sign_and_file(repo, intro, competing, "carol")
 
-    steps, state = chain_walk.walk(repo, intro, ref, NOW)
+    steps, state = chain_walk.Chain(repo, intro, ref).walk(NOW)
     assert [(s.seq, s.commit, s.signers) for s in steps] == [
         (1, intro.commit, ("alice", "bob", "carol")),
         (2, three, ("alice", "bob")),
@@ -209,4 +210,4 @@ def test_walking_the_chain_cold_and_catching_an_equivocation(circle: Path) -> No
     # Owners who sign two different commits for one seq: the walk refuses to pick one.
     sign_and_file(repo, intro, competing, "alice")
     with pytest.raises(chain_walk.Equivocation, match="seq 2 has 2 approved commits"):
-        chain_walk.walk(repo, intro, ref, NOW)
+        chain_walk.Chain(repo, intro, ref).walk(NOW)

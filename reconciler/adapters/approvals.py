@@ -184,15 +184,6 @@ def _move_ref(repo: pygit2.Repository, expected: pygit2.Commit | None, target: p
         ) from None
 
 
-def _read_blob(repo: pygit2.Repository, tree: Any, path: str) -> bytes | None:
-    try:
-        entry = tree[path]
-    except KeyError:
-        return None
-    blob = repo.get(entry.id)
-    return blob.data if isinstance(blob, pygit2.Blob) else None
-
-
 def snapshot(repo: pygit2.Repository, ref: str = REF) -> pygit2.Tree | None:
     """The approvals tree as `ref` points now: what a walk reads, consistently (a node reads
     the approvals it fetched into quarantine)."""

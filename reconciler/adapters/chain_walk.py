@@ -307,15 +307,3 @@ class Deferred:
         if self._made is None:
             self._made = self._make()
         return self._made.identify(message, bundle)
-
-
-def walk(
-    repo: pygit2.Repository, intro: Introduction, ref: str, now: int
-) -> tuple[list[Step], NodeState | None]:
-    """Every approved step from the introduction, and the state after the last one."""
-    return Chain(repo, intro, ref).walk(now)
-
-
-def evidence_for(repo: pygit2.Repository, seq: int, to: str) -> list[Evidence]:
-    """The approvals filed for the transition `seq` -> `to`."""
-    return candidates(repo, seq, approvals.snapshot(repo)).get(to, [])
