@@ -148,21 +148,26 @@ class TreeReader:
         for inner in [known for known in found if known.startswith(path + "/")]:
             del found[inner]
 
-    def _policy(self, commit: Any) -> bytes:
-        """circle.yaml of `commit`, read once per version of the policy."""
-        blob = _policy_blob(self.repo, commit)
-        found = self._policies.get(blob.id)
+    def _policy(self, commit: Any, tree: Any) -> bytes:
+        """circle.yaml of `commit` (whose tree is `tree`), read once per version."""
+        try:
+            oid = tree[POLICY_FILE].id
+        except KeyError:
+            raise ChainError(f"{str(commit.id)[:12]} has no {POLICY_FILE}") from None
+        found = self._policies.get(oid)
         if found is None:
-            found = self._policies[blob.id] = bytes(blob.data)
+            found = self._policies[oid] = policy_at(self.repo, commit)
         return found
 
     def transition(
         self, *, ref: str, seq: int, from_commit: str | None, to_commit: str
     ) -> Transition:
         to = exact_commit(self.repo, to_commit)
+        to_tree = to.tree  # each `.tree` reads the object again: once per commit here
         start: Any = None if from_commit is None else exact_commit(self.repo, from_commit)
-        old = None if start is None else self.listing(start.tree)
-        new = self.listing(to.tree, after=None if start is None else start.tree)
+        start_tree = None if start is None else start.tree
+        old = None if start_tree is None else self.listing(start_tree)
+        new = self.listing(to_tree, after=start_tree)
         if start is None:
             descends = True
         else:
@@ -173,12 +178,12 @@ class TreeReader:
             seq=seq,
             from_commit=None if start is None else str(start.id),
             to_commit=str(to.id),
-            to_tree=str(to.tree.id),
+            to_tree=str(to_tree.id),
             tree_sha256=tree_sha256(new),
             changed=tuple(changed_paths(old, new)),
             descends=descends,
-            policy_from=None if start is None else self._policy(start),
-            policy_to=self._policy(to),
+            policy_from=None if start is None else self._policy(start, start_tree),
+            policy_to=self._policy(to, to_tree),
             links=links,
             submodules=submodules,
         )
