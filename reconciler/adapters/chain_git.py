@@ -52,10 +52,6 @@ def exact_commit(repo: pygit2.Repository, commit_id: str) -> Any:
 
 def policy_at(repo: pygit2.Repository, commit: Any) -> bytes:
     """The exact bytes of circle.yaml in `commit`."""
-    return bytes(_policy_blob(repo, commit).data)
-
-
-def _policy_blob(repo: pygit2.Repository, commit: Any) -> pygit2.Blob:
     try:
         entry = commit.tree[POLICY_FILE]
     except KeyError:
@@ -63,7 +59,7 @@ def _policy_blob(repo: pygit2.Repository, commit: Any) -> pygit2.Blob:
     blob = repo.get(entry.id)
     if not isinstance(blob, pygit2.Blob):
         raise ChainError(f"{str(commit.id)[:12]}: {POLICY_FILE} is not a file")
-    return blob
+    return bytes(blob.data)
 
 
 class TreeReader:

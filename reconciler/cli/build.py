@@ -25,7 +25,7 @@ from builders.tree import ARCHIVE_CHUNKING, MODEL_CHUNKING, TreeBuild, build_tre
 from reconciler.adapters.circle_dir import check_circle_dir
 from reconciler.adapters.files import write_atomically
 from reconciler.adapters.lock import set_digest
-from reconciler.cli.context import output_option, settings
+from reconciler.cli.context import output_option, repo_option, settings
 from reconciler.cli.render import print_json, print_problems, stderr, stdout
 from reconciler.core.repository import DesiredState
 from reconciler.errors import CheckFailed, InputError
@@ -142,13 +142,7 @@ def _lock(repo: Path, state: DesiredState, build: Build, digest: str) -> list[st
 
 @click.command("build")
 @click.argument("names", nargs=-1)
-@click.option(
-    "--repo",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("."),
-    show_default=True,
-    help="The circle repository.",
-)
+@repo_option
 @click.option(
     "--store",
     "store_dir",

@@ -21,7 +21,7 @@ from builders import BuildError, sshsig
 from reconciler.adapters import approvals
 from reconciler.adapters.chain_walk import Chain, Deferred, Step, introduction
 from reconciler.adapters.files import write_atomically
-from reconciler.cli.context import output_option, settings
+from reconciler.cli.context import output_option, repo_option, settings
 from reconciler.cli.render import print_json, stdout
 from reconciler.core import chain, quorum, statements
 from reconciler.core.chain import IdentityVerifier
@@ -30,16 +30,6 @@ from reconciler.model.circle import POLICY_FILE
 from reconciler.model.types import ed25519_key_blob
 
 REF = "refs/heads/main"
-
-
-def repo_option(function: click.decorators.FC) -> click.decorators.FC:
-    return click.option(
-        "--repo",
-        type=click.Path(path_type=Path, file_okay=False),
-        default=Path("."),
-        show_default=True,
-        help="The circle repository.",
-    )(function)
 
 
 def open_repo(path: Path) -> pygit2.Repository:

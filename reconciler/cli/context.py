@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -31,6 +32,17 @@ def output_option(function: F) -> F:
         type=click.Choice(OUTPUTS),
         default=None,
         help="Output format: text for people (default), json for machines.",
+    )(function)
+
+
+def repo_option(function: F) -> F:
+    """`--repo DIR`: the circle repository a command works on (default: here)."""
+    return click.option(
+        "--repo",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=Path("."),
+        show_default=True,
+        help="The circle repository.",
     )(function)
 
 

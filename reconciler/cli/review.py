@@ -19,8 +19,8 @@ import pygit2
 from builders import BuildError, sshsig
 from reconciler.adapters import approvals
 from reconciler.adapters.chain_git import commit_of
-from reconciler.cli.chain import identities_option, open_repo, propose, repo_option
-from reconciler.cli.context import settings
+from reconciler.cli.chain import identities_option, open_repo, propose
+from reconciler.cli.context import repo_option, settings
 from reconciler.cli.render import print_json, stdout
 from reconciler.core import chain, statements
 from reconciler.core.review import Change, describe_changes

@@ -17,8 +17,8 @@ import watchfiles
 
 from reconciler.adapters import approvals, follow
 from reconciler.adapters.gitcli import GitFailed, as_remote, git
-from reconciler.cli.chain import REF, identities_option, open_repo, propose, repo_option
-from reconciler.cli.context import output_option, settings
+from reconciler.cli.chain import REF, identities_option, open_repo, propose
+from reconciler.cli.context import output_option, repo_option, settings
 from reconciler.cli.render import print_json, stderr, stdout
 from reconciler.core.chain import IdentityVerifier, Introduction
 from reconciler.errors import CheckFailed, InputError
