@@ -235,7 +235,7 @@ def test_a_document_that_does_not_parse_is_shown_with_the_rest() -> None:
         "'artifact' (and 3 more)",
         "workload langid: replicas 2 -> 3",
         "volume model-data: does not parse: volumes/model-data.yaml:2:1: invalid YAML: expected "
-        "the node content, but found '<stream end>' (while parsing a flow node)",
+        "a value, but found the end of the text (while parsing a flow node)",
     ]
 
 
