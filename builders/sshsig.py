@@ -11,7 +11,6 @@ Errors: `SignatureError(BuildError)`, with a message that says what was found an
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
 import hashlib
 import struct
@@ -278,7 +277,7 @@ def _parse_public_key_line(line: str) -> bytes:
         raise SignatureError(f"public key type is {fields[0][:40]!r}, expected {_KEY_TYPE!r}")
     try:
         blob = base64.b64decode(fields[1], validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a str that is not ASCII
         raise SignatureError("public key line has invalid base64") from None
     reader = _Reader(blob, 0)
     if reader.text("key type") != _KEY_TYPE or len(reader.string()) != 32:
@@ -293,7 +292,7 @@ def _dearmor(armored: str) -> bytes:
         raise SignatureError(f"bad armor: expected {_BEGIN} ... {_END}")
     try:
         return base64.b64decode("".join(lines[1:-1]), validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a str that is not ASCII
         raise SignatureError("bad armor: signature body is not valid base64") from None
 
 

@@ -84,3 +84,37 @@ def edit(path: Path, old: str, new: str) -> None:
     text = path.read_text(encoding="utf-8")
     assert text.count(old) == 1, f"{old!r} occurs {text.count(old)} times in {path}"
     path.write_text(text.replace(old, new), encoding="utf-8")
+
+
+def git(folder: Path, *args: str) -> str:
+    """Run the real `git -C folder ARGS` (an author set); its stdout, stripped."""
+    return subprocess.run(
+        ["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.strip()  # fmt: skip
+
+
+OWNERS = ("alice", "bob", "carol")
+
+
+@pytest.fixture
+def served(tmp_path: Path, circle: Callable[..., Result]) -> dict[str, Path]:
+    """A circle made by `circle init` (three owners, threshold 2, keys made by `circle keygen`),
+    its first commit approved by all three and pushed to a bare origin, and the introduction a
+    node is given: what a node follows."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    members = []
+    for name in OWNERS:
+        assert circle("keygen", str(keys / name)).code == 0
+        members += ["--member", f"{name}={keys / name}.pub"]
+    owner = tmp_path / "owner"
+    assert circle("init", str(owner), "--name", "demo", *members, "--threshold", "2").code == 0
+    for name in OWNERS:
+        assert circle("approve", "--repo", str(owner), "--key", str(keys / name)).code == 0
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
+    assert circle("push", str(origin), "--repo", str(owner)).code == 0
+    intro = tmp_path / "intro.json"
+    intro.write_text(circle("introduction", "--repo", str(owner)).stdout)
+    return {"keys": keys, "owner": owner, "origin": origin, "intro": intro}

@@ -14,21 +14,23 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from builders import sshsig
 from reconciler.adapters import node_state
 from reconciler.core.chain import (
+    CLOCK_SKEW,
     Evidence,
     ForkError,
     Introduction,
+    LifetimeExceeded,
     NodeState,
+    NotVouched,
     PolicyError,
     RollbackError,
     SequenceGap,
     Transition,
     sha256,
     verify,
+    vouch,
 )
-from reconciler.core.documents import parse_document
 from reconciler.core.quorum import QuorumNotMet
 from reconciler.core.statements import NAMESPACE, Approval
-from reconciler.model import KINDS, Circle
 from tests.conftest import EXAMPLE
 
 KEYS = {name: Ed25519PrivateKey.generate() for name in ("alice", "bob", "carol", "mallory")}
@@ -48,12 +50,6 @@ def policy_text(version: int = 1, previous: str | None = None) -> bytes:
     if previous:
         text = text.replace(f"version: {version}\n", f"version: {version}\nprevious: {previous}\n")
     return text.encode()
-
-
-def parsed(data: bytes) -> Circle:
-    document = parse_document(data, "circle.yaml", [KINDS["Circle"]]).document
-    assert isinstance(document, Circle)
-    return document
 
 
 V1 = policy_text()
@@ -105,19 +101,15 @@ CHANGE = step(2, FIRST, SECOND, ("workloads/langid.yaml",))
 
 
 def test_the_first_commit_needs_governance_and_yields_the_first_state() -> None:
-    verdict = verify(
-        INTRO, None, GENESIS, None, parsed(V1), approve(GENESIS, "alice", "bob", "carol"), NOW
-    )
+    verdict = verify(INTRO, None, GENESIS, approve(GENESIS, "alice", "bob", "carol"), NOW)
     assert verdict.state == STATE_1
     assert verdict.signers == ("alice", "bob", "carol")
     with pytest.raises(QuorumNotMet, match="rule governance needs weight 3, has 2"):
-        verify(INTRO, None, GENESIS, None, parsed(V1), approve(GENESIS, "alice", "bob"), NOW)
+        verify(INTRO, None, GENESIS, approve(GENESIS, "alice", "bob"), NOW)
 
 
 def test_a_change_with_quorum_advances_the_state() -> None:
-    verdict = verify(
-        INTRO, STATE_1, CHANGE, parsed(V1), parsed(V1), approve(CHANGE, "alice", "carol"), NOW
-    )
+    verdict = verify(INTRO, STATE_1, CHANGE, approve(CHANGE, "alice", "carol"), NOW)
     assert verdict.state == NodeState(SECOND, 2, sha256(V1))
 
 
@@ -195,16 +187,14 @@ def test_refusals(
     transition: Transition, evidence: list[Evidence], error: type[Exception], message: str
 ) -> None:
     with pytest.raises(error, match=re.escape(message)):
-        verify(INTRO, STATE_1, transition, parsed(V1), parsed(V1), evidence, NOW)
+        verify(INTRO, STATE_1, transition, evidence, NOW)
 
 
 def test_a_policy_change_must_evolve_by_one_version_and_meet_both_governances() -> None:
     v2 = policy_text(version=2, previous=sha256(V1))
     change = step(2, FIRST, SECOND, ("circle.yaml",), policy_to=v2)
     everyone = approve(change, "alice", "bob", "carol")
-    assert verify(
-        INTRO, STATE_1, change, parsed(V1), parsed(v2), everyone, NOW
-    ).state.policy_sha256 == sha256(v2)
+    assert verify(INTRO, STATE_1, change, everyone, NOW).state.policy_sha256 == sha256(v2)
 
     skipped = policy_text(version=3, previous=sha256(V1))
     with pytest.raises(PolicyError, match="from version 1 to 3; expected 2"):
@@ -212,24 +202,22 @@ def test_a_policy_change_must_evolve_by_one_version_and_meet_both_governances() 
             INTRO,
             STATE_1,
             replace(change, policy_to=skipped),
-            parsed(V1),
-            parsed(skipped),
             everyone,
             NOW,
         )
     with pytest.raises(QuorumNotMet, match="rule governance needs weight 3, has 2"):
-        verify(INTRO, STATE_1, change, parsed(V1), parsed(v2), approve(change, "alice", "bob"), NOW)
+        verify(INTRO, STATE_1, change, approve(change, "alice", "bob"), NOW)
 
 
 def test_a_state_whose_policy_does_not_match_is_refused() -> None:
     wrong = NodeState(FIRST, 1, "0" * 64)
     with pytest.raises(PolicyError, match="does not match the node's state"):
-        verify(INTRO, wrong, CHANGE, parsed(V1), parsed(V1), approve(CHANGE, "alice", "bob"), NOW)
+        verify(INTRO, wrong, CHANGE, approve(CHANGE, "alice", "bob"), NOW)
 
 
 def test_a_first_transition_elsewhere_than_the_introduction_is_refused() -> None:
     with pytest.raises(ForkError, match="must be seq 1 to the introduction's commit"):
-        verify(INTRO, None, step(1, None, SECOND, ("x",)), None, parsed(V1), [], NOW)
+        verify(INTRO, None, step(1, None, SECOND, ("x",)), [], NOW)
 
 
 def test_the_state_file_is_private_atomic_and_refused_when_others_can_touch_it(
@@ -256,7 +244,7 @@ def test_a_refused_transition_leaves_the_state_file_byte_identical(tmp_path: Pat
     state = node_state.load(path)
     # The node applies a transition as: verify, then save. A refusal never reaches the save.
     with pytest.raises(RollbackError):
-        verify(INTRO, state, GENESIS, parsed(V1), parsed(V1), [], NOW)
+        verify(INTRO, state, GENESIS, [], NOW)
     assert path.read_bytes() == before
     assert node_state.load(path) == STATE_1
 
@@ -268,8 +256,42 @@ def test_a_quorum_needs_approvals_current_together_and_then_stays_met() -> None:
     apart = approve(CHANGE, "alice", issued_at=NOW - 90_000, expires_at=NOW - 80_000)
     apart += approve(CHANGE, "bob", issued_at=NOW - 70_000, expires_at=NOW + 10)
     with pytest.raises(QuorumNotMet, match=r"#1: approval of seq 2 \(2{12}\) expired at"):
-        verify(INTRO, STATE_1, CHANGE, parsed(V1), parsed(V1), apart, NOW)
+        verify(INTRO, STATE_1, CHANGE, apart, NOW)
     together = approve(CHANGE, "alice", issued_at=NOW - 90_000, expires_at=NOW - 80_000)
     together += approve(CHANGE, "bob", issued_at=NOW - 85_000, expires_at=NOW - 75_000)
-    verdict = verify(INTRO, STATE_1, CHANGE, parsed(V1), parsed(V1), together, NOW)
+    verdict = verify(INTRO, STATE_1, CHANGE, together, NOW)
     assert verdict.signers == ("alice", "bob")
+
+
+def test_an_approval_valid_longer_than_the_policy_allows_does_not_count() -> None:
+    """The policy's approvalLifetime bounds every statement's validity window (plus the stated
+    clock skew), whatever the signer wrote: issued a year ago and expiring in a century is
+    refused with its own error, at signing time and forever after."""
+    lifetime = 7 * 86_400  # the example policy's approvalLifetime
+    year, century = 365 * 86_400, 100 * 365 * 86_400
+    forever = approve(CHANGE, "alice", "bob", issued_at=NOW - year, expires_at=NOW + century)
+    with pytest.raises(QuorumNotMet) as refused:
+        verify(INTRO, STATE_1, CHANGE, forever, NOW)
+    reason = (
+        f"approval of seq 2 is valid for {year + century} s, longer than the policy's "
+        f"approvalLifetime of {lifetime} s (+ {CLOCK_SKEW} s clock skew)"
+    )
+    assert f"#1: {reason}; #2: {reason}" in str(refused.value)
+    assert "rule workloads needs weight 2, has 0" in str(refused.value)
+    assert [type(item.error) for item in refused.value.excluded] == [LifetimeExceeded] * 2
+    with pytest.raises(NotVouched) as unvouched:  # what a node meets before reading the tree
+        vouch(INTRO, STATE_1, CHANGE.header, forever, NOW)
+    assert [type(item.error) for item in unvouched.value.excluded] == [LifetimeExceeded] * 2
+
+    at_the_limit = approve(
+        CHANGE, "alice", "bob", issued_at=NOW - 100, expires_at=NOW - 100 + lifetime + CLOCK_SKEW
+    )
+    assert verify(INTRO, STATE_1, CHANGE, at_the_limit, NOW).signers == ("alice", "bob")
+    one_over = approve(
+        CHANGE, "alice", issued_at=NOW - 100, expires_at=NOW - 99 + lifetime + CLOCK_SKEW
+    )
+    with pytest.raises(QuorumNotMet, match="has 1 \\(bob\\)") as one:
+        verify(INTRO, STATE_1, CHANGE, one_over + approve(CHANGE, "bob"), NOW)
+    assert [type(item.error) for item in one.value.excluded] == [LifetimeExceeded]
+    # An applied step stays applied: the window is the statement's, whatever the time now.
+    assert verify(INTRO, STATE_1, CHANGE, at_the_limit, NOW + 10 * year).state.seq == 2

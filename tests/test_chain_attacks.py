@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from builders import sshsig
 from reconciler.adapters import approvals, follow, node_state
 from reconciler.adapters.chain_git import commit_of
-from reconciler.adapters.chain_walk import MAIN, Chain, Equivocation, policy
+from reconciler.adapters.chain_walk import MAIN, Chain, Equivocation
 from reconciler.adapters.node_state import StateFileError
 from reconciler.core import quorum
 from reconciler.core.chain import (
@@ -32,9 +32,11 @@ from reconciler.core.chain import (
     Evidence,
     ForkError,
     NodeState,
+    NotVouched,
     PolicyError,
     RollbackError,
     SequenceGap,
+    parse_policy,
     sha256,
     verify,
 )
@@ -122,6 +124,11 @@ class Node:
 
 @pytest.fixture
 def node(tmp_path: Path) -> Node:
+    return make_node(tmp_path)
+
+
+def make_node(tmp_path: Path) -> Node:
+    """A circle at seq 2 and a node (its state file in tmp_path/node) that applied it."""
     sim = ChainSimulator(tmp_path / "circle.git")
     sim.approve(1, None, sim.first, OWNERS)
     second = sim.scale(3)
@@ -435,7 +442,7 @@ def refused(
 
 
 NEEDS_TWO = "rule workloads needs weight 2, has 1 (alice); missing one of: bob, carol"
-NO_ONE = "rule workloads needs weight 2, has 0; missing one of: alice, bob, carol"
+NO_ONE = "no valid approval by a member of the policy in force"
 GOVERNANCE_UNMET = "rule governance needs weight 3, has 2 (alice, bob); missing one of: carol"
 
 
@@ -447,20 +454,18 @@ GOVERNANCE_UNMET = "rule governance needs weight 3, has 2 (alice, bob); missing 
         refused(one_pair_filed_twice, QuorumNotMet, NEEDS_TWO),
         refused(filed_under_another_members_name, QuorumNotMet, NEEDS_TWO),
         refused(mallory_signs, QuorumNotMet, NEEDS_TWO, "signed by a key of no member"),
-        refused(mallory_alone, QuorumNotMet, NO_ONE, "#1: signed by a key of no member"),
-        refused(replay_across_refs, QuorumNotMet, NO_ONE, "#1: approves another ref;"),
-        refused(
-            replay_across_circles, QuorumNotMet, NO_ONE, "approves another circle, introduction"
-        ),
+        refused(mallory_alone, NotVouched, NO_ONE, "#1: signed by a key of no member"),
+        refused(replay_across_refs, NotVouched, NO_ONE, "#1: approves another ref;"),
+        refused(replay_across_circles, NotVouched, NO_ONE, "approves another circle, introduction"),
         refused(
             commit_signature_as_approval,
-            QuorumNotMet,
+            NotVouched,
             NO_ONE,
             "signed for namespace 'git', expected 'circle-approval-v1'",
         ),
         refused(
             file_namespace_signature,
-            QuorumNotMet,
+            NotVouched,
             NO_ONE,
             "signed for namespace 'file', expected 'circle-approval-v1'",
         ),
@@ -470,11 +475,9 @@ GOVERNANCE_UNMET = "rule governance needs weight 3, has 2 (alice, bob); missing 
             "rule workloads needs weight 2, has 1 (bob); missing one of: alice, carol",
             f"expired at {NOW - 80_000}",
         ),
-        refused(
-            not_yet_valid, QuorumNotMet, NO_ONE, f"issued in the future ({NOW + 3600} > {NOW})"
-        ),
-        refused(approves_another_policy, QuorumNotMet, NO_ONE, "approves another policy sha256"),
-        refused(approvals_two_seqs_ahead, QuorumNotMet, "seq 3 (", NO_ONE),
+        refused(not_yet_valid, NotVouched, NO_ONE, f"issued in the future ({NOW + 3600} > {NOW})"),
+        refused(approves_another_policy, NotVouched, NO_ONE, "approves another policy sha256"),
+        refused(approvals_two_seqs_ahead, NotVouched, "seq 3 (", NO_ONE),
         refused(policy_takeover_below_governance, QuorumNotMet, GOVERNANCE_UNMET),
         refused(
             policy_without_new_governance,
@@ -482,8 +485,8 @@ GOVERNANCE_UNMET = "rule governance needs weight 3, has 2 (alice, bob); missing 
             "proposed policy: rule governance needs weight 4, has 3 (alice, bob, carol); "
             "missing one of: dave",
         ),
-        refused(policy_deleted, ChainError, "has no circle.yaml"),
-        refused(policy_corrupted, ChainError, "circle.yaml is not a valid policy"),
+        refused(policy_deleted, NotVouched, NO_ONE),  # nothing can even be signed for it
+        refused(policy_corrupted, PolicyError, "circle.yaml is not a valid policy"),
         refused(
             policy_changes_circle_id,
             PolicyError,
@@ -673,9 +676,7 @@ def test_a_misplaced_statement_signed_by_everyone_is_refused(
     assert step.policy_from is not None
     evidence = [Evidence(data, signature) for data, signature in filed]
     with pytest.raises(error) as raised:
-        verify(
-            sim.intro, state, step, policy(step.policy_from), policy(step.policy_to), evidence, NOW
-        )
+        verify(sim.intro, state, step, evidence, NOW)
     assert raised.type is error
     assert fragment in str(raised.value)
     assert sim.chain().walk(NOW, state) == ([], state)
@@ -809,7 +810,7 @@ def test_an_applied_step_names_the_full_commit_id(node: Node) -> None:
     done = node.advance()
     assert done.applied == ()
     assert done.refusal is not None
-    assert "rule workloads needs weight 2, has 0" in done.refusal
+    assert NO_ONE in done.refusal
     assert node.state_file.read_bytes() == before
 
 
@@ -822,7 +823,7 @@ def test_a_member_listed_twice_in_a_rule_still_counts_once(node: Node) -> None:
         replace(WORKLOADS_RULE, WORKLOADS_RULE.replace("      threshold: 2", doubled)),
     )
     with pytest.raises(ChainError, match="duplicate member of rule workloads 'alice'"):
-        policy(text)
+        parse_policy(text)
     before = node.state_file.read_bytes()
     node.propose({POLICY: text}, *OWNERS)
     done = node.advance()
@@ -831,7 +832,7 @@ def test_a_member_listed_twice_in_a_rule_still_counts_once(node: Node) -> None:
     assert "circle.yaml is not a valid policy" in done.refusal
     assert node.state_file.read_bytes() == before
 
-    current = policy(node.sim.read(POLICY, node.state().commit))
+    current = parse_policy(node.sim.read(POLICY, node.state().commit))
     rules = [
         rule.model_copy(update={"members": ["alice", "alice", "bob"]})
         if rule.name == "workloads"

@@ -19,7 +19,9 @@ from reconciler.core.chain import (
     ForkError,
     Introduction,
     NodeState,
+    Policies,
     Transition,
+    parse_policy,
     sha256,
     verify,
 )
@@ -27,7 +29,7 @@ from reconciler.core.changes import TreeRefused
 from reconciler.core.quorum import QuorumNotMet
 from reconciler.core.statements import NAMESPACE, Approval
 from tests.conftest import EXAMPLE
-from tests.test_chain import KEYS, parsed, policy_text
+from tests.test_chain import KEYS, policy_text
 
 NOW = 1_700_000_100
 
@@ -86,9 +88,7 @@ def test_a_chain_from_introduction_to_change_and_a_refused_rollback(
     genesis = transition(repo, ref=ref, seq=1, from_commit=None, to_commit=first)
     assert "circle.yaml" in genesis.changed
     sign_and_file(repo, intro, genesis, "alice", "bob", "carol")
-    state = verify(
-        intro, None, genesis, None, parsed(genesis.policy_to), evidence(repo, genesis), NOW
-    ).state
+    state = verify(intro, None, genesis, evidence(repo, genesis), NOW).state
     state_file = tmp_path / "node" / "state.json"
     state_file.parent.mkdir()
     node_state.save(state_file, state)
@@ -106,8 +106,6 @@ def test_a_chain_from_introduction_to_change_and_a_refused_rollback(
             intro,
             state,
             change,
-            parsed(change.policy_from or b""),
-            parsed(change.policy_to),
             evidence(repo, change),
             NOW,
         )
@@ -116,8 +114,6 @@ def test_a_chain_from_introduction_to_change_and_a_refused_rollback(
         intro,
         state,
         change,
-        parsed(change.policy_from or b""),
-        parsed(change.policy_to),
         evidence(repo, change),
         NOW,
     ).state
@@ -137,8 +133,6 @@ def test_a_chain_from_introduction_to_change_and_a_refused_rollback(
             intro,
             node_state.load(state_file),
             forged,
-            parsed(forged.policy_from or b""),
-            parsed(forged.policy_to),
             [],
             NOW,
         )
@@ -162,14 +156,14 @@ def test_a_symlink_is_refused_by_the_policy_in_force_before_any_signature(circle
     assert step.changed == ("workloads/evil.yaml",)
     intro = Introduction("example-ai-circle", "0" * 40, sha256(step.policy_to))
     state = NodeState(str(step.from_commit), 1, sha256(step.policy_to))
-    policy = parsed(step.policy_to)
+    policy = parse_policy(step.policy_to)
     with pytest.raises(TreeRefused, match=r"workloads/evil\.yaml is a symbolic link"):
-        verify(intro, state, step, policy, policy, [], NOW)
+        verify(intro, state, step, [], NOW)
     allowing = policy.model_copy(
         update={"consensus": policy.consensus.model_copy(update={"allow_symlinks": True})}
     )
     with pytest.raises(QuorumNotMet):  # allowed: now it is a matter of signatures
-        verify(intro, state, step, allowing, policy, [], NOW)
+        verify(intro, state, step, [], NOW, policies=Policies(lambda data: allowing))
 
 
 def test_walking_the_chain_cold_and_catching_an_equivocation(circle: Path) -> None:

@@ -22,7 +22,7 @@ import pytest
 from reconciler.adapters.sigstore_identity import SigstoreError, SigstoreVerifier, bundle_name
 from reconciler.core.chain import Evidence, verify
 from reconciler.core.quorum import QuorumNotMet
-from tests.test_chain import CHANGE, INTRO, NOW, STATE_1, V1, approve, parsed
+from tests.test_chain import CHANGE, INTRO, NOW, STATE_1, approve
 
 # The project's shared test data sits beside the repository (../shared); CIRCLE_SIGSTORE_DATA
 # points elsewhere. Never copied into the project.
@@ -271,8 +271,7 @@ def _carol_by_sigstore(
     when carol's identity verifies (the example policy gives carol both kinds of key)."""
     evidence = approve(CHANGE, "alice")
     evidence.append(Evidence(evidence[0].statement, bundle))
-    policy = parsed(V1)
-    verify(INTRO, STATE_1, CHANGE, policy, policy, evidence, NOW, verifier)
+    verify(INTRO, STATE_1, CHANGE, evidence, NOW, verifier)
 
 
 def test_a_sigstore_approval_counts_for_the_member_with_that_identity() -> None:

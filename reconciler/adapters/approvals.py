@@ -26,10 +26,11 @@ import pygit2
 
 from builders import sshsig
 from reconciler.adapters.gitcli import GitFailed, git
-from reconciler.core.statements import decode
+from reconciler.core.statements import MAX_STATEMENT_BYTES, decode
 from reconciler.errors import CheckFailed
 
 REF = "refs/circle/approvals"
+MAX_SIGNATURE_BYTES = 1 << 20  # an armored SSHSIG is 300 bytes; a sigstore bundle some KiB
 _AUTHOR = pygit2.Signature("circle", "circle@localhost", 0, 0)
 
 
@@ -71,9 +72,10 @@ def _head(repo: pygit2.Repository, ref: str = REF) -> pygit2.Commit | None:
     reference = repo.references.get(ref)
     if reference is None:
         return None
-    commit: Any = repo.get(reference.target)
+    commit: Any = repo.get(reference.target) if isinstance(reference.target, pygit2.Oid) else None
     if not isinstance(commit, pygit2.Commit):
-        raise ApprovalStoreError(f"{ref} does not point to a commit")
+        what = "nothing" if commit is None else f"a {commit.type_str}"
+        raise ApprovalStoreError(f"{ref} points at {what}, not an approvals commit")
     return commit
 
 
@@ -230,16 +232,29 @@ def _pairs(repo: pygit2.Repository, seq_entry: Any, seq_name: str) -> Iterator[S
             signature_id = files.get(name.removesuffix(".statement") + ".sig")
             if signature_id is None:
                 continue
-            statement, signature = repo.get(statement_id), repo.get(signature_id)
-            if not isinstance(statement, pygit2.Blob) or not isinstance(signature, pygit2.Blob):
+            statement = _blob(repo, statement_id, MAX_STATEMENT_BYTES)
+            signature = _blob(repo, signature_id, MAX_SIGNATURE_BYTES)
+            if statement is None or signature is None:
                 continue
-            statement_bytes, signature_bytes = statement.data, signature.data
-            if _names_its_content(name, statement_bytes, signature_bytes):
+            if _names_its_content(name, statement, signature):
                 yield StoredApproval(
                     f"{seq_name}/{to_entry.name}/{name}",
-                    statement_bytes,
-                    signature_bytes.decode("utf-8", "replace"),
+                    statement,
+                    signature.decode("utf-8", "replace"),
                 )
+
+
+def _blob(repo: pygit2.Repository, oid: pygit2.Oid, limit: int) -> bytes | None:
+    """The bytes of blob `oid` if it is one of at most `limit` bytes: larger ones are no
+    approval, and are not even read."""
+    try:
+        kind, size = repo.odb.read_header(oid)
+    except (KeyError, ValueError, pygit2.GitError):
+        return None
+    if kind != pygit2.enums.ObjectType.BLOB or size > limit:
+        return None
+    found: Any = repo.get(oid)
+    return bytes(found.data)
 
 
 def merge(repo: pygit2.Repository, other: pygit2.Oid) -> pygit2.Oid:

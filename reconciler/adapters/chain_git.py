@@ -12,14 +12,16 @@ what it changes, not the size of the repository.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Any
 
 import pygit2
 
-from reconciler.core.chain import ChainError, Transition
+from reconciler.core.chain import ChainError, Header, PolicyError, Transition
 from reconciler.core.changes import (
     MODE_SUBMODULE,
     Listing,
@@ -27,10 +29,23 @@ from reconciler.core.changes import (
     special_entries,
     tree_sha256,
 )
+from reconciler.core.documents import MAX_DOCUMENT_BYTES
 from reconciler.model.circle import POLICY_FILE
 
 _FULL_ID = re.compile(r"[0-9a-f]{40}")
 _KEPT_LISTINGS = 4
+
+
+@contextlib.contextmanager
+def reading(what: str) -> Iterator[None]:
+    """Git objects that are missing or malformed (a repository is anyone's content) become a
+    ChainError about `what`, never an exception of libgit2's."""
+    try:
+        yield
+    except (KeyError, ValueError, TypeError, pygit2.GitError) as error:
+        raise ChainError(
+            f"{what}: unreadable Git object ({type(error).__name__}: {error})"
+        ) from None
 
 
 def commit_of(repo: pygit2.Repository, revision: str) -> Any:
@@ -50,16 +65,28 @@ def exact_commit(repo: pygit2.Repository, commit_id: str) -> Any:
     return found
 
 
-def policy_at(repo: pygit2.Repository, commit: Any) -> bytes:
-    """The exact bytes of circle.yaml in `commit`."""
-    try:
-        entry = commit.tree[POLICY_FILE]
-    except KeyError:
-        raise ChainError(f"{str(commit.id)[:12]} has no {POLICY_FILE}") from None
-    blob = repo.get(entry.id)
-    if not isinstance(blob, pygit2.Blob):
-        raise ChainError(f"{str(commit.id)[:12]}: {POLICY_FILE} is not a file")
-    return bytes(blob.data)
+def policy_at(repo: pygit2.Repository, commit: Any, tree: Any = None) -> bytes:
+    """The exact bytes of circle.yaml in `commit` (whose tree is `tree`, when already read),
+    refused unread when it is larger than any document may be."""
+    where = str(commit.id)[:12]
+    with reading(f"{where}: {POLICY_FILE}"):
+        try:
+            entry = (commit.tree if tree is None else tree)[POLICY_FILE]
+        except KeyError:
+            raise PolicyError(f"{where} has no {POLICY_FILE}") from None
+        kind, size = repo.odb.read_header(entry.id)
+        if kind != pygit2.enums.ObjectType.BLOB or entry.filemode not in _FILE_MODES:
+            raise PolicyError(f"{where}: {POLICY_FILE} is not a file")
+        if size > MAX_DOCUMENT_BYTES:
+            raise PolicyError(
+                f"{where}: {POLICY_FILE} is {size} bytes, over the {MAX_DOCUMENT_BYTES} a "
+                "document may have"
+            )
+        blob: Any = repo.get(entry.id)
+        return bytes(blob.data)
+
+
+_FILE_MODES = (pygit2.GIT_FILEMODE_BLOB, pygit2.GIT_FILEMODE_BLOB_EXECUTABLE)
 
 
 class TreeReader:
@@ -146,43 +173,59 @@ class TreeReader:
 
     def _policy(self, commit: Any, tree: Any) -> bytes:
         """circle.yaml of `commit` (whose tree is `tree`), read once per version."""
-        try:
-            oid = tree[POLICY_FILE].id
-        except KeyError:
-            raise ChainError(f"{str(commit.id)[:12]} has no {POLICY_FILE}") from None
+        with reading(f"{str(commit.id)[:12]}: {POLICY_FILE}"):
+            try:
+                oid = tree[POLICY_FILE].id
+            except KeyError:
+                raise ChainError(f"{str(commit.id)[:12]} has no {POLICY_FILE}") from None
         found = self._policies.get(oid)
         if found is None:
-            found = self._policies[oid] = policy_at(self.repo, commit)
+            found = self._policies[oid] = policy_at(self.repo, commit, tree)
         return found
+
+    def _ends(self, from_commit: str | None, to_commit: str) -> tuple[Any, Any, bool]:
+        to = exact_commit(self.repo, to_commit)
+        start: Any = None if from_commit is None else exact_commit(self.repo, from_commit)
+        if start is None:
+            return None, to, True
+        descends = start.id in to.parent_ids or self.repo.descendant_of(to.id, start.id)
+        return start, to, descends
+
+    def header(self, *, ref: str, seq: int, from_commit: str | None, to_commit: str) -> Header:
+        """What the commit objects say of `from_commit -> to_commit`: no tree of `to` is read
+        (the policy in force is `from`'s, already applied; for seq 1, `to`'s own)."""
+        with reading(f"seq {seq} ({to_commit[:12]})"):
+            start, to, descends = self._ends(from_commit, to_commit)
+            in_force = to if start is None else start
+            return Header(
+                ref, seq, None if start is None else str(start.id), str(to.id), str(to.tree_id),
+                descends, self._policy(in_force, in_force.tree),
+            )  # fmt: skip
 
     def transition(
         self, *, ref: str, seq: int, from_commit: str | None, to_commit: str
     ) -> Transition:
-        to = exact_commit(self.repo, to_commit)
-        to_tree = to.tree  # each `.tree` reads the object again: once per commit here
-        start: Any = None if from_commit is None else exact_commit(self.repo, from_commit)
-        start_tree = None if start is None else start.tree
-        old = None if start_tree is None else self.listing(start_tree)
-        new = self.listing(to_tree, after=start_tree)
-        if start is None:
-            descends = True
-        else:
-            descends = start.id in to.parent_ids or self.repo.descendant_of(to.id, start.id)
-        links, submodules = special_entries(new)
-        return Transition(
-            ref=ref,
-            seq=seq,
-            from_commit=None if start is None else str(start.id),
-            to_commit=str(to.id),
-            to_tree=str(to_tree.id),
-            tree_sha256=tree_sha256(new),
-            changed=tuple(changed_paths(old, new)),
-            descends=descends,
-            policy_from=None if start is None else self._policy(start, start_tree),
-            policy_to=self._policy(to, to_tree),
-            links=links,
-            submodules=submodules,
-        )
+        with reading(f"seq {seq} ({to_commit[:12]})"):
+            start, to, descends = self._ends(from_commit, to_commit)
+            to_tree = to.tree  # each `.tree` reads the object again: once per commit here
+            start_tree = None if start is None else start.tree
+            old = None if start_tree is None else self.listing(start_tree)
+            new = self.listing(to_tree, after=start_tree)
+            links, submodules = special_entries(new)
+            return Transition(
+                ref=ref,
+                seq=seq,
+                from_commit=None if start is None else str(start.id),
+                to_commit=str(to.id),
+                to_tree=str(to_tree.id),
+                tree_sha256=tree_sha256(new),
+                changed=tuple(changed_paths(old, new)),
+                descends=descends,
+                policy_from=None if start is None else self._policy(start, start_tree),
+                policy_to=self._policy(to, to_tree),
+                links=links,
+                submodules=submodules,
+            )
 
 
 def transition(

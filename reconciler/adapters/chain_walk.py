@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import pygit2
 
@@ -28,17 +30,18 @@ from reconciler.core.chain import (
     IdentityVerifier,
     Introduction,
     NodeState,
+    Policies,
     SshCheck,
     Transition,
     Verdict,
     check_ssh,
-    members_by_key,
+    parse_policy,
     sha256,
     verify,
+    vouch,
 )
-from reconciler.core.documents import parse_document
-from reconciler.errors import CheckFailed, DocumentError
-from reconciler.model import KINDS, Circle
+from reconciler.errors import CheckFailed
+from reconciler.model import Circle
 
 MAIN = "refs/heads/main"
 _SEQ = re.compile(r"[0-9]{10}")
@@ -57,27 +60,84 @@ class Step:
     policy_version: int
 
 
-def policy(data: bytes) -> Circle:
-    try:
-        loaded = parse_document(data, "circle.yaml", [KINDS["Circle"]])
-    except DocumentError as error:
-        raise ChainError(f"circle.yaml is not a valid policy: {error}") from None
-    assert isinstance(loaded.document, Circle)
-    return loaded.document
+@dataclass(frozen=True)
+class Found:
+    """A repository's introduction, and the root commits on its main that are not it (another
+    history merged in: junk, until the owners say otherwise)."""
+
+    intro: Introduction
+    foreign_roots: tuple[str, ...] = ()
 
 
-def introduction(repo: pygit2.Repository, ref: str = MAIN) -> Introduction:
+def introduction(
+    repo: pygit2.Repository, ref: str = MAIN, *, now: int | None = None
+) -> Introduction:
     """This repository's introduction: its circle id, first commit and first policy's sha256."""
-    try:
-        tip = repo.references[ref].target
-    except KeyError:
-        raise ChainError(f"the repository has no {ref}") from None
-    walker = repo.walk(tip, pygit2.enums.SortMode.TOPOLOGICAL)
+    return find_introduction(repo, ref, now=now).intro
+
+
+def find_introduction(repo: pygit2.Repository, ref: str = MAIN, *, now: int | None = None) -> Found:
+    """The introduction of the history on `ref`.
+
+    One root commit is the introduction. With several (anyone who can push may merge another
+    root into main), the introduction is the one root whose first transition is approved by its
+    own policy's governance; the others are named, never trusted. With none or several such
+    roots, the owners must say which (`--introduction FILE`)."""
+    tip = tip_commit(repo, ref)
+    walker = repo.walk(tip.id, pygit2.enums.SortMode.TOPOLOGICAL)
     roots = [commit for commit in walker if not commit.parents]
-    if len(roots) != 1:
-        raise ChainError(f"{ref} has {len(roots)} root commits; a circle has exactly one")
-    first = policy_at(repo, roots[0])  # the blob alone: no need to read the whole tree
-    return Introduction(policy(first).id, str(roots[0].id), sha256(first))
+    if len(roots) == 1:
+        only = _introduction_at(repo, roots[0], alone=True)
+        assert only is not None
+        return Found(only)
+    stamp = int(time.time()) if now is None else now
+    intros = [_introduction_at(repo, root, alone=False) for root in roots]
+    approved = [i for i in intros if i is not None and _genesis_approved(repo, i, ref, stamp)]
+    names = ", ".join(str(root.id)[:12] for root in roots)
+    if len(approved) != 1:
+        which = "none has" if not approved else f"{len(approved)} have"
+        raise ChainError(
+            f"{ref} has {len(roots)} root commits ({names}) and {which} an approved first "
+            "transition: give the circle's introduction with --introduction FILE"
+        )
+    chosen = approved[0]
+    return Found(chosen, tuple(str(r.id) for r in roots if str(r.id) != chosen.commit))
+
+
+def _introduction_at(repo: pygit2.Repository, root: Any, *, alone: bool) -> Introduction | None:
+    """The introduction `root` would be; None when it holds no valid policy (refused instead
+    when it is the only root: then it is the circle's, and broken)."""
+    try:
+        first = policy_at(repo, root)  # the blob alone: no need to read the whole tree
+        return Introduction(parse_policy(first).id, str(root.id), sha256(first))
+    except ChainError:
+        if alone:
+            raise
+        return None
+
+
+def _genesis_approved(repo: pygit2.Repository, intro: Introduction, ref: str, now: int) -> bool:
+    try:
+        return Chain(repo, intro, ref).next(None, now) is not None
+    except CheckFailed:
+        return False
+
+
+def tip_commit(repo: pygit2.Repository, ref: str = MAIN, *, display: str | None = None) -> Any:
+    """The commit `ref` points at; a ChainError for a missing ref, a tag, a tree or a blob (a
+    circle's main names its commits exactly: no tag is peeled)."""
+    shown = display or ref
+    try:
+        target = repo.references[ref].target
+    except KeyError:
+        raise ChainError(f"{shown} does not exist (no commits yet)") from None
+    except (pygit2.GitError, ValueError) as error:
+        raise ChainError(f"{shown} cannot be read: {error}") from None
+    found: Any = repo.get(target) if isinstance(target, pygit2.Oid) else None
+    if not isinstance(found, pygit2.Commit):
+        what = "nothing" if found is None else f"a {found.type_str}"
+        raise ChainError(f"{shown} points at {what} ({str(target)[:12]}), not a commit")
+    return found
 
 
 class Chain:
@@ -102,7 +162,7 @@ class Chain:
         self.approvals = approvals.snapshot(repo, approvals_ref)
         self._identities = identities
         self._trees = TreeReader(repo)
-        self._policies: dict[str, Circle] = {}
+        self.policies = Policies()
         self._read: dict[int, dict[str, list[Evidence]]] | None = None  # every seq, when read
         self._ssh: SshCheck = check_ssh
 
@@ -113,7 +173,7 @@ class Chain:
         for revision in (self.intro.commit, self.ref):
             try:
                 data = policy_at(self.repo, commit_of(self.repo, revision))
-                keys |= members_by_key(self.policy(data)).keys()
+                keys |= self.policies(data).by_key.keys()
             except CheckFailed:
                 continue
         return keys
@@ -125,12 +185,8 @@ class Chain:
         return candidates(self.repo, seq, self.approvals)
 
     def policy(self, data: bytes) -> Circle:
-        """`data` parsed as a policy, once per distinct policy."""
-        digest = sha256(data)
-        found = self._policies.get(digest)
-        if found is None:
-            found = self._policies[digest] = policy(data)
-        return found
+        """`data` parsed as a policy, once per distinct policy (PolicyError if it is none)."""
+        return self.policies(data).circle
 
     def transition(self, state: NodeState | None, to: str) -> Transition:
         seq = state.seq + 1 if state else 1
@@ -139,36 +195,54 @@ class Chain:
         )
 
     def check(
-        self, state: NodeState | None, to: str, evidence: list[Evidence], now: int
-    ) -> tuple[Verdict, Circle]:
-        """The verdict on `state -> to` with `evidence`, or the ChainError that refuses it."""
-        step = self.transition(state, to)
-        before = self.policy(step.policy_from) if step.policy_from is not None else None
-        after = self.policy(step.policy_to)
-        verdict = verify(
-            self.intro, state, step, before, after, evidence, now, self._identities, ssh=self._ssh
-        )
-        return verdict, after
+        self,
+        state: NodeState | None,
+        to: str,
+        evidence: list[Evidence],
+        now: int,
+        *,
+        vouched_first: bool = True,
+    ) -> Verdict:
+        """The verdict on `state -> to` with `evidence`, or the ChainError that refuses it.
+
+        Only the commit object of `to` is read until a member's valid approval vouches for it
+        (`reconciler.core.chain.vouch`); then its trees, then its policy if it changes one.
+        Without `vouched_first` (an owner asking about their own commit), the trees are read
+        at once, so that an unsigned change is refused rule by rule."""
+        vouched = None
+        if vouched_first:
+            seq = state.seq + 1 if state else 1
+            header = self._trees.header(
+                ref=self.ref, seq=seq, from_commit=state.commit if state else None, to_commit=to
+            )
+            vouched = vouch(
+                self.intro, state, header, evidence, now, self._identities,
+                policies=self.policies, ssh=self._ssh,
+            )  # fmt: skip
+        return verify(
+            self.intro, state, self.transition(state, to), evidence, now, self._identities,
+            policies=self.policies, ssh=self._ssh, vouched=vouched,
+        )  # fmt: skip
 
     def next(self, state: NodeState | None, now: int) -> tuple[Step, NodeState] | None:
         """The approved step after `state`, or None if there is none (yet).
 
-        Candidates that do not verify are simply not this chain's next step; two that do are
-        an equivocation."""
+        Candidates that do not verify (unsigned, unreadable, invalid: whatever their content)
+        are simply not this chain's next step; two that do are an equivocation."""
         seq = state.seq + 1 if state else 1
-        approved: list[tuple[str, Verdict, Circle]] = []
+        approved: list[tuple[str, Verdict]] = []
         for to, evidence in sorted(self.candidates(seq).items()):
             try:
-                approved.append((to, *self.check(state, to, evidence, now)))
+                approved.append((to, self.check(state, to, evidence, now)))
             except CheckFailed:
                 continue
         if len(approved) > 1:
-            commits = ", ".join(to[:12] for to, _, _ in approved)
+            commits = ", ".join(to[:12] for to, _ in approved)
             raise Equivocation(f"seq {seq} has {len(approved)} approved commits ({commits})")
         if not approved:
             return None
-        to, verdict, after = approved[0]
-        return Step(seq, to, verdict.signers, after.version), verdict.state
+        to, verdict = approved[0]
+        return Step(seq, to, verdict.signers, verdict.policy.version), verdict.state
 
     def walk(self, now: int, state: NodeState | None = None) -> tuple[list[Step], NodeState | None]:
         """Every approved step after `state` (from the introduction when None), and the state

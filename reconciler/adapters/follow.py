@@ -17,6 +17,8 @@ import contextlib
 import fcntl
 import json
 import os
+import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +26,9 @@ from pathlib import Path
 import pygit2
 
 from reconciler.adapters import node_state
-from reconciler.adapters.chain_walk import Chain, Step
-from reconciler.adapters.gitcli import as_remote, git
+from reconciler.adapters.chain_walk import Chain, Step, tip_commit
+from reconciler.adapters.files import read_bounded
+from reconciler.adapters.gitcli import GitFailed, as_remote, git
 from reconciler.core.chain import (
     ChainError,
     ForkError,
@@ -35,6 +38,11 @@ from reconciler.core.chain import (
     RollbackError,
 )
 from reconciler.errors import CheckFailed, InputError
+
+MAX_INTRODUCTION_BYTES = 4096
+_CIRCLE = re.compile(r"[a-z]([a-z0-9-]{0,61}[a-z0-9])?")
+_SHA1 = re.compile(r"[0-9a-f]{40}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 MAIN = "refs/quarantine/main"
 APPROVALS = "refs/quarantine/circle/approvals"
@@ -55,29 +63,39 @@ class Followed:
 
 def load_introduction(path: Path) -> Introduction:
     """The introduction a node is configured with (the JSON `circle introduction` prints)."""
+    data = read_bounded(path, MAX_INTRODUCTION_BYTES)
     try:
-        document = json.loads(path.read_bytes())
-        intro = Introduction(
-            str(document["circle"]), str(document["commit"]), str(document["policySha256"])
-        )
-    except OSError as error:
-        raise InputError(f"{path}: cannot read the introduction: {error.strerror}") from None
-    except (ValueError, KeyError, TypeError):
+        if len(data) > MAX_INTRODUCTION_BYTES:
+            raise ValueError
+        document = json.loads(data)
+        if not isinstance(document, dict) or set(document) != {"circle", "commit", "policySha256"}:
+            raise ValueError
+        intro = Introduction(document["circle"], document["commit"], document["policySha256"])
+        if not (
+            isinstance(intro.circle, str)
+            and _CIRCLE.fullmatch(intro.circle)
+            and isinstance(intro.commit, str)
+            and _SHA1.fullmatch(intro.commit)
+            and isinstance(intro.policy_sha256, str)
+            and _SHA256.fullmatch(intro.policy_sha256)
+        ):
+            raise ValueError
+    except (ValueError, RecursionError):
         raise InputError(
-            f"{path}: not an introduction: expected JSON with circle, commit and policySha256 "
-            "(as `circle introduction` prints)"
+            f"{path}: not an introduction: expected JSON with exactly circle (a circle id), "
+            "commit (40 hex digits) and policySha256 (64 hex digits), as `circle introduction` "
+            "prints"
         ) from None
-    if len(intro.commit) != 40 or len(intro.policy_sha256) != 64:
-        raise InputError(f"{path}: the introduction's commit or policySha256 is malformed")
     return intro
 
 
 @contextlib.contextmanager
 def exclusive(folder: Path) -> Iterator[None]:
     """Hold the node folder alone for one round (fetch, verify, save): two `follow`s on one
-    state could otherwise save out of order and move a node back."""
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    descriptor = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    state could otherwise save out of order and move a node back. The folder must be the
+    node agent's alone (`node_state.check_folder`)."""
+    node_state.check_folder(folder)
+    descriptor = node_state.open_private(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT)
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -89,16 +107,38 @@ def exclusive(folder: Path) -> Iterator[None]:
 
 
 def fetch(source: str, folder: Path) -> pygit2.Repository:
-    """Fetch SOURCE's main and approvals into the quarantine repository under `folder`."""
+    """Fetch SOURCE's main and approvals into the quarantine repository under `folder`.
+
+    The fetch runs no hook and reads no system or user Git configuration: what it does depends
+    on the node folder alone."""
     path = folder / REPOSITORY
-    if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
         pygit2.init_repository(str(path), bare=True)
-    git(
-        path, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", as_remote(source),
-        f"+refs/heads/main:{MAIN}", f"+refs/circle/approvals*:{APPROVALS}*",
-    )  # fmt: skip
-    return pygit2.Repository(str(path))
+    else:
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            raise node_state.StateFileError(
+                f"{path}: the quarantine repository is not a folder of this agent's (a link, a "
+                "file or another user's): remove it and follow again"
+            )
+    try:
+        git(
+            path, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", as_remote(source),
+            f"+refs/heads/main:{MAIN}", f"+refs/circle/approvals*:{APPROVALS}*",
+            isolated=True,
+        )  # fmt: skip
+    except GitFailed as error:
+        if "couldn't find remote ref" in error.stderr:
+            raise ChainError(f"{source} has no main branch (no commits yet)") from None
+        raise
+    try:
+        return pygit2.Repository(str(path))
+    except pygit2.GitError as error:
+        raise node_state.StateFileError(
+            f"{path}: the quarantine repository cannot be opened ({error}): remove it and "
+            "follow again"
+        ) from None
 
 
 def advance(
@@ -114,10 +154,7 @@ def advance(
     is ahead of the newest approved step, the state moves as far as approved and the refusal
     of the rest is returned."""
     state = node_state.load(state_file)
-    try:
-        target = str(repo.references[MAIN].target)
-    except KeyError:
-        raise ChainError("the source has no main branch") from None
+    target = str(tip_commit(repo, MAIN, display="the source's main").id)
     _check_direction(repo, intro, state, target)
     chain = Chain(repo, intro, identities=identities, approvals_ref=APPROVALS)
     applied: list[Step] = []

@@ -25,15 +25,27 @@ class GitFailed(InputError):
         self.stderr = stderr
 
 
-def git(folder: Path | str, *arguments: str) -> str:
-    """Run `git -C folder ARGUMENTS`; its stdout, or GitFailed with what git said."""
+def git(folder: Path | str, *arguments: str, isolated: bool = False) -> str:
+    """Run `git -C folder ARGUMENTS`; its stdout, or GitFailed with what git said.
+
+    `isolated` (a node's quarantine): no hook runs, and neither the system's nor the user's Git
+    configuration nor GIT_* variables of the environment are read."""
     executable = shutil.which("git")
     if executable is None:
         raise InputError("git is not installed (apt-get install git)")
     environment = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    options: list[str] = []
+    if isolated:
+        environment = {k: v for k, v in environment.items() if not k.startswith("GIT_")}
+        environment |= {
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
+        }
+        options = ["-c", f"core.hooksPath={os.devnull}"]
     try:
         done = subprocess.run(
-            [executable, "-C", str(folder), *arguments],
+            [executable, *options, "-C", str(folder), *arguments],
             capture_output=True,
             text=True,
             timeout=TIMEOUT,

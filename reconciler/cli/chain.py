@@ -18,11 +18,11 @@ import click
 import pygit2
 
 from builders import BuildError, sshsig
-from reconciler.adapters import approvals
-from reconciler.adapters.chain_walk import Chain, Deferred, Step, introduction
+from reconciler.adapters import approvals, follow
+from reconciler.adapters.chain_walk import Chain, Deferred, Step, find_introduction
 from reconciler.adapters.files import write_atomically
 from reconciler.cli.context import output_option, repo_option, settings
-from reconciler.cli.render import print_json, stdout
+from reconciler.cli.render import print_json, stderr, stdout
 from reconciler.core import chain, quorum, statements
 from reconciler.core.chain import IdentityVerifier
 from reconciler.errors import InputError
@@ -54,6 +54,35 @@ def _identities(
         return SigstoreVerifier.from_file(Path(value))
 
     return Deferred(make)
+
+
+def introduction_option(function: click.decorators.FC) -> click.decorators.FC:
+    return click.option(
+        "--introduction",
+        "introduction_file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="The circle's introduction (JSON from `circle introduction`), when main holds "
+        "more than one root commit; by default it is read from main.",
+    )(function)
+
+
+def trusted_introduction(
+    git: pygit2.Repository, introduction_file: Path | None, now: int
+) -> chain.Introduction:
+    """The introduction given, or the one main's history has; junk roots merged into main are
+    named on stderr (they are not part of the approved chain)."""
+    if introduction_file is not None:
+        return follow.load_introduction(introduction_file)
+    found = find_introduction(git, REF, now=now)
+    if found.foreign_roots:
+        roots = ", ".join(root[:12] for root in found.foreign_roots)
+        stderr.print(
+            f"warning: main merges {len(found.foreign_roots)} root commit(s) of another "
+            f"history ({roots}): not part of the circle's approved chain",
+            markup=False,
+        )
+    return found.intro
 
 
 def identities_option(function: click.decorators.FC) -> click.decorators.FC:
@@ -95,10 +124,15 @@ class Proposal:
 
 
 def propose(
-    git: pygit2.Repository, revision: str, now: int, identities: IdentityVerifier | None
+    git: pygit2.Repository,
+    revision: str,
+    now: int,
+    identities: IdentityVerifier | None,
+    introduction_file: Path | None = None,
 ) -> Proposal:
     """The approved chain (verified from the introduction) and REVISION's place after it."""
-    walker = Chain(git, introduction(git, REF), REF, identities=identities)
+    intro = trusted_introduction(git, introduction_file, now)
+    walker = Chain(git, intro, REF, identities=identities)
     steps, state = walker.walk(now)
     try:
         target = str(git.revparse_single(revision).peel(pygit2.Commit).id)
@@ -116,7 +150,7 @@ def propose(
 @repo_option
 def introduction_command(repo: Path) -> int:
     """Print the introduction (circle id, first commit, policy sha256) as JSON, for nodes."""
-    intro = introduction(open_repo(repo), REF)
+    intro = trusted_introduction(open_repo(repo), None, int(time.time()))
     print_json(
         {"circle": intro.circle, "commit": intro.commit, "policySha256": intro.policy_sha256}
     )
@@ -125,13 +159,22 @@ def introduction_command(repo: Path) -> int:
 
 @click.command("log")
 @repo_option
+@introduction_option
 @identities_option
 @output_option
-def log_command(repo: Path, identities: IdentityVerifier | None, output: str | None) -> int:
+def log_command(
+    repo: Path,
+    introduction_file: Path | None,
+    identities: IdentityVerifier | None,
+    output: str | None,
+) -> int:
     """The approved chain: seq, commit, signers and policy version, verified from the start."""
     git = open_repo(repo)
-    walker = Chain(git, introduction(git, REF), REF, identities=identities)
-    steps, _ = walker.walk(int(time.time()))
+    now = int(time.time())
+    walker = Chain(
+        git, trusted_introduction(git, introduction_file, now), REF, identities=identities
+    )
+    steps, _ = walker.walk(now)
     if settings(output).json:
         print_json(
             [
@@ -159,21 +202,28 @@ def log_command(repo: Path, identities: IdentityVerifier | None, output: str | N
 @click.command("verify")
 @click.argument("revision", default="main")
 @repo_option
+@introduction_option
 @identities_option
 @output_option
 def verify_command(
-    revision: str, repo: Path, identities: IdentityVerifier | None, output: str | None
+    revision: str,
+    repo: Path,
+    introduction_file: Path | None,
+    identities: IdentityVerifier | None,
+    output: str | None,
 ) -> int:
     """Exit 0 if the transition from the approved head to REVISION has quorum, 1 if not."""
     now = int(time.time())
-    proposal = propose(open_repo(repo), revision, now, identities)
+    proposal = propose(open_repo(repo), revision, now, identities, introduction_file)
     target, seq = proposal.target, proposal.seq
     unmet = ""
     last = proposal.steps[-1] if proposal.steps else None
     signers: list[str] = list(last.signers) if last and last.commit == target else []
     if not proposal.approved:
         try:
-            verdict, _ = proposal.walker.check(proposal.state, target, proposal.evidence(), now)
+            verdict = proposal.walker.check(
+                proposal.state, target, proposal.evidence(), now, vouched_first=False
+            )
             signers = list(verdict.signers)
         except quorum.QuorumNotMet as error:
             unmet = str(error)
@@ -218,6 +268,7 @@ def ssh_keygen_sign(statement: bytes, key_file: Path) -> str:
 @click.command("approve")
 @click.argument("revision", default="main")
 @repo_option
+@introduction_option
 @click.option(
     "--key",
     "key_file",
@@ -258,6 +309,7 @@ def ssh_keygen_sign(statement: bytes, key_file: Path) -> str:
 def approve_command(
     revision: str,
     repo: Path,
+    introduction_file: Path | None,
     key_file: Path | None,
     passphrase_file: Path | None,
     statement_out: Path | None,
@@ -276,7 +328,7 @@ def approve_command(
         stdout.print(f"filed {path}", markup=False)
         return 0
     now = int(time.time())
-    proposal = propose(git, revision, now, identities)
+    proposal = propose(git, revision, now, identities, introduction_file)
     intro, target, seq = proposal.intro, proposal.target, proposal.seq
     if proposal.approved:
         raise InputError(f"{target[:12]} is the approved head already (seq {seq})")

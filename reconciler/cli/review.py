@@ -19,7 +19,7 @@ import pygit2
 from builders import BuildError, sshsig
 from reconciler.adapters import approvals
 from reconciler.adapters.chain_git import commit_of
-from reconciler.cli.chain import identities_option, open_repo, propose
+from reconciler.cli.chain import identities_option, introduction_option, open_repo, propose
 from reconciler.cli.context import repo_option, settings
 from reconciler.cli.render import print_json, stdout
 from reconciler.core import chain, statements
@@ -92,6 +92,7 @@ def _stale(
 @click.command("review")
 @click.argument("revision", default="main")
 @repo_option
+@introduction_option
 @identities_option
 @click.option(
     "--output",
@@ -101,24 +102,27 @@ def _stale(
     help="text for people (default), markdown for a pull-request comment, json for machines.",
 )
 def command(
-    revision: str, repo: Path, identities: chain.IdentityVerifier | None, output: str | None
+    revision: str,
+    repo: Path,
+    introduction_file: Path | None,
+    identities: chain.IdentityVerifier | None,
+    output: str | None,
 ) -> int:
     """Show what approving REVISION would approve: its desired-state changes, the rules they
     trigger, who has signed, who is missing, and which approvals are stale."""
     mode = output or settings().output  # text, json or markdown
     git = open_repo(repo)
     now = int(time.time())
-    proposal = propose(git, revision, now, identities)
+    proposal = propose(git, revision, now, identities, introduction_file)
     if proposal.approved:
         step = proposal.steps[-1]
         return _render_approved(mode, step.seq, step.commit, step.signers)
     walker = proposal.walker
     facts = proposal.transition()
-    before = walker.policy(facts.policy_from) if facts.policy_from is not None else None
-    after = walker.policy(facts.policy_to)
     found = chain.assess(
-        proposal.intro, proposal.state, facts, before, after, proposal.evidence(), now, identities
-    )
+        proposal.intro, proposal.state, facts, proposal.evidence(), now, identities,
+        policies=walker.policies,
+    )  # fmt: skip
     start = None if proposal.state is None else commit_of(git, proposal.state.commit)
     to = commit_of(git, proposal.target)
     changes = describe_changes(
@@ -126,7 +130,7 @@ def command(
         _files(git, to, facts.changed),
         facts.changed,
     )
-    in_force = before if before is not None else after
+    in_force = walker.policy(facts.header.policy_in_force)
     stale = _stale(git, in_force, proposal.seq, facts.from_commit, proposal.target, now)
     report = {
         "revision": proposal.target,
@@ -146,7 +150,7 @@ def command(
             for r in found.quorum.rules
         ],
         "signers": list(found.signers),
-        "excluded": list(found.excluded),
+        "excluded": [str(item) for item in found.excluded],
         "stale": [
             {"member": s.member, "seq": s.seq, "to": s.to, "reason": s.reason} for s in stale
         ],

@@ -17,7 +17,7 @@ import watchfiles
 
 from reconciler.adapters import approvals, follow
 from reconciler.adapters.gitcli import GitFailed, as_remote, git
-from reconciler.cli.chain import REF, identities_option, open_repo, propose
+from reconciler.cli.chain import REF, identities_option, introduction_option, open_repo, propose
 from reconciler.cli.context import output_option, repo_option, settings
 from reconciler.cli.render import print_json, stderr, stdout
 from reconciler.core.chain import IdentityVerifier, Introduction
@@ -42,14 +42,19 @@ def _fast_forward(git_repo: pygit2.Repository, target: str) -> None:
 @click.command("land")
 @click.argument("revision")
 @repo_option
+@introduction_option
 @identities_option
 @output_option
 def land_command(
-    revision: str, repo: Path, identities: IdentityVerifier | None, output: str | None
+    revision: str,
+    repo: Path,
+    introduction_file: Path | None,
+    identities: IdentityVerifier | None,
+    output: str | None,
 ) -> int:
     """Fast-forward main to REVISION if it is an approved commit of the chain; refuse otherwise."""
     git_repo = open_repo(repo)
-    proposal = propose(git_repo, revision, int(time.time()), identities)
+    proposal = propose(git_repo, revision, int(time.time()), identities, introduction_file)
     target = proposal.target
     landed = next((step for step in proposal.steps if step.commit == target), None)
     if landed is None:

@@ -29,8 +29,25 @@ from reconciler.model.circle import GOVERNANCE_RULE, POLICY_FILE, Rule
 CATCH_ALL = "**"  # the pattern of a rule that covers every path
 
 
+@dataclass(frozen=True, slots=True)
+class Excluded:
+    """An approval that does not count, and the error that says why (its own class per reason:
+    another transition, no member's key, a bad signature, too long a lifetime, expired...)."""
+
+    index: int  # its position in the evidence, from 1
+    error: Exception
+
+    def __str__(self) -> str:
+        return f"#{self.index}: {self.error}"
+
+
 class QuorumNotMet(CheckFailed):
-    """The signatures do not satisfy every rule the change triggers."""
+    """The signatures do not satisfy every rule the change triggers; `excluded` holds the
+    approvals that were not counted, each with its reason."""
+
+    def __init__(self, message: str, excluded: Sequence[Excluded] = ()) -> None:
+        super().__init__(message)
+        self.excluded = tuple(excluded)
 
 
 @dataclass(frozen=True, slots=True)
