@@ -5,23 +5,42 @@ A chunk is named by the sha256 of its bytes. The local store keeps it at
 every read: a chunk that does not hash to its name is refused (and removed from the store), never
 returned. `ChunkSource` is what materialization reads from: the local store, a peer's store over
 HTTP (`circle artifact serve`), later QSS.
+
+Every read is bounded: a source's `get` takes the most bytes the chunk may have (materialization
+knows each chunk's size from the manifest), a store reads at most that (and a manifest at most
+`MAX_MANIFEST`), and opens only regular files, never following a symlink or waiting on a FIFO.
+A source that cannot be reached or does not answer in time raises SourceUnavailable, so that
+the next one is tried.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
 import secrets
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from builders import BuildError
+from builders.manifest import Limits
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 MAX_CHUNK = 64 * 1024 * 1024
+MAX_MANIFEST = Limits().max_manifest_bytes
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFDIR: "a folder",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+# O_NONBLOCK: a FIFO planted at a chunk's path must not hang the read (it is refused below).
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 class ChunkError(BuildError):
@@ -36,6 +55,10 @@ class ChunkCorrupt(ChunkError):
     pass
 
 
+class SourceUnavailable(ChunkError):
+    """A source that cannot be reached, or did not answer within its deadline."""
+
+
 def chunk_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -48,11 +71,12 @@ def check_digest(digest: str) -> str:
 
 @runtime_checkable
 class ChunkSource(Protocol):
-    """Where chunks can be read from. `get` returns bytes that the caller verifies again."""
+    """Where chunks can be read from. `get` returns bytes that the caller verifies again,
+    never more than `limit` of them (ChunkError beyond)."""
 
     name: str
 
-    def get(self, digest: str) -> bytes: ...
+    def get(self, digest: str, limit: int = MAX_CHUNK) -> bytes: ...
 
     def has(self, digest: str) -> bool: ...
 
@@ -78,20 +102,26 @@ class ChunkStore:
     def has(self, digest: str) -> bool:
         return self.path(digest).is_file()
 
-    def get(self, digest: str) -> bytes:
+    def get(self, digest: str, limit: int = MAX_CHUNK) -> bytes:
         path = self.path(digest)
         try:
-            with open(path, "rb") as handle:
-                data = handle.read(MAX_CHUNK + 1)
+            data = _read_regular(path, MAX_CHUNK)
         except FileNotFoundError:
             raise ChunkMissing(f"chunk {digest[:16]} is not in {self.root}") from None
+        except _NotRegular:
+            data = None  # a symlink, FIFO or folder where the chunk should be
         except OSError as error:
             raise ChunkError(f"chunk {digest[:16]}: cannot read: {error.strerror}") from None
-        if len(data) > MAX_CHUNK or chunk_digest(data) != digest:
+        if data is None or chunk_digest(data) != digest:
             # Bit rot or tampering: never hand it out, and let the next fetch replace it.
             with contextlib.suppress(OSError):
                 path.unlink()
             raise ChunkCorrupt(f"chunk {digest[:16]} in {self.root} does not match its digest")
+        if len(data) > limit:  # a good chunk, not the one the caller expects: kept
+            raise ChunkError(
+                f"chunk {digest[:16]} in {self.root} holds {len(data)} bytes, more than the "
+                f"{limit} expected"
+            )
         return data
 
     def put(self, data: bytes, digest: str | None = None) -> str:
@@ -141,10 +171,18 @@ class ChunkStore:
 
     def get_manifest(self, artifact_id: str) -> bytes:
         """The manifest bytes of `artifact_id`, as stored (the caller's gate checks them)."""
+        path = self.manifest_path(artifact_id)
         try:
-            return self.manifest_path(artifact_id).read_bytes()
+            data = _read_regular(path, MAX_MANIFEST)
         except FileNotFoundError:
             raise ChunkMissing(f"no manifest of {artifact_id} in {self.root}") from None
+        except _NotRegular as error:
+            raise ChunkCorrupt(f"{path}: {error}") from None
+        except OSError as error:
+            raise ChunkError(f"{path}: cannot read: {error.strerror}") from None
+        if data is None:
+            raise ChunkCorrupt(f"{path}: holds more than the {MAX_MANIFEST} bytes of a manifest")
+        return data
 
     def digests(self) -> Iterator[str]:
         for path in (self.root / "sha256").glob("??/??/*"):
@@ -161,3 +199,38 @@ class ChunkStore:
                     path.unlink()
                     removed += 1
         return removed
+
+
+class _NotRegular(OSError):
+    pass
+
+
+def _read_regular(path: Path, most: int) -> bytes | None:
+    """The bytes of the regular file at `path`, or None, unread, if it holds more than `most`
+    (nor is more than `most` + 1 ever read of one that grows); _NotRegular for what is not a
+    regular file, which is never followed (a symlink) or waited on (a FIFO)."""
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise _NotRegular("a symlink is there, not a file (never followed)") from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            what = _KINDS.get(stat.S_IFMT(info.st_mode), "something else")
+            raise _NotRegular(f"{what} is there, not a file")
+        if info.st_size > most:
+            return None
+        parts = []
+        left = most + 1
+        while left > 0:
+            part = os.read(fd, min(left, 1024 * 1024))
+            if not part:
+                break
+            parts.append(part)
+            left -= len(part)
+        data = b"".join(parts)
+        return data if len(data) <= most else None
+    finally:
+        os.close(fd)

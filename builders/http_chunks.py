@@ -7,8 +7,10 @@
 Any other failure is a 500 with a one-line message, never a traceback. The server trusts
 nothing it stores (a chunk that fails its check is refused, not sent) and the client trusts
 nothing it receives: materialization hashes every chunk again and gates every manifest on its
-id. `rate_limit` paces all response bodies together (bytes per second over every connection),
-so a benchmark on one machine can emulate a network link.
+id. Both bound every exchange in bytes and in time: the client through `qss.http_client` (a
+total deadline per request, a response limit), the server through `qss.serving` (a deadline
+per request, a cap on connections). `rate_limit` paces all response bodies together (bytes
+per second over every connection), so a benchmark on one machine can emulate a network link.
 """
 
 from __future__ import annotations
@@ -26,41 +28,38 @@ from urllib.parse import urlsplit
 
 from builders.chunks import (
     MAX_CHUNK,
+    MAX_MANIFEST,
     ChunkCorrupt,
     ChunkError,
     ChunkMissing,
     ChunkStore,
+    SourceUnavailable,
     check_digest,
 )
-from qss.serving import Background, TrackedServer
+from qss.errors import TransferError, TransferTimedOut, TransferUnavailable
+from qss.http_client import HttpPool
+from qss.serving import Background, BoundedHandler, ServingLimits, TrackedServer
 
 log = logging.getLogger(__name__)
 
-MAX_MANIFEST = 64 * 1024 * 1024
+DEFAULT_TIMEOUT = 60.0  # seconds for one whole request, from connecting to the last byte
 _SLICE = 64 * 1024
 _ROUTE = re.compile(r"/(chunks|manifests)/([^/]*)")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _ID = re.compile(r"sha256:[0-9a-f]{64}")
-
-# A reused keep-alive connection the server has meanwhile closed fails in one of these ways
-# before any response: the request is sent again once, on a fresh connection.
-_STALE_CONNECTION = (
-    http.client.RemoteDisconnected,
-    http.client.CannotSendRequest,
-    ConnectionResetError,
-    BrokenPipeError,
-)
 
 
 # -- client --------------------------------------------------------------------------------------
 
 
 class HttpChunkSource:
-    """A `ChunkSource` reading from a `ChunkServer` at `url`. Thread-safe: each request takes
-    a connection from a small pool of idle keep-alive ones (or opens one) and gives it back, so
-    thread pools that come and go leave no sockets behind. Call `close()` when done."""
+    """A `ChunkSource` reading from a `ChunkServer` at `url`. Every request must be done within
+    `timeout` seconds in all, however slowly the server answers: one that stalls or trickles
+    is cut off then (SourceUnavailable, so that the next source is tried). Thread-safe:
+    requests share a small pool of idle keep-alive connections (`qss.http_client`). Call
+    `close()` when done."""
 
-    def __init__(self, url: str, timeout: float = 30.0, *, max_idle: int = 8) -> None:
+    def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT, *, max_idle: int = 8) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ChunkError(f"chunk source {url!r} is not an http:// or https:// URL")
@@ -70,6 +69,8 @@ class HttpChunkSource:
             port = parts.port
         except ValueError:
             raise ChunkError(f"chunk source {url!r}: bad port") from None
+        if not timeout > 0:
+            raise ChunkError(f"chunk source {url!r}: the timeout must be positive, not {timeout}")
         self.scheme = parts.scheme
         self.host = parts.hostname
         self.port = port if port is not None else (443 if parts.scheme == "https" else 80)
@@ -77,16 +78,14 @@ class HttpChunkSource:
         self.url = f"{parts.scheme}://{parts.netloc}{self.prefix}"
         self.name = self.url
         self.timeout = timeout
-        self._max_idle = max_idle
-        self._idle: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
+        self._pool = HttpPool(self.scheme, self.host, self.port, timeout=timeout, max_idle=max_idle)
 
     def __repr__(self) -> str:
         return f"HttpChunkSource({self.url!r})"
 
-    def get(self, digest: str) -> bytes:
+    def get(self, digest: str, limit: int = MAX_CHUNK) -> bytes:
         check_digest(digest)
-        status, body = self._request("GET", f"/chunks/{digest}", MAX_CHUNK)
+        status, body = self._request("GET", f"/chunks/{digest}", min(limit, MAX_CHUNK))
         if status == 404:
             raise ChunkMissing(f"chunk {digest[:16]} is not at {self.url}")
         if status != 200:
@@ -113,10 +112,7 @@ class HttpChunkSource:
         return body
 
     def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for connection in idle:
-            connection.close()
+        self._pool.close()
 
     def __enter__(self) -> HttpChunkSource:
         return self
@@ -126,53 +122,19 @@ class HttpChunkSource:
 
     # -- requests ------------------------------------------------------------------------------
 
-    def _checkout(self) -> tuple[http.client.HTTPConnection, bool]:
-        """An idle connection (reused: True) or a new one, for this request alone."""
-        with self._lock:
-            if self._idle:
-                return self._idle.pop(), True
-        if self.scheme == "https":
-            return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout), False
-        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout), False
-
-    def _checkin(self, connection: http.client.HTTPConnection) -> None:
-        with self._lock:
-            if len(self._idle) < self._max_idle:
-                self._idle.append(connection)
-                return
-        connection.close()
-
     def _request(self, method: str, path: str, limit: int) -> tuple[int, bytes]:
         what = f"{method} {self.prefix}{path}"
-        for attempt in range(2):
-            connection, reused = self._checkout()
-            try:
-                connection.request(method, self.prefix + path)
-                response = connection.getresponse()
-                data = response.read(limit + 1)
-            except _STALE_CONNECTION as error:
-                connection.close()
-                if reused and attempt == 0:
-                    continue
-                raise self._unavailable(what, error) from error
-            except (OSError, http.client.HTTPException) as error:
-                connection.close()
-                raise self._unavailable(what, error) from error
-            if len(data) > limit and response.status == 200:
-                connection.close()
-                raise ChunkError(f"chunk source {self.url}: {what}: response exceeds {limit} bytes")
-            if response.will_close or not response.isclosed():
-                connection.close()  # unread body left, or the server said so: not reusable
-            else:
-                self._checkin(connection)
-            return response.status, data
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _unavailable(self, what: str, error: BaseException) -> ChunkError:
-        why = (
-            "timed out" if isinstance(error, TimeoutError) else (str(error) or type(error).__name__)
-        )
-        return ChunkError(f"chunk source {self.url} is unreachable: {what}: {why}")
+        try:
+            reply = self._pool.request(method, self.prefix + path, limit=limit)
+        except TransferTimedOut as error:
+            raise SourceUnavailable(f"chunk source {self.url} stalled: {what}: {error}") from error
+        except TransferUnavailable as error:
+            raise SourceUnavailable(
+                f"chunk source {self.url} is unreachable: {what}: {error}"
+            ) from error
+        except TransferError as error:  # TLS, protocol, a response over the limit
+            raise ChunkError(f"chunk source {self.url}: {what}: {error}") from error
+        return reply.status, reply.body
 
     def _failed(self, what: str, status: int, body: bytes) -> ChunkError:
         message = body.decode("utf-8", "replace").strip()[:300] or http.client.responses.get(
@@ -187,12 +149,18 @@ class HttpChunkSource:
 class _Server(TrackedServer):
     """Holds what the handlers need, and the booking clock of the emulated link."""
 
-    def __init__(self, address: tuple[str, int], store: ChunkStore, rate: float | None) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        store: ChunkStore,
+        rate: float | None,
+        limits: ServingLimits,
+    ) -> None:
         self.store = store
         self.rate = rate
         self.link_lock = threading.Lock()
         self.link_free_at = 0.0
-        super().__init__(address, _Handler)
+        super().__init__(address, _Handler, limits)
 
     def reserve_link(self, size: int) -> float:
         """Book `size` bytes on the one emulated link all responses share; when they are sent.
@@ -207,12 +175,11 @@ class _Server(TrackedServer):
             return self.link_free_at
 
 
-class _Handler(BaseHTTPRequestHandler):
+# BaseHTTPRequestHandler is named as well: do_GET and the rest override its methods.
+class _Handler(BoundedHandler, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "circle-chunks"
     sys_version = ""
-    disable_nagle_algorithm = True
-    timeout = 60.0  # an idle keep-alive connection is closed after this
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -247,6 +214,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(404, f"no {kind[:-1]} {digest}\n".encode())
         except ChunkCorrupt:
             self._reply(500, f"{kind[:-1]} {digest} is corrupt in this store\n".encode())
+        except TimeoutError:  # the client took longer than a request may: it is cut off
+            self.close_connection = True
         except Exception:  # one bad request must not take the server down, nor leak details
             log.exception("chunk server: %s %s failed", self.command, path)
             self._reply(500, b"internal error\n")
@@ -301,7 +270,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 class ChunkServer:
     """Serves `store` over HTTP from a background thread. `start()` binds (port 0: any free
-    port) and sets `.url`; `stop()` ends every connection and joins every thread."""
+    port) and sets `.url`; `stop()` ends every connection and joins every thread. `limits`
+    bound what one client may hold: connections, and the time of each request."""
 
     def __init__(
         self,
@@ -309,6 +279,7 @@ class ChunkServer:
         host: str = "127.0.0.1",
         port: int = 0,
         rate_limit: float | None = None,
+        limits: ServingLimits = ServingLimits(),  # noqa: B008 - frozen, shared safely
     ) -> None:
         if rate_limit is not None and rate_limit <= 0:
             raise ChunkError(f"rate_limit must be positive bytes per second, got {rate_limit}")
@@ -316,6 +287,7 @@ class ChunkServer:
         self.host = host
         self.port = port
         self.rate_limit = rate_limit
+        self.limits = limits
         self.url = ""
         self._running: Background | None = None
 
@@ -327,7 +299,7 @@ class ChunkServer:
         if self._running is not None:
             raise ChunkError(f"chunk server at {self.url} is already started")
         try:
-            server = _Server((self.host, self.port), self.store, self.rate_limit)
+            server = _Server((self.host, self.port), self.store, self.rate_limit, self.limits)
         except OSError as error:
             raise ChunkError(
                 f"chunk server: cannot listen on {self.host}:{self.port}: {error.strerror}"

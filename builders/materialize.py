@@ -9,6 +9,11 @@ Layout under `artifacts_root`:
     current -> <hex>     the version a node starts (a relative symlink)
     .staging-<random>/   work in progress; removed on any failure
 
+Chunks come from the sources in order, each asked for exactly the chunk's size. A source that
+cannot be reached or does not answer within its deadline (SourceUnavailable) is reported once
+through `on_problem` and tried last from then on, so one stalled peer costs one deadline, not
+one per chunk; a chunk no source delivers raises ChunkUnavailable naming what each said.
+
 Errors (all `BuildError`; a manifest that does not match its id raises `ManifestRefused`):
 
     MaterializeError        materialization failed; the previous `current` is untouched
@@ -27,13 +32,21 @@ import posixpath
 import secrets
 import shutil
 import stat
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
 from builders import BuildError
-from builders.chunks import ChunkError, ChunkMissing, ChunkSource, ChunkStore, chunk_digest
+from builders.chunks import (
+    ChunkError,
+    ChunkMissing,
+    ChunkSource,
+    ChunkStore,
+    SourceUnavailable,
+    chunk_digest,
+)
 from builders.manifest import ArtifactManifest, Chunk, Entry, decode
 
 CURRENT = "current"
@@ -81,10 +94,12 @@ def materialize(
     allow_symlinks: bool = False,
     progress: Callable[[Progress], None] | None = None,
     switch: bool = True,
+    on_problem: Callable[[str], None] | None = None,
 ) -> Path:
     """Make `artifacts_root/<hex>` hold exactly the artifact `artifact_id` and point `current`
     at it (`switch=False` pre-stages the next version and leaves `current` alone); returns that
-    folder. Raises ManifestRefused or MaterializeError."""
+    folder. `on_problem` hears, once per source, that it stalled or could not be reached (it
+    may be called from fetching threads). Raises ManifestRefused or MaterializeError."""
     manifest = decode(manifest_bytes, artifact_id, allow_symlinks=allow_symlinks)
     if workers < 1:
         raise MaterializeError(f"workers must be at least 1, got {workers}")
@@ -97,7 +112,7 @@ def materialize(
         raise MaterializeError(f"{artifacts_root}: cannot open: {error.strerror}") from error
     try:
         if not _installed(root_fd, final_name, manifest, label):
-            fetcher = _Fetcher(manifest, sources, store)
+            fetcher = _Fetcher(manifest, sources, store, on_problem)
             fetcher.fetch_missing(workers, progress)
             _build(root_fd, STAGING_PREFIX + secrets.token_hex(8), manifest, fetcher, label)
         if switch:
@@ -125,14 +140,21 @@ def verify_tree(directory: Path, manifest: ArtifactManifest) -> None:
 
 
 class _Fetcher:
-    """The chunks an artifact needs, in fetch order (prefetch files first), and the files that
-    need each (so a refusal can name them)."""
+    """The chunks an artifact needs, in fetch order (prefetch files first), the files that
+    need each (so a refusal can name them), and the sources that stalled (tried last)."""
 
     def __init__(
-        self, manifest: ArtifactManifest, sources: Sequence[ChunkSource], store: ChunkStore
+        self,
+        manifest: ArtifactManifest,
+        sources: Sequence[ChunkSource],
+        store: ChunkStore,
+        on_problem: Callable[[str], None] | None = None,
     ) -> None:
         self.sources = tuple(sources)
         self.store = store
+        self.on_problem = on_problem
+        self._demoted: set[int] = set()  # positions in `sources`
+        self._demoted_lock = threading.Lock()
         prefetch = set(manifest.prefetch)
         files = sorted(manifest.files(), key=lambda entry: entry.path not in prefetch)
         self.plan: dict[str, Chunk] = {}
@@ -172,14 +194,31 @@ class _Fetcher:
                 for future in pending:
                     future.cancel()
 
+    def _order(self) -> list[tuple[int, ChunkSource]]:
+        """The sources in their order, those that stalled or failed to connect last."""
+        with self._demoted_lock:
+            demoted = set(self._demoted)
+        return sorted(enumerate(self.sources), key=lambda item: item[0] in demoted)
+
+    def _demote(self, position: int, error: SourceUnavailable) -> None:
+        with self._demoted_lock:
+            first = position not in self._demoted
+            self._demoted.add(position)
+        if first and self.on_problem is not None:
+            self.on_problem(f"{error}; it is tried last from now on")
+
     def fetch(self, chunk: Chunk) -> bytes:
         """Try each source in order; keep the first answer that hashes to the chunk's name."""
         problems: list[str] = []
-        for source in self.sources:
+        for position, source in self._order():
             try:
-                data = source.get(chunk.sha256)
+                data = source.get(chunk.sha256, chunk.size)
             except ChunkMissing:
                 problems.append(f"{source.name}: missing")
+                continue
+            except SourceUnavailable as error:
+                self._demote(position, error)
+                problems.append(f"{source.name}: {error}")
                 continue
             except (ChunkError, OSError) as error:
                 problems.append(f"{source.name}: {error}")
@@ -205,7 +244,7 @@ class _Fetcher:
         """The chunk from the store, fetched again if the store's copy went missing or bad
         since the fetch (the store removes a copy that fails its check)."""
         try:
-            return self.store.get(chunk.sha256)
+            return self.store.get(chunk.sha256, chunk.size)
         except ChunkError:
             return self.fetch(chunk)
 

@@ -6,10 +6,19 @@ StorageError
 ├── IntegrityError        a share or segment that fails its hash or authentication
 │   └── DecryptionError   AES-GCM refused: wrong key, or tampered ciphertext
 ├── NotEnoughShares       fewer than k healthy shares of a segment can be had
+├── ObjectNotFound        no backend holds a valid manifest of the object
 ├── PlacementError        the configured spread over backends cannot be reached
-└── BackendError          a backend failed or holds no such blob
-    ├── BlobNotFound      the key is not there
-    └── BackendUnavailable   the backend cannot be reached
+├── BackendError          a backend failed or holds no such blob
+│   ├── BlobNotFound      the key is not there
+│   ├── InvalidBlob       what the key holds cannot be the blob: over the size it may have, or
+│   │                     not a regular file; refused unread
+│   └── BackendUnavailable   the backend cannot be reached, or did not answer in time
+└── TransferError         a network exchange failed (`qss.http_client`, `qss.backends.resp`);
+    │                     their callers turn it into their own errors
+    ├── ReplyTooLarge     the peer announced or sent more than the limit; refused unread
+    ├── ErrorReply        a Redis-protocol server answered a command with an error
+    └── TransferUnavailable   refused, reset or closed connection
+        └── TransferTimedOut  no complete answer before the exchange's deadline
 """
 
 from __future__ import annotations
@@ -55,5 +64,32 @@ class BlobNotFound(BackendError):
     pass
 
 
+class InvalidBlob(BackendError):
+    pass
+
+
 class BackendUnavailable(BackendError):
+    pass
+
+
+class TransferError(StorageError):
+    pass
+
+
+class ReplyTooLarge(TransferError):
+    pass
+
+
+class ErrorReply(TransferError):
+    def __init__(self, command: str, message: str) -> None:
+        super().__init__(message)
+        self.command = command
+        self.message = message
+
+
+class TransferUnavailable(TransferError):
+    pass
+
+
+class TransferTimedOut(TransferUnavailable):
     pass

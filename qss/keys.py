@@ -47,7 +47,8 @@ def generate_key_file(path: Path, *, overwrite: bool = False) -> str:
 def read_secret_file(path: Path, what: str) -> bytes:
     """The bytes of a secret file, refused when group or others may read it (as ssh does)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        # O_NONBLOCK: a FIFO given as the file must be refused, not waited on for ever.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as error:
         raise KeyFileError(f"{path}: cannot open the {what}: {error.strerror}") from None
     with os.fdopen(fd, "rb") as handle:

@@ -73,6 +73,38 @@ class ObjectHealth:
         return [s.share for s in self.shares if s.status is not ShareStatus.HEALTHY]
 
 
+@dataclass(frozen=True, slots=True)
+class BackendFailure:
+    """A backend that failed an operation over every backend, and why."""
+
+    backend: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """The objects the backends hold a manifest of, and the backends that could not say."""
+
+    ids: frozenset[str]
+    failed: tuple[BackendFailure, ...]
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The newest valid manifest of every object found; the backends that could not be
+    listed; the objects listed whose manifest could not be read (id, why)."""
+
+    manifests: tuple[Manifest, ...]
+    failed: tuple[BackendFailure, ...] = ()
+    unreadable: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class RemoveResult:
+    manifest: Manifest
+    failed: tuple[BackendFailure, ...]  # backends that may still hold some of the object
+
+
 @dataclass(frozen=True)
 class PutResult:
     manifest: Manifest

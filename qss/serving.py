@@ -4,6 +4,14 @@ and the chunk server (`builders.http_chunks`).
 `TrackedServer` keeps every open connection so that stopping ends keep-alive clients too, skips
 the DNS lookup `HTTPServer` does on bind, and keeps routine client disconnects out of stderr.
 `Background` runs one on a thread and stops it completely: no handler thread outlives `stop`.
+
+Clients are bounded as servers are (`qss.http_client`): a `BoundedHandler` gives each request
+`idle_timeout + request_timeout` seconds in all (the server's `ServingLimits`), from waiting
+for its first byte to the last byte of the reply, so a client that trickles its headers or
+body, or reads the reply a byte at a time, loses its connection then instead of holding a
+thread for ever; and a server takes at most `max_connections` at once (each holds a thread),
+closing any beyond. Request lines and headers are bounded in bytes by `http.server` itself
+(64 KiB a line, 100 headers).
 """
 
 from __future__ import annotations
@@ -13,17 +21,63 @@ import logging
 import socket
 import socketserver
 import threading
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from qss.deadline import Deadline, GuardedSocket
+
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ServingLimits:
+    """What a server grants its clients."""
+
+    max_connections: int = 256  # open at once, each holding a thread
+    idle_timeout: float = 60.0  # seconds a kept-alive connection may wait for its next request
+    request_timeout: float = 120.0  # seconds, on top, to read one request and write its reply
+
+    def __post_init__(self) -> None:
+        Deadline(self.idle_timeout + self.request_timeout)  # refuses what is not positive
+        if self.max_connections < 1:
+            raise ValueError(f"max_connections must be 1 or more, got {self.max_connections}")
+
+
+class BoundedHandler(BaseHTTPRequestHandler):
+    """A request handler (of a TrackedServer) whose every request must be done within the
+    server's deadline."""
+
+    server: TrackedServer
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # replaced by a guarded one over the same socket
+        self.guard = GuardedSocket(self.connection, self._deadline())
+        self.rfile = self.guard.makefile("rb")
+        self.wfile = self.guard.writer()
+
+    def handle_one_request(self) -> None:
+        self.guard.deadline = self._deadline()
+        super().handle_one_request()
+
+    def _deadline(self) -> Deadline:
+        limits = self.server.limits
+        return Deadline(limits.idle_timeout + limits.request_timeout)
 
 
 class TrackedServer(ThreadingHTTPServer):
     daemon_threads = False  # server_close joins the handler threads: nothing outlives stop()
     block_on_close = True
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        limits: ServingLimits,
+    ) -> None:
+        self.limits = limits
         self.open_sockets: set[socket.socket] = set()
         self.sockets_lock = threading.Lock()
         self.stopping = threading.Event()
@@ -39,7 +93,17 @@ class TrackedServer(ThreadingHTTPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self.sockets_lock:
-            self.open_sockets.add(request)
+            full = len(self.open_sockets) >= self.limits.max_connections
+            if not full:
+                self.open_sockets.add(request)
+        if full:
+            log.warning(
+                "refusing a connection from %s: %d are open already",
+                client_address,
+                self.limits.max_connections,
+            )
+            self.shutdown_request(request)
+            return
         super().process_request(request, client_address)
 
     def shutdown_request(self, request: Any) -> None:

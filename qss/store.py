@@ -14,6 +14,11 @@ number in flight, so memory stays a few segments whatever the object's size, the
 manifest. A get verifies every block's hash before decoding, falls through to other shares on
 a missing, corrupt or unreachable one, and writes the output through a temporary file that is
 renamed only when every segment authenticated. Repair needs no data key.
+
+Every read is bounded: a block is asked for with the exact length its segment gives it, a
+manifest with the most a manifest may have (a backend refuses anything larger unread, and a
+block that cannot be the share reads as corrupt); and no backend's failure is passed over in
+silence: listings and removals say which backends failed and why, beside what the others hold.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from qss.errors import (
     BlobNotFound,
     DecryptionError,
     IntegrityError,
+    InvalidBlob,
     InvalidParameters,
     ManifestError,
     NotEnoughShares,
@@ -57,13 +63,17 @@ from qss.errors import (
     PlacementError,
     StorageError,
 )
-from qss.manifest import Content, Manifest, Placement, check_name, decode
+from qss.manifest import MAX_MANIFEST_BYTES, Content, Manifest, Placement, check_name, decode
 from qss.placement import Site, check_spread, place, replacements, spread_warnings
 from qss.reports import (
     SEVERITY,
+    BackendFailure,
     GetResult,
+    Inventory,
+    Listing,
     ObjectHealth,
     PutResult,
+    RemoveResult,
     RepairResult,
     ShareHealth,
     ShareProblem,
@@ -115,10 +125,10 @@ class Store:
     def sites(self) -> list[Site]:
         return [Site(b.name, b.failure_domain) for b in self.backends.values()]
 
-    def _timed_get(self, backend: Backend, key: str) -> bytes:
+    def _timed_get(self, backend: Backend, key: str, limit: int) -> bytes:
         started = time.perf_counter()
         try:
-            return backend.get(key)
+            return backend.get(key, limit)
         finally:
             elapsed = time.perf_counter() - started
             with self._latency_lock:  # a moving average: fastest backends are asked first
@@ -294,28 +304,32 @@ class Store:
     def find_manifest(self, object_id: str) -> Manifest:
         """The newest valid manifest of `object_id` on any backend."""
         versions: dict[int, list[Backend]] = {}
+        refusals = []
         for backend in self.backends.values():
             try:
                 keys = list(backend.list(f"m/{object_id}/"))
-            except BackendError:
+            except BackendError as error:
+                refusals.append(f"{backend.name}: cannot list: {error}")
                 continue
             for key in keys:
                 suffix = key.rsplit("/", 1)[-1]
                 if len(suffix) == 10 and suffix.isascii() and suffix.isdigit():
                     versions.setdefault(int(suffix), []).append(backend)
-        refusals = []
         for version in sorted(versions, reverse=True):
             for backend in versions[version]:
                 try:
-                    data = backend.get(manifest_key(object_id, version))
+                    data = backend.get(manifest_key(object_id, version), MAX_MANIFEST_BYTES)
                     return decode(data, expected_id=object_id)
                 except (ManifestError, BackendError) as error:
                     refusals.append(f"{backend.name} v{version}: {error}")
         detail = f" ({'; '.join(refusals)})" if refusals else ""
         raise ObjectNotFound(f"no backend holds a valid manifest of object {object_id}{detail}")
 
-    def object_ids(self) -> set[str]:
+    def object_ids(self) -> Inventory:
+        """The ids of every object some backend holds a manifest of, and the backends that
+        could not be listed (with why)."""
         ids: set[str] = set()
+        failed = []
         for backend in self.backends.values():
             try:
                 ids.update(
@@ -323,9 +337,9 @@ class Store:
                     for parts in (key.split("/") for key in backend.list("m/"))
                     if len(parts) == 3 and _OBJECT_ID.fullmatch(parts[1])
                 )
-            except BackendError:
-                continue
-        return ids
+            except BackendError as error:
+                failed.append(BackendFailure(backend.name, str(error)))
+        return Inventory(frozenset(ids), tuple(failed))
 
     def resolve(self, prefix: str) -> str:
         """The one object id that starts with `prefix` (8 or more hex digits)."""
@@ -335,20 +349,29 @@ class Store:
             )
         if len(prefix) == 64:
             return prefix
-        found = sorted(oid for oid in self.object_ids() if oid.startswith(prefix))
+        inventory = self.object_ids()
+        found = sorted(oid for oid in inventory.ids if oid.startswith(prefix))
         if len(found) != 1:
             what = "no object" if not found else f"{len(found)} objects"
-            raise ObjectNotFound(f"{what} with an id starting {prefix}")
+            unlisted = "".join(
+                f"; {failure.backend} could not be listed: {failure.reason}"
+                for failure in inventory.failed
+            )
+            raise ObjectNotFound(f"{what} with an id starting {prefix}{unlisted}")
         return found[0]
 
-    def list_objects(self) -> list[Manifest]:
+    def list_objects(self) -> Listing:
+        """The newest valid manifest of every object; the backends that could not be listed
+        and the objects listed whose manifest could not be read, each with why."""
+        inventory = self.object_ids()
         manifests = []
-        for object_id in sorted(self.object_ids()):
+        unreadable = []
+        for object_id in sorted(inventory.ids):
             try:
                 manifests.append(self.find_manifest(object_id))
-            except ObjectNotFound:
-                continue
-        return manifests
+            except ObjectNotFound as error:
+                unreadable.append((object_id, str(error)))
+        return Listing(tuple(manifests), inventory.failed, tuple(unreadable))
 
     # -- get -------------------------------------------------------------------------------------
 
@@ -434,6 +457,7 @@ class Store:
         up. Only asked when the placement could not give k blocks.
         """
         expected = manifest.content.shares[index]
+        limit = manifest.content.layout.block_length(index)
         named = {p.share: p.backend for p in manifest.placement}
         extra: dict[int, bytes] = {}
         for share in range(manifest.content.n):
@@ -445,7 +469,7 @@ class Store:
                 if backend.name == named.get(share):
                     continue
                 try:
-                    block = backend.get(share_key(manifest, share, index))
+                    block = backend.get(share_key(manifest, share, index), limit)
                 except BackendError:
                     continue
                 if share_hash(block) == expected[share]:
@@ -457,6 +481,7 @@ class Store:
         self, manifest: Manifest, index: int, problems: list[ShareProblem], needed: int
     ) -> dict[int, bytes]:
         expected = manifest.content.shares[index]
+        limit = manifest.content.layout.block_length(index)
         blocks: dict[int, bytes] = {}
         for placement in self._candidates(manifest):
             if len(blocks) == needed:
@@ -474,10 +499,17 @@ class Store:
                 )
                 continue
             try:
-                block = self._timed_get(backend, share_key(manifest, placement.share, index))
+                block = self._timed_get(backend, share_key(manifest, placement.share, index), limit)
             except BlobNotFound:
                 problems.append(
                     ShareProblem(placement.share, backend.name, index, ShareStatus.MISSING)
+                )
+                continue
+            except InvalidBlob as error:
+                problems.append(
+                    ShareProblem(
+                        placement.share, backend.name, index, ShareStatus.CORRUPT, str(error)
+                    )
                 )
                 continue
             except BackendError as error:
@@ -528,9 +560,11 @@ class Store:
                 placement.failure_domain,
                 ShareStatus.UNREACHABLE,
             )
+        layout = manifest.content.layout
         for index, expected in enumerate(manifest.content.shares):
             try:
-                block = backend.get(share_key(manifest, placement.share, index))
+                key = share_key(manifest, placement.share, index)
+                block = backend.get(key, layout.block_length(index))
                 found = (
                     ShareStatus.HEALTHY
                     if share_hash(block) == expected[placement.share]
@@ -538,6 +572,8 @@ class Store:
                 )
             except BlobNotFound:
                 found = ShareStatus.MISSING
+            except InvalidBlob:
+                found = ShareStatus.CORRUPT
             except BackendError:
                 return ShareHealth(
                     placement.share,
@@ -616,15 +652,18 @@ class Store:
 
     # -- remove ----------------------------------------------------------------------------------
 
-    def remove(self, object_id: str) -> Manifest:
-        """Delete every share and manifest of the object from every backend."""
+    def remove(self, object_id: str) -> RemoveResult:
+        """Delete every share and manifest of the object from every backend; the backends that
+        failed (which may still hold some of it: run it again once they are back) with why."""
         manifest = self.find_manifest(object_id)
+        failed = []
         for backend in self.backends.values():
             try:
                 for key in list(backend.list(f"s/{manifest.content.object_nonce.hex()}/")):
                     backend.delete(key)
+                # The manifests go last: while one is left, the object can be found again.
                 for key in list(backend.list(f"m/{object_id}/")):
                     backend.delete(key)
-            except BackendError:
-                continue
-        return manifest
+            except BackendError as error:
+                failed.append(BackendFailure(backend.name, str(error)))
+        return RemoveResult(manifest, tuple(failed))

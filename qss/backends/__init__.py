@@ -17,8 +17,10 @@ from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from qss.backends.base import Backend, BackendInfo, check_key
 from qss.backends.directory import DirectoryBackend
+from qss.backends.http import DEFAULT_TIMEOUT as HTTP_TIMEOUT
 from qss.backends.http import BlobServer, HttpBackend
 from qss.backends.redis import DEFAULT_PORT, DEFAULT_PREFIX, RedisBackend
+from qss.backends.redis import DEFAULT_TIMEOUT as REDIS_TIMEOUT
 from qss.errors import BackendError
 
 __all__ = [
@@ -41,10 +43,15 @@ def open_backend(
     name: str | None = None,
     failure_domain: str | None = None,
     token: str | None = None,
+    timeout: float | None = None,
 ) -> Backend:
     """The backend `url` names. `name` defaults to the directory's last component or the
     server's host:port, `failure_domain` to `name`. `token` is the bearer token of an http
-    backend or the password of a redis one. Raises BackendError for a URL it cannot use."""
+    backend or the password of a redis one; `timeout` the seconds each of its calls may take
+    in all (its default otherwise; a directory takes none). Raises BackendError for a URL it
+    cannot use."""
+    if timeout is not None and not timeout > 0:
+        raise _malformed(url, f"the timeout must be a positive number of seconds, not {timeout}")
     if url.startswith("dir:"):
         path = url[len("dir:") :]
         if not path or path.startswith("//"):
@@ -54,18 +61,28 @@ def open_backend(
         return DirectoryBackend(Path(path), name=name, failure_domain=failure_domain)
     scheme = url.partition("://")[0]
     if scheme == "redis":
-        return _open_redis(url, name, failure_domain, token)
+        return _open_redis(url, name, failure_domain, token, timeout)
     if scheme in ("http", "https"):
         parts = urlsplit(url)
         if not parts.hostname or parts.query or parts.fragment or parts.username is not None:
             raise _malformed(url, "expected http(s)://HOST[:PORT][/PREFIX], nothing more")
         _port(url, parts)
-        return HttpBackend(url, name=name, failure_domain=failure_domain, token=token)
+        return HttpBackend(
+            url,
+            name=name,
+            failure_domain=failure_domain,
+            token=token,
+            timeout=timeout or HTTP_TIMEOUT,
+        )
     raise _malformed(url, "unknown kind of backend")
 
 
 def _open_redis(
-    url: str, name: str | None, failure_domain: str | None, password: str | None
+    url: str,
+    name: str | None,
+    failure_domain: str | None,
+    password: str | None,
+    timeout: float | None,
 ) -> RedisBackend:
     parts = urlsplit(url)
     if not parts.hostname:
@@ -88,6 +105,7 @@ def _open_redis(
         name=name,
         failure_domain=failure_domain,
         password=password,
+        timeout=timeout or REDIS_TIMEOUT,
     )
 
 

@@ -9,6 +9,12 @@ target: readers see the old blob, the new one or none. `sync` makes every put du
 temporary file, which `list` never reports and `sweep_temporary` removes, or a blob whose
 content did not reach the disk, which the store's hash check refuses and repair replaces.
 
+Only regular files are blobs. Anything else at a key's name (a symlink, a FIFO, a device, a
+socket) is refused as InvalidBlob without being opened, read or followed, so it can neither
+hang a read nor lead outside the root; a put replaces it (the name itself, never what a link
+points to), and replaces an empty directory too. A get refuses a file larger than its limit
+before reading it, and reads at most limit + 1 bytes of one that grows meanwhile.
+
 One limit of the layout: a key cannot be both a blob and a directory (`a` and `a/b`); the
 second put is refused with a message naming the clash. `qss.store` keys never clash.
 """
@@ -26,13 +32,21 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from qss.backends.base import KEY, BackendInfo, check_key
-from qss.errors import BackendError, BackendUnavailable, BlobNotFound
+from qss.backends.base import KEY, MAX_BLOB, BackendInfo, check_key
+from qss.errors import BackendError, BackendUnavailable, BlobNotFound, InvalidBlob
 
 TEMP_PREFIX = ".tmp-"
 FILE_MODE = 0o600
 DIR_MODE = 0o755
 
+_READ_BLOCK = 1024 * 1024
+_KINDS = {
+    stat.S_IFLNK: "a symlink",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -78,10 +92,10 @@ class DirectoryBackend:
             except OSError as exc:
                 raise self._error("put", key, exc) from exc
             try:
-                os.replace(temp, leaf, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
+                _replace(temp, leaf, parent_fd)
             except BaseException as exc:
                 _unlink_quietly(temp, parent_fd)
-                if isinstance(exc, IsADirectoryError):
+                if isinstance(exc, IsADirectoryError | FileExistsError):
                     raise self._clash(key, "a directory of longer keys is there") from exc
                 if isinstance(exc, OSError):
                     raise self._error("put", key, exc) from exc
@@ -98,18 +112,23 @@ class DirectoryBackend:
         finally:
             os.close(fd)
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, limit: int = MAX_BLOB) -> bytes:
         self._check(key)
         fd = self._open_blob(key)
         if fd is None:
             raise self._not_found(key)
         try:
-            with open(fd, "rb", closefd=False) as blob:
-                return blob.read()
+            size = os.fstat(fd).st_size
+            if size > limit:
+                raise self._invalid(key, f"it holds {size} bytes, more than the {limit} expected")
+            data = _read_at_most(fd, limit + 1)
         except OSError as exc:
             raise self._error("get", key, exc) from exc
         finally:
             os.close(fd)
+        if len(data) > limit:
+            raise self._invalid(key, f"it grew past the {limit} bytes expected while read")
+        return data
 
     def exists(self, key: str) -> bool:
         self._check(key)
@@ -241,28 +260,37 @@ class DirectoryBackend:
         return fd, leaf
 
     def _open_blob(self, key: str) -> int | None:
-        """A read descriptor of `key`'s file, or None where no such blob is stored."""
+        """A read descriptor of `key`'s file, or None where no such blob is stored (nothing
+        there, or a directory of longer keys). Anything else at that name (a symlink, a FIFO,
+        a device or a socket) is InvalidBlob: looked at with lstat, never opened or followed."""
         try:
             parent_fd, leaf = self._open_parent(key, create=False)
         except BlobNotFound:
             return None
         try:
+            kind = stat.S_IFMT(os.lstat(leaf, dir_fd=parent_fd).st_mode)
+            if kind == stat.S_IFDIR:
+                return None
+            if kind != stat.S_IFREG:
+                raise self._not_regular(key, kind)
             fd = os.open(leaf, _READ_FLAGS, dir_fd=parent_fd)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise self._symlink(key) from exc
+            if exc.errno == errno.ELOOP:  # swapped for a symlink since the lstat
+                raise self._not_regular(key, stat.S_IFLNK) from exc
             raise self._error("get", key, exc) from exc
         finally:
             os.close(parent_fd)
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                os.close(fd)
-                return None  # a directory of longer keys, or something not ours
-        except OSError as exc:
+            kind = stat.S_IFMT(os.fstat(fd).st_mode)
+            if kind != stat.S_IFREG:  # swapped since the lstat
+                raise self._not_regular(key, kind)
+        except BaseException as exc:
             os.close(fd)
-            raise self._error("get", key, exc) from exc
+            if isinstance(exc, OSError):
+                raise self._error("get", key, exc) from exc
+            raise
         return fd
 
     def _kind(self, parent_fd: int, leaf: str, key: str) -> int | None:
@@ -355,6 +383,13 @@ class DirectoryBackend:
             f"{self._where()}: refusing {what!r}: a symlink inside the root (never followed)"
         )
 
+    def _invalid(self, key: str, why: str) -> InvalidBlob:
+        return InvalidBlob(f"{self._where()}: refusing {key!r}: {why}")
+
+    def _not_regular(self, key: str, kind: int) -> InvalidBlob:
+        what = _KINDS.get(kind, "not a regular file")
+        return self._invalid(key, f"{what} is there, not a blob (never followed or read)")
+
     def _clash(self, key: str, why: str) -> BackendError:
         return BackendError(f"{self._where()}: cannot put {key!r}: {why}")
 
@@ -379,6 +414,33 @@ def _syncfs(fd: int) -> None:
     if syncfs(fd) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
+
+
+def _read_at_most(fd: int, most: int) -> bytes:
+    parts = []
+    while most > 0:
+        part = os.read(fd, min(most, _READ_BLOCK))
+        if not part:
+            break
+        parts.append(part)
+        most -= len(part)
+    return b"".join(parts)
+
+
+def _replace(temp: str, leaf: str, parent_fd: int) -> None:
+    """Rename `temp` over `leaf`: whatever non-directory is there is replaced (a symlink
+    itself, never its target), and so is an empty directory; a directory holding anything is
+    left alone (FileExistsError or IsADirectoryError)."""
+    try:
+        os.replace(temp, leaf, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
+    except IsADirectoryError:
+        try:
+            os.rmdir(leaf, dir_fd=parent_fd)  # only ever removes an empty directory
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise FileExistsError(exc.errno, exc.strerror, leaf) from exc
+            raise
+        os.replace(temp, leaf, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
 
 
 def _is_component(name: str) -> bool:

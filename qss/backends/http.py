@@ -3,17 +3,20 @@
 The wire protocol, all under an optional path prefix on the client side:
 
     PUT    /blobs/<key>          body = the blob (Content-Length required)  -> 204
-    GET    /blobs/<key>          -> 200 + the blob, or 404
+    GET    /blobs/<key>[?limit=N] -> 200 + the blob, 404, or 413 when it is over N bytes
     HEAD   /blobs/<key>          -> 200 or 404
     DELETE /blobs/<key>          -> 204 (also when there was nothing)
     GET    /blobs?prefix=<p>     -> 200 + matching keys, one per line
     GET    /info                 -> 200 + {"name", "kind", "free_bytes"} as JSON
 
 Errors: 400 bad key or request, 401 missing or wrong bearer token, 404 no such blob, 411 no
-Content-Length, 413 body over the server's limit, 503 the served backend is unavailable, 500
-any other backend error; the body is a one-line message. The client maps 404 to BlobNotFound,
-503, refused connections and timeouts to BackendUnavailable, the rest to BackendError. Keys
-are checked on both sides, so a bad key never reaches the served backend.
+Content-Length, 413 body over the server's limit (or, for a GET, a blob over its `limit`), 503
+the served backend is unavailable, 500 any other backend error; the body is a one-line
+message. The client maps 404 to BlobNotFound, 413 on a get (or a blob larger than its limit,
+whatever the server says) to InvalidBlob, 503, refused connections and requests not done
+within the timeout to BackendUnavailable, the rest to BackendError. Keys are checked on both
+sides, so a bad key never reaches the served backend. Both sides bound every exchange in
+bytes and in time (`qss.http_client`, `qss.serving`).
 """
 
 from __future__ import annotations
@@ -24,29 +27,30 @@ import http.client
 import json
 import logging
 import ssl
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any, NoReturn
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from qss.backends.base import KEY, Backend, BackendInfo, check_key
-from qss.errors import BackendError, BackendUnavailable, BlobNotFound
-from qss.serving import Background, TrackedServer
+from qss.backends.base import KEY, MAX_BLOB, Backend, BackendInfo, check_key
+from qss.errors import (
+    BackendError,
+    BackendUnavailable,
+    BlobNotFound,
+    InvalidBlob,
+    ReplyTooLarge,
+    TransferError,
+    TransferUnavailable,
+)
+from qss.http_client import HttpPool
+from qss.serving import Background, BoundedHandler, ServingLimits, TrackedServer
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 256 * 1024 * 1024
 DRAIN_LIMIT = 16 * 1024 * 1024  # after a 413, read at most this much so the client sees it
-
-# A reused keep-alive connection the server has meanwhile closed fails in one of these ways
-# before any response: the request is sent again once on a fresh connection.
-_STALE_CONNECTION = (
-    http.client.RemoteDisconnected,
-    http.client.CannotSendRequest,
-    ConnectionResetError,
-    BrokenPipeError,
-)
+DEFAULT_TIMEOUT = 30.0  # seconds for a whole request, from connecting to the last byte
+INFO_LIMIT = 64 * 1024
 
 
 # ---------------------------------------------------------------------------------------------
@@ -55,9 +59,9 @@ _STALE_CONNECTION = (
 
 class HttpBackend:
     """Client of a `BlobServer` at `base_url` (`http://host:port` or `https://...`, optionally
-    with a path prefix). Keep-alive connections are shared through a small pool of idle ones,
-    so threads that come and go (the store's pools) never leave sockets behind. A response
-    larger than `max_response` is refused, whatever the server sends."""
+    with a path prefix). Every request must complete within `timeout` seconds in all (a server
+    that trickles its answer is cut off then, and reads as unavailable). A blob larger than the
+    `limit` of its get, or any response larger than `max_response`, is refused unread."""
 
     def __init__(
         self,
@@ -66,7 +70,7 @@ class HttpBackend:
         name: str | None = None,
         failure_domain: str | None = None,
         token: str | None = None,
-        timeout: float = 30.0,
+        timeout: float = DEFAULT_TIMEOUT,
         ssl_context: ssl.SSLContext | None = None,
         max_response: int = MAX_BODY,
         max_idle: int = 16,
@@ -83,6 +87,8 @@ class HttpBackend:
             port = parts.port
         except ValueError as exc:
             raise BackendError(f"http backend: {base_url!r}: bad port") from exc
+        if not timeout > 0:
+            raise BackendError(f"http backend: the timeout must be positive seconds, not {timeout}")
         self.scheme = parts.scheme
         self.host = parts.hostname
         self.port = port if port is not None else (443 if parts.scheme == "https" else 80)
@@ -92,11 +98,15 @@ class HttpBackend:
         self.failure_domain = failure_domain if failure_domain is not None else self.name
         self.timeout = timeout
         self._auth = f"Bearer {token}" if token is not None else None
-        self._ssl_context = ssl_context
         self.max_response = max_response
-        self._max_idle = max_idle
-        self._idle: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
+        self._pool = HttpPool(
+            self.scheme,
+            self.host,
+            self.port,
+            timeout=timeout,
+            ssl_context=ssl_context,
+            max_idle=max_idle,
+        )
 
     def __repr__(self) -> str:
         return f"HttpBackend({self.url!r}, name={self.name!r})"
@@ -109,9 +119,13 @@ class HttpBackend:
         if status not in (200, 201, 204):
             self._fail("put", key, status, body)
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, limit: int = MAX_BLOB) -> bytes:
         self._check(key)
-        status, body = self._request("GET", self._blob_path(key), key)
+        # The server is told the limit too, so that it refuses an oversized blob unread.
+        path = f"{self._blob_path(key)}?limit={limit}"
+        status, body = self._request("GET", path, key, limit=limit, too_large=InvalidBlob)
+        if status == 413:
+            raise InvalidBlob(f"{self._where()}: get {key!r}: {_message(status, body)}")
         if status != 200:
             self._fail("get", key, status, body)
         return body
@@ -141,7 +155,7 @@ class HttpBackend:
         return iter([line for line in lines if line.startswith(prefix) and KEY.fullmatch(line)])
 
     def info(self) -> BackendInfo:
-        status, body = self._request("GET", f"{self.path_prefix}/info", "")
+        status, body = self._request("GET", f"{self.path_prefix}/info", "", limit=INFO_LIMIT)
         if status != 200:
             self._fail("info", "", status, body)
         try:
@@ -158,73 +172,41 @@ class HttpBackend:
             self._fail("sync", "", status, body)
 
     def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for connection in idle:
-            connection.close()
+        self._pool.close()
 
     # -- requests ---------------------------------------------------------------------------
 
     def _blob_path(self, key: str) -> str:
         return f"{self.path_prefix}/blobs/{quote(key, safe='/')}"
 
-    def _checkout(self) -> tuple[http.client.HTTPConnection, bool]:
-        """An idle connection (reused: True) or a new one, for this request alone."""
-        with self._lock:
-            if self._idle:
-                return self._idle.pop(), True
-        if self.scheme == "https":
-            return http.client.HTTPSConnection(
-                self.host, self.port, timeout=self.timeout, context=self._ssl_context
-            ), False
-        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout), False
-
-    def _checkin(self, connection: http.client.HTTPConnection) -> None:
-        with self._lock:
-            if len(self._idle) < self._max_idle:
-                self._idle.append(connection)
-                return
-        connection.close()
-
-    def _drop(self, connection: http.client.HTTPConnection) -> None:
-        connection.close()
-
     def _request(
-        self, method: str, path: str, key: str, body: bytes | None = None
+        self,
+        method: str,
+        path: str,
+        key: str,
+        body: bytes | None = None,
+        *,
+        limit: int | None = None,
+        too_large: type[BackendError] = BackendError,
     ) -> tuple[int, bytes]:
+        """Status and body; a body over `limit` (or `max_response`) raises `too_large`."""
         headers = {"Authorization": self._auth} if self._auth else {}
         what = f"{method} {key!r}" if key else method
-        for attempt in range(2):
-            connection, reused = self._checkout()
-            try:
-                # The server may have refused the body early (413) and closed; its answer can
-                # still be read. If not, getresponse fails and the except clauses below decide.
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    connection.request(method, path, body=body, headers=headers)
-                response = connection.getresponse()
-                data = response.read(self.max_response + 1)
-            except _STALE_CONNECTION as exc:
-                self._drop(connection)
-                if reused and attempt == 0:
-                    continue
-                raise self._unavailable(what, exc) from exc
-            except ssl.SSLError as exc:
-                self._drop(connection)
-                raise BackendError(f"{self._where()}: {what}: TLS failed: {exc}") from exc
-            except (OSError, http.client.HTTPException) as exc:
-                self._drop(connection)
-                raise self._unavailable(what, exc) from exc
-            if len(data) > self.max_response:
-                self._drop(connection)
-                raise BackendError(
-                    f"{self._where()}: {what}: the response exceeds {self.max_response} bytes"
-                )
-            if response.will_close:
-                self._drop(connection)
-            else:
-                self._checkin(connection)
-            return response.status, data
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            reply = self._pool.request(
+                method,
+                path,
+                body=body,
+                headers=headers,
+                limit=self.max_response if limit is None else min(limit, self.max_response),
+            )
+        except TransferUnavailable as exc:  # timed out included
+            raise BackendUnavailable(f"{self._where()} is unavailable: {what}: {exc}") from exc
+        except ReplyTooLarge as exc:
+            raise too_large(f"{self._where()}: {what}: {exc}") from exc
+        except TransferError as exc:
+            raise BackendError(f"{self._where()}: {what}: {exc}") from exc
+        return reply.status, reply.body
 
     # -- errors -----------------------------------------------------------------------------
 
@@ -237,21 +219,18 @@ class HttpBackend:
         except BackendError as exc:
             raise BackendError(f"{self._where()}: {exc}") from None
 
-    def _unavailable(self, what: str, exc: BaseException) -> BackendUnavailable:
-        why = "timed out" if isinstance(exc, TimeoutError) else (str(exc) or type(exc).__name__)
-        return BackendUnavailable(f"{self._where()} is unavailable: {what}: {why}")
-
     def _fail(self, op: str, key: str, status: int, body: bytes) -> NoReturn:
         what = f"{op} {key!r}" if key else op
-        message = body.decode("utf-8", "replace").strip()[:300] or http.client.responses.get(
-            status, ""
-        )
-        text = f"{self._where()}: {what}: HTTP {status}: {message}"
+        text = f"{self._where()}: {what}: HTTP {status}: {_message(status, body)}"
         if status == 404:
             raise BlobNotFound(text)
         if status == 503:
             raise BackendUnavailable(text)
         raise BackendError(text)
+
+
+def _message(status: int, body: bytes) -> str:
+    return body.decode("utf-8", "replace").strip()[:300] or http.client.responses.get(status, "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,20 +241,24 @@ class _Server(TrackedServer):
     """Holds what the handlers need."""
 
     def __init__(
-        self, address: tuple[str, int], backend: Backend, token: str | None, max_body: int
+        self,
+        address: tuple[str, int],
+        backend: Backend,
+        token: str | None,
+        max_body: int,
+        limits: ServingLimits,
     ) -> None:
         self.backend = backend
         self.expected_auth = f"Bearer {token}".encode() if token is not None else None
         self.max_body = max_body
-        super().__init__(address, _Handler)
+        super().__init__(address, _Handler, limits)
 
 
-class _Handler(BaseHTTPRequestHandler):
+# BaseHTTPRequestHandler is named as well: do_GET and the rest override its methods.
+class _Handler(BoundedHandler, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "qss-blobs"
     sys_version = ""
-    disable_nagle_algorithm = True  # headers and body go out in separate writes
-    timeout = 60.0  # an idle keep-alive connection is closed after this
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -325,24 +308,33 @@ class _Handler(BaseHTTPRequestHandler):
                         self._refuse_body()
                     self._reply(400, f"{exc}\n".encode())
                     return
-                self._blob(method, backend, key)
+                self._blob(method, backend, key, url.query)
             else:
                 if method == "PUT":
                     self._refuse_body()
                 self._reply(404, f"no route {method} {url.path}\n".encode())
         except BlobNotFound as exc:
             self._reply(404, f"{exc}\n".encode())
+        except InvalidBlob as exc:
+            self._reply(413, f"{exc}\n".encode())
         except BackendUnavailable as exc:
             self._reply(503, f"{exc}\n".encode())
         except BackendError as exc:
             self._reply(500, f"{exc}\n".encode())
+        except TimeoutError:  # the client took longer than a request may: it is cut off
+            self.close_connection = True
         except Exception:  # one bad request must not take the server down
             log.exception("blob server: %s %s failed", method, self.path)
             self._reply(500, b"internal error\n")
 
-    def _blob(self, method: str, backend: Backend, key: str) -> None:
+    def _blob(self, method: str, backend: Backend, key: str, query: str) -> None:
         if method == "GET":
-            self._reply(200, backend.get(key), {"Content-Type": "application/octet-stream"})
+            limit = _limit(query)
+            if limit is None:
+                self._reply(400, b"limit must be a number of bytes from 0 to %d\n" % MAX_BLOB)
+                return
+            blob = backend.get(key, limit)
+            self._reply(200, blob, {"Content-Type": "application/octet-stream"})
         elif method == "HEAD":
             self._reply(200 if backend.exists(key) else 404, b"")
         elif method == "DELETE":
@@ -438,9 +430,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
 
+def _limit(query: str) -> int | None:
+    """The `limit` of a get (MAX_BLOB unless the client asks for less); None if malformed."""
+    values = parse_qs(query, keep_blank_values=True).get("limit", [str(MAX_BLOB)])
+    text = values[-1]
+    if len(values) != 1 or not text.isascii() or not text.isdigit() or len(text) > 20:
+        return None
+    return min(int(text), MAX_BLOB)
+
+
 class BlobServer:
     """Serves `backend` over HTTP from a background thread. `start()` binds (port 0: any free
-    port) and sets `.url`; `stop()` ends every connection and joins every thread."""
+    port) and sets `.url`; `stop()` ends every connection and joins every thread. `limits`
+    bound what one client may hold: connections, and the time of each request."""
 
     def __init__(
         self,
@@ -450,8 +452,10 @@ class BlobServer:
         port: int = 0,
         token: str | None = None,
         max_body: int = MAX_BODY,
+        limits: ServingLimits = ServingLimits(),  # noqa: B008 - frozen, shared safely
     ) -> None:
         self.backend = backend
+        self.limits = limits
         self.host = host
         self.port = port
         self.token = token
@@ -463,7 +467,9 @@ class BlobServer:
         if self._running is not None:
             raise BackendError(f"blob server at {self.url} is already started")
         try:
-            server = _Server((self.host, self.port), self.backend, self.token, self.max_body)
+            server = _Server(
+                (self.host, self.port), self.backend, self.token, self.max_body, self.limits
+            )
         except OSError as exc:
             raise BackendUnavailable(
                 f"blob server: cannot listen on {self.host}:{self.port}: {exc.strerror}"

@@ -3,7 +3,9 @@ and peers, verify a tree against an artifact, and diff two artifacts (what an up
 
 Sources are chunk store folders or `http://` URLs of `circle artifact serve`. A manifest is read
 from the local store first, then from the sources in order; whichever answers, its bytes are
-checked against the id before anything else is read (`builders.manifest.decode`).
+checked against the id before anything else is read (`builders.manifest.decode`). Each request
+to an HTTP source must be done within `--timeout` seconds; one that stalls is reported and the
+next source is tried.
 """
 
 from __future__ import annotations
@@ -20,15 +22,15 @@ from rich.table import Table
 from rich.text import Text
 
 from builders import BuildError
-from builders.chunks import ChunkError, ChunkMissing, ChunkSource, ChunkStore
-from builders.http_chunks import ChunkServer, HttpChunkSource
+from builders.chunks import ChunkError, ChunkMissing, ChunkSource, ChunkStore, SourceUnavailable
+from builders.http_chunks import DEFAULT_TIMEOUT, ChunkServer, HttpChunkSource
 from builders.manifest import ArtifactManifest, Entry, decode
 from builders.materialize import Progress as FetchProgress
 from builders.materialize import materialize as materialize_artifact
 from builders.materialize import verify_tree
 from reconciler.cli.build import default_store
 from reconciler.cli.context import output_option, settings
-from reconciler.cli.render import print_json, stdout, transfer_progress
+from reconciler.cli.render import print_json, stderr, stdout, transfer_progress
 from reconciler.errors import CheckFailed, InputError
 from reconciler.model.types import format_bytes
 
@@ -58,14 +60,17 @@ def check_id(artifact_id: str) -> str:
 class _Sources:
     """The chunk sources a command reads from, in order; closes the HTTP ones at the end."""
 
-    def __init__(self, store: ChunkStore | None, specs: Sequence[str]) -> None:
+    def __init__(
+        self, store: ChunkStore | None, specs: Sequence[str], timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
         self.store = store
         self.remote: list[ChunkSource] = []
         self._http: list[HttpChunkSource] = []
+        self.problems: list[str] = []  # sources that stalled or could not be reached
         for spec in specs:
             if spec.startswith(("http://", "https://")):
                 try:
-                    source = HttpChunkSource(spec)
+                    source = HttpChunkSource(spec, timeout)
                 except ChunkError as error:
                     raise InputError(str(error)) from error
                 self._http.append(source)
@@ -90,6 +95,9 @@ class _Sources:
                 return source.get_manifest(artifact_id)
             except ChunkMissing:
                 problems.append(f"{source.name}: missing")
+            except SourceUnavailable as error:
+                problems.append(str(error))
+                self.report(f"{error}; trying the next source")
             except ChunkError as error:
                 problems.append(str(error))
         tried = "; ".join(problems) or "no store or source given"
@@ -100,14 +108,21 @@ class _Sources:
         with build_errors():
             return decode(data, artifact_id, allow_symlinks=True)
 
+    def report(self, problem: str) -> None:
+        """A source that stalled or could not be reached: a warning now, and in the JSON."""
+        self.problems.append(problem)
+        stderr.print(f"warning: {problem}", markup=False)
+
     def close(self) -> None:
         for source in self._http:
             source.close()
 
 
 @contextlib.contextmanager
-def open_sources(store: ChunkStore | None, specs: Sequence[str]) -> Iterator[_Sources]:
-    sources = _Sources(store, specs)
+def open_sources(
+    store: ChunkStore | None, specs: Sequence[str], timeout: float = DEFAULT_TIMEOUT
+) -> Iterator[_Sources]:
+    sources = _Sources(store, specs, timeout)
     try:
         yield sources
     finally:
@@ -132,6 +147,15 @@ store_option = click.option(
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
     help=_STORE_HELP,
+)
+timeout_option = click.option(
+    "--timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    metavar="SECONDS",
+    help="The most one request to an http source may take in all, however slowly it answers; "
+    "past it the next source is tried.",
 )
 
 
@@ -187,6 +211,7 @@ def _progress_bar(enabled: bool) -> Iterator[Callable[[FetchProgress], None]]:
 @store_option
 @click.option("--allow-symlinks", is_flag=True, help="Accept symlinks inside the artifact.")
 @click.option("--workers", default=4, show_default=True, type=click.IntRange(1, 256))
+@timeout_option
 @output_option
 def materialize(
     artifact_id: str,
@@ -195,6 +220,7 @@ def materialize(
     store_dir: Path | None,
     allow_symlinks: bool,
     workers: int,
+    timeout: float,
     output: str | None,
 ) -> int:
     """Materialize artifact ID under DEST from the local store and SOURCEs; print its path."""
@@ -202,7 +228,7 @@ def materialize(
     as_json = settings(output).json
     store = _local_store(store_dir, create=True)
     fetched: list[FetchProgress] = []
-    with open_sources(store, source_specs) as sources:
+    with open_sources(store, source_specs, timeout) as sources:
         data = sources.manifest_bytes(artifact_id)
         with _progress_bar(not as_json) as show, build_errors():
 
@@ -219,6 +245,7 @@ def materialize(
                 workers=workers,
                 allow_symlinks=allow_symlinks,
                 progress=report,
+                on_problem=sources.report,
             )
             store.put_manifest(artifact_id, data)
     done = fetched[0] if fetched else FetchProgress(0, 0, 0, 0)
@@ -229,6 +256,7 @@ def materialize(
                 "path": str(path),
                 "fetched_chunks": done.chunks_done,
                 "fetched_bytes": done.bytes_done,
+                "source_problems": sources.problems,
             }
         )
     else:
@@ -241,18 +269,20 @@ def materialize(
 @click.option("--id", "artifact_id", required=True, help="The artifact the tree must equal.")
 @store_option
 @click.option("--source", "source_specs", multiple=True, metavar="STORE_DIR|URL")
+@timeout_option
 @output_option
 def verify(
     directory: Path,
     artifact_id: str,
     store_dir: Path | None,
     source_specs: tuple[str, ...],
+    timeout: float,
     output: str | None,
 ) -> int:
     """Exit 0 when the tree at DIRECTORY is exactly artifact ID, 1 naming the first difference."""
     check_id(artifact_id)
     store = _local_store(store_dir, create=False) if store_dir or not source_specs else None
-    with open_sources(store, source_specs) as sources:
+    with open_sources(store, source_specs, timeout) as sources:
         manifest = sources.manifest(artifact_id)
     with build_errors():
         verify_tree(directory, manifest)
@@ -282,19 +312,21 @@ def _changes(old: ArtifactManifest, new: ArtifactManifest) -> list[tuple[str, En
 @click.argument("new_id", metavar="ID2")
 @store_option
 @click.option("--source", "source_specs", multiple=True, metavar="STORE_DIR|URL")
+@timeout_option
 @output_option
 def diff(
     old_id: str,
     new_id: str,
     store_dir: Path | None,
     source_specs: tuple[str, ...],
+    timeout: float,
     output: str | None,
 ) -> int:
     """Files added, removed and changed from ID1 to ID2, and what a node holding ID1 fetches."""
     check_id(old_id)
     check_id(new_id)
     store = _local_store(store_dir, create=False) if store_dir or not source_specs else None
-    with open_sources(store, source_specs) as sources:
+    with open_sources(store, source_specs, timeout) as sources:
         old, new = sources.manifest(old_id), sources.manifest(new_id)
     changes = _changes(old, new)
     held = old.chunk_digests()

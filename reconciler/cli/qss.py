@@ -2,7 +2,11 @@
 
 Backends come from `--backend [NAME[@DOMAIN]=]URL` (repeatable; `dir:/path`,
 `redis://host:port/db`, `http://host:port`) or from a `Volume` of a circle repository
-(`--volume NAME [--repo DIR]`), which also gives k, n and the segment size.
+(`--volume NAME [--repo DIR]`), which also gives k, n and the segment size. `--timeout` bounds
+each call to a network backend, from connecting to the last byte of its answer.
+
+A command over every backend (`ls`, `scrub`, `rm`) names each backend that failed, with why,
+reports what the others hold, and exits 1.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import contextlib
 import functools
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -26,11 +30,18 @@ from qss.codec import DEFAULT_SEGMENT
 from qss.errors import InvalidParameters, PlacementError, StorageError
 from qss.keys import KeyFileError, generate_key_file, read_key_file, read_token_file
 from qss.manifest import Manifest
-from qss.reports import ObjectHealth, ShareStatus
+from qss.reports import BackendFailure, ObjectHealth, ShareStatus
 from qss.store import Store
 from reconciler.adapters.circle_dir import check_circle_dir
 from reconciler.cli.context import output_option, settings
-from reconciler.cli.render import plural, print_json, stderr, stdout, transfer_progress
+from reconciler.cli.render import (
+    plural,
+    print_error,
+    print_json,
+    stderr,
+    stdout,
+    transfer_progress,
+)
 from reconciler.errors import CheckFailed, InputError
 from reconciler.model.types import format_bytes
 
@@ -58,13 +69,13 @@ class Target:
     segment_size: int
 
 
-def parse_backend(spec: str) -> Backend:
+def parse_backend(spec: str, timeout: float | None = None) -> Backend:
     """`[NAME[@DOMAIN]=]URL` -> an open backend."""
     label, separator, url = spec.partition("=")
     if not separator or "://" in label or label.startswith("dir:"):
         label, url = "", spec
     name, _, domain = label.partition("@")
-    return open_backend(url, name=name or None, failure_domain=domain or None)
+    return open_backend(url, name=name or None, failure_domain=domain or None, timeout=timeout)
 
 
 @dataclass(frozen=True)
@@ -75,13 +86,14 @@ class Selection:
     volume: str | None
     repo: Path
     workers: int
+    timeout: float | None = None
 
     def open(self) -> Target:
-        return open_target(self.backends, self.volume, self.repo, self.workers)
+        return open_target(self.backends, self.volume, self.repo, self.workers, self.timeout)
 
 
 def backend_options(function: F) -> F:
-    """Add --backend/--volume/--repo/--workers; the command receives them as `where`."""
+    """Add --backend/--volume/--repo/--workers/--timeout; the command receives them as `where`."""
 
     @functools.wraps(function)
     def command(
@@ -90,9 +102,11 @@ def backend_options(function: F) -> F:
         volume: str | None,
         repo: Path,
         workers: int,
+        timeout: float | None,
         **kwargs: Any,
     ) -> Any:
-        return function(*args, where=Selection(backends, volume, repo, workers), **kwargs)
+        where = Selection(backends, volume, repo, workers, timeout)
+        return function(*args, where=where, **kwargs)
 
     options = [
         click.option(
@@ -112,6 +126,14 @@ def backend_options(function: F) -> F:
             help="The circle repository holding --volume.",
         ),
         click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(0, min_open=True),
+            default=None,
+            metavar="SECONDS",
+            help="The most one call to a redis or http backend may take in all, however slowly "
+            "it answers (default: 30).",
+        ),
     ]
     decorated: Any = command
     for option in reversed(options):
@@ -119,7 +141,13 @@ def backend_options(function: F) -> F:
     return cast(F, decorated)
 
 
-def open_target(backends: tuple[str, ...], volume: str | None, repo: Path, workers: int) -> Target:
+def open_target(
+    backends: tuple[str, ...],
+    volume: str | None,
+    repo: Path,
+    workers: int,
+    timeout: float | None = None,
+) -> Target:
     if volume and backends:
         raise InputError("give --volume or --backend, not both")
     if volume:
@@ -133,11 +161,13 @@ def open_target(backends: tuple[str, ...], volume: str | None, repo: Path, worke
         for backend in document.backends:
             node = report.state.nodes.get(backend.node) if backend.node else None
             domain = backend.failure_domain or (node.document.failure_domain if node else None)
-            opened.append(open_backend(backend.url, name=backend.name, failure_domain=domain))
+            opened.append(
+                open_backend(backend.url, name=backend.name, failure_domain=domain, timeout=timeout)
+            )
         return Target(Store(opened, workers=workers), document.k, document.n, document.segment_size)
     if not backends:
         raise InputError("no backends: give --backend URL (repeatable) or --volume NAME")
-    opened = [parse_backend(spec) for spec in backends]
+    opened = [parse_backend(spec, timeout) for spec in backends]
     return Target(Store(opened, workers=workers), DEFAULT_K, DEFAULT_N, DEFAULT_SEGMENT)
 
 
@@ -290,14 +320,28 @@ def get(
 @backend_options
 @output_option
 def ls(where: Selection, output: str | None) -> int:
-    """List the objects the backends hold."""
+    """List the objects the backends hold.
+
+    Exits 1 when a backend cannot be listed or a listed object's manifest cannot be read (each
+    is named, with why), after listing what the others hold.
+    """
     with storage_errors():
-        manifests = where.open().store.list_objects()
+        listing = where.open().store.list_objects()
+    failed = bool(listing.failed or listing.unreadable)
     if settings(output).json:
-        print_json([manifest_json(m) for m in manifests])
-        return 0
+        print_json(
+            {
+                "objects": [manifest_json(m) for m in listing.manifests],
+                "failedBackends": _failures_json(listing.failed),
+                "unreadableObjects": [
+                    {"objectId": object_id, "reason": reason}
+                    for object_id, reason in listing.unreadable
+                ],
+            }
+        )
+        return 1 if failed else 0
     table = Table("object", "name", "size", "k-of-n", "version")
-    for manifest in manifests:
+    for manifest in listing.manifests:
         content = manifest.content
         table.add_row(
             manifest.object_id[:16],
@@ -307,7 +351,19 @@ def ls(where: Selection, output: str | None) -> int:
             str(manifest.version),
         )
     stdout.print(table)
-    return 0
+    _print_failures(listing.failed, "could not be listed")
+    for object_id, reason in listing.unreadable:
+        print_error(f"object {object_id[:16]} cannot be read: {reason}", False)
+    return 1 if failed else 0
+
+
+def _failures_json(failures: Sequence[BackendFailure]) -> list[dict[str, str]]:
+    return [{"backend": failure.backend, "reason": failure.reason} for failure in failures]
+
+
+def _print_failures(failures: Sequence[BackendFailure], what: str) -> None:
+    for failure in failures:
+        print_error(f"backend {failure.backend} {what}: {failure.reason}", False)
 
 
 def _health_json(health: ObjectHealth) -> dict[str, Any]:
@@ -348,9 +404,14 @@ def scrub(
     """
     as_json = settings(output).json
     results = []
+    failed: tuple[BackendFailure, ...] = ()
     with storage_errors():
         store = where.open().store
-        ids = [store.resolve(object_id)] if object_id else sorted(store.object_ids())
+        if object_id:
+            ids = [store.resolve(object_id)]
+        else:
+            inventory = store.object_ids()
+            ids, failed = sorted(inventory.ids), inventory.failed
         for oid in ids:
             health = store.scrub(oid)
             after = health
@@ -365,18 +426,22 @@ def scrub(
                 after = store.scrub(oid)
             results.append((health, repaired, after))
     unhealthy = [after for _, _, after in results if after.lost]
+    code = 1 if unhealthy or failed else 0
     if as_json:
         print_json(
-            [
-                {
-                    **_health_json(before),
-                    "repaired": {str(share): backend for share, backend in repaired.items()},
-                    "after": _health_json(after) if repaired else None,
-                }
-                for before, repaired, after in results
-            ]
+            {
+                "objects": [
+                    {
+                        **_health_json(before),
+                        "repaired": {str(share): backend for share, backend in repaired.items()},
+                        "after": _health_json(after) if repaired else None,
+                    }
+                    for before, repaired, after in results
+                ],
+                "failedBackends": _failures_json(failed),
+            }
         )
-        return 1 if unhealthy else 0
+        return code
     for before, repaired, after in results:
         content = before.manifest.content
         counts = dict.fromkeys(ShareStatus, 0)
@@ -408,7 +473,8 @@ def scrub(
         f"{plural(len(results), 'object')} scrubbed, {len(unhealthy)} not fully healthy",
         markup=False,
     )
-    return 1 if unhealthy else 0
+    _print_failures(failed, "could not be listed (its objects were not scrubbed)")
+    return code
 
 
 @group.command("rm")
@@ -420,15 +486,33 @@ def rm(
     where: Selection,
     output: str | None,
 ) -> int:
-    """Delete object OBJECT_ID: every share and manifest on every backend."""
+    """Delete object OBJECT_ID: every share and manifest on every backend.
+
+    Exits 1 naming each backend that failed (it may still hold part of the object: run `rm`
+    again once it is back).
+    """
     with storage_errors():
         store = where.open().store
-        manifest = store.remove(store.resolve(object_id))
+        result = store.remove(store.resolve(object_id))
+    manifest = result.manifest
     if settings(output).json:
-        print_json({"removed": manifest.object_id, "name": manifest.content.name})
+        print_json(
+            {
+                "removed": manifest.object_id,
+                "name": manifest.content.name,
+                "failedBackends": _failures_json(result.failed),
+            }
+        )
+    elif result.failed:
+        stdout.print(
+            f"removed {manifest.object_id[:16]} {manifest.content.name} from "
+            f"{len(store.backends) - len(result.failed)} of {len(store.backends)} backends",
+            markup=False,
+        )
+        _print_failures(result.failed, "may still hold part of it (run rm again once it is back)")
     else:
         stdout.print(f"removed {manifest.object_id[:16]} {manifest.content.name}", markup=False)
-    return 0
+    return 1 if result.failed else 0
 
 
 @group.command("serve")

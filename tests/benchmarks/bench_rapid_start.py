@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from builders.chunks import ChunkStore
+from builders.chunks import MAX_CHUNK, ChunkStore
 from builders.http_chunks import ChunkServer, HttpChunkSource
 from builders.materialize import materialize
 from builders.tree import MODEL_CHUNKING, TreeBuild, build_tree
@@ -68,8 +68,8 @@ class Counting:
         self.name = source.name
         self.bytes = 0
 
-    def get(self, digest: str) -> bytes:
-        data = self.source.get(digest)
+    def get(self, digest: str, limit: int = MAX_CHUNK) -> bytes:
+        data = self.source.get(digest, limit)
         self.bytes += len(data)
         return data
 

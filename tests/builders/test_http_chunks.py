@@ -105,7 +105,7 @@ def test_connections_are_reused_from_a_bounded_pool_across_threads(
         with ThreadPoolExecutor(8) as pool:
             results = list(pool.map(source.get, digests))
         assert [chunk_digest(data) for data in results] == digests
-    assert len(source._idle) <= 8
+    assert source._pool.idle <= 8
     assert server._running is not None
     assert len(server._running.server.open_sockets) <= 8
 

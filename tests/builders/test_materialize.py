@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from builders.chunks import ChunkMissing, ChunkStore
+from builders.chunks import MAX_CHUNK, ChunkMissing, ChunkStore
 from builders.manifest import ArtifactManifest, Chunk, Chunking, Entry, ManifestRefused
 from builders.materialize import (
     ChunkUnavailable,
@@ -108,7 +108,7 @@ class FakeSource:
         self._lock = threading.Lock()
         self._threads: set[int] = set()
 
-    def get(self, digest: str) -> bytes:
+    def get(self, digest: str, limit: int = MAX_CHUNK) -> bytes:
         with self._lock:
             self.fetched.append(digest)
             first = threading.get_ident() not in self._threads

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from qss.backends import (
     BlobServer,
@@ -559,6 +560,43 @@ def test_list_pages_through_many_keys(redis_db: RedisServer) -> None:
     finally:
         client.close()
         backend.close()
+
+
+def test_a_database_number_selects_that_database(redis_db: RedisServer) -> None:
+    backend = RedisBackend(redis_db.host, redis_db.port, 3)
+    client = redis.Redis(redis_db.host, redis_db.port, db=3, socket_timeout=5)
+    try:
+        backend.put("s/ab/0/0", b"in three")
+        assert client.get("qss:s/ab/0/0") == b"in three"
+        assert redis_keys(redis_db) == set()  # nothing in database 0
+        assert backend.get("s/ab/0/0") == b"in three"
+    finally:
+        client.close()
+        backend.close()
+
+
+def test_a_password_is_sent_and_a_wrong_or_missing_one_is_named(redis_db: RedisServer) -> None:
+    admin = redis_db.client()
+    admin.config_set("requirepass", "s3cret")
+    try:
+        admin.execute_command("AUTH", "s3cret")
+        right = RedisBackend(redis_db.host, redis_db.port, password="s3cret")
+        wrong = RedisBackend(redis_db.host, redis_db.port, name="wrong", password="nope")
+        none = RedisBackend(redis_db.host, redis_db.port, name="none")
+        try:
+            right.put("m/ab/1", b"x")
+            assert right.get("m/ab/1") == b"x"
+            with pytest.raises(BackendError, match=r"'wrong' .*: put 'm/ab/1': authentication "):
+                wrong.put("m/ab/1", b"y")
+            with pytest.raises(BackendError, match=r"'none' .*: get 'm/ab/1': authentication "):
+                none.get("m/ab/1")
+        finally:
+            for backend in (right, wrong, none):
+                backend.close()
+        assert admin.get("qss:m/ab/1") == b"x"
+    finally:
+        admin.config_set("requirepass", "")
+        admin.close()
 
 
 # ---------------------------------------------------------------------------------------------

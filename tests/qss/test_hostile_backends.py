@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from qss.backends import DirectoryBackend, HttpBackend
-from qss.errors import BackendError, InvalidParameters, ManifestError
+from qss.errors import BackendError, InvalidBlob, InvalidParameters, ManifestError
 from qss.manifest import Manifest, Placement, decode
+from qss.reports import Inventory, Listing
 from qss.store import Store, manifest_key
 
 SEGMENT = 4096
@@ -105,7 +106,7 @@ def test_put_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
     store = Store(directories(tmp_path / "backends", 6))
     with pytest.raises(InvalidParameters, match="/dev/zero: not a regular file"):
         store.put(Path("/dev/zero"), storage_key=secrets.token_bytes(32), k=4, n=6)
-    assert store.list_objects() == []
+    assert store.list_objects() == Listing(())
 
 
 class _Hostile(http.server.BaseHTTPRequestHandler):
@@ -144,7 +145,7 @@ def test_an_http_backend_keeps_only_keys_that_could_be_ours(hostile_url: str) ->
     backend = HttpBackend(hostile_url, name="evil")
     try:
         assert list(backend.list("m/")) == [f"m/{'a' * 64}/0000000001"]
-        assert Store([backend]).object_ids() == {"a" * 64}
+        assert Store([backend]).object_ids() == Inventory(frozenset({"a" * 64}), ())
     finally:
         backend.close()
 
@@ -152,8 +153,10 @@ def test_an_http_backend_keeps_only_keys_that_could_be_ours(hostile_url: str) ->
 def test_an_http_response_over_the_limit_is_refused(hostile_url: str) -> None:
     backend = HttpBackend(hostile_url, name="evil", max_response=4096)
     try:
-        with pytest.raises(BackendError, match="the response exceeds 4096 bytes"):
+        with pytest.raises(InvalidBlob, match="the response announces 5000 bytes, over the limit"):
             backend.get("s/00/0/0")
+        with pytest.raises(BackendError, match="the response announces 5000 bytes, over the limit"):
+            backend.info()
     finally:
         backend.close()
 
@@ -174,7 +177,7 @@ def test_http_connections_do_not_pile_up_across_thread_pools(tmp_path: Path) -> 
                     thread.start()
                 for thread in threads:
                     thread.join(timeout=10)
-            assert len(backend._idle) <= 4  # the pool's bound, whatever threads came and went
+            assert backend._pool.idle <= 4  # the pool's bound, whatever threads came and went
         finally:
             backend.close()
     assert json.loads(json.dumps(sorted(p.name for p in (folder / "m").iterdir()))) == [

@@ -40,7 +40,7 @@ from qss.errors import (
 from qss.keys import generate_key_file, read_key_file
 from qss.manifest import Manifest
 from qss.placement import Site
-from qss.reports import GetResult, RepairResult, ShareStatus
+from qss.reports import GetResult, Inventory, Listing, RepairResult, ShareStatus
 from qss.store import Store, manifest_key
 from tests.conftest import ROOT, Result, copy_example, run_circle_process
 from tests.qss.conftest import RedisServer
@@ -503,7 +503,12 @@ def test_tampered_manifests_are_refused_and_nothing_changes(
         store.repair(object_id)
     with pytest.raises(ObjectNotFound, match=refused):
         store.remove(object_id)
-    assert store.list_objects() == []
+    listed = store.list_objects()
+    assert listed.manifests == ()
+    assert listed.failed == ()
+    assert [(oid, re.match(refused, why) is not None) for oid, why in listed.unreadable] == [
+        (object_id, True)
+    ]
     assert listing(out_dir) == []
     assert six.snapshot() == stored
 
@@ -537,7 +542,7 @@ def test_the_manifest_of_another_object_under_this_id_is_refused(
         store.get(mine.object_id, out_dir / "object.out", storage_key=storage_key)
     assert listing(out_dir) == []
     assert six.snapshot() == stored
-    assert [m.object_id for m in store.list_objects()] == [theirs.object_id]
+    assert [m.object_id for m in store.list_objects().manifests] == [theirs.object_id]
     got, _ = get_bytes(store, theirs.object_id, storage_key, tmp_path / "read")
     assert got == b"theirs"
 
@@ -882,8 +887,8 @@ def test_a_failed_put_leaves_no_manifest_and_no_share(
     with pytest.raises(BackendError, match=r"^b3: injected failure$"):
         put_bytes(store, tmp_path / "staging", payload(3 * SEGMENT), storage_key, k=4, n=6)
     assert six.stored_keys() == set()
-    assert store.list_objects() == []
-    assert store.object_ids() == set()
+    assert store.list_objects() == Listing(())
+    assert store.object_ids() == Inventory(frozenset(), ())
     assert six.snapshot() == {name: {} for name in names(6)}  # no temporary file either
 
 
@@ -923,7 +928,7 @@ def test_object_names_never_become_paths_or_keys(
     store = cluster.store()
     manifest = put_bytes(store, tmp_path / "staging", b"data", storage_key, k=2, n=4, name=name)
     assert manifest.content.name == name
-    assert [m.content.name for m in store.list_objects()] == [name]
+    assert [m.content.name for m in store.list_objects().manifests] == [name]
     got, _ = get_bytes(store, manifest.object_id, storage_key, tmp_path / "staging")
     assert got == b"data"
 
@@ -1014,7 +1019,7 @@ def test_list_objects_and_resolve(six: Cluster, tmp_path: Path, storage_key: byt
         ).object_id
         for name in ("alpha", "beta", "gamma")
     }
-    assert [(m.object_id, m.content.name) for m in store.list_objects()] == sorted(
+    assert [(m.object_id, m.content.name) for m in store.list_objects().manifests] == sorted(
         (object_id, name) for name, object_id in ids.items()
     )
     for object_id in ids.values():
@@ -1056,7 +1061,10 @@ def test_resolve_refuses_an_ambiguous_prefix(
     with pytest.raises(ObjectNotFound, match=f"^2 objects with an id starting {object_id[:8]}$"):
         store.resolve(object_id[:8])
     assert store.resolve(object_id[:9]) == object_id
-    assert [m.object_id for m in store.list_objects()] == [object_id]  # the lookalike is invalid
+    # The lookalike is invalid: reported, not listed.
+    listed = store.list_objects()
+    assert [m.object_id for m in listed.manifests] == [object_id]
+    assert [unreadable for unreadable, _ in listed.unreadable] == [lookalike]
 
 
 @pytest.mark.parametrize("text", ["Z" * 64, "../" * 21 + "x"], ids=["letters", "path"])
@@ -1086,10 +1094,11 @@ def test_remove_deletes_everything_from_every_backend(tmp_path: Path, storage_ke
         for name, blobs in cluster.snapshot().items()
     }
 
-    assert store.remove(removed.object_id).object_id == removed.object_id
+    result = store.remove(removed.object_id)
+    assert (result.manifest.object_id, result.failed) == (removed.object_id, ())
 
     assert cluster.snapshot() == kept_blobs
-    assert [m.object_id for m in store.list_objects()] == [kept.object_id]
+    assert [m.object_id for m in store.list_objects().manifests] == [kept.object_id]
     with pytest.raises(
         ObjectNotFound, match=f"no backend holds a valid manifest of object {removed.object_id}$"
     ):
@@ -1270,7 +1279,8 @@ def test_cli_put_lose_get_repair_scrub(tmp_path: Path) -> None:
 
     scrub = circle("qss", "scrub", object_id, *options, "--output", "json")
     assert scrub.code == 0, scrub
-    [report] = scrub.json()
+    assert scrub.json()["failedBackends"] == []
+    [report] = scrub.json()["objects"]
     assert {name: report[name] for name in report if name != "shares"} == {
         "objectId": object_id,
         "name": "model.bin",
