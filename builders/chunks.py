@@ -20,7 +20,6 @@ import errno
 import hashlib
 import os
 import re
-import secrets
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Protocol, runtime_checkable
 
 from builders import BuildError
 from builders.manifest import Limits
+from qss.durable import write_atomically
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 MAX_CHUNK = 64 * 1024 * 1024
@@ -134,18 +134,10 @@ class ChunkStore:
         target = self.path(actual)
         if target.is_file():
             return actual
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.parent / f".tmp-{actual[:16]}-{secrets.token_hex(6)}"
         try:
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(target, data)
         except OSError as error:
-            with contextlib.suppress(OSError):
-                temporary.unlink()
             raise ChunkError(f"chunk {actual[:16]}: cannot write: {error.strerror}") from None
         return actual
 
@@ -159,14 +151,10 @@ class ChunkStore:
         if "sha256:" + chunk_digest(data) != artifact_id:
             raise ChunkCorrupt(f"manifest bytes do not hash to {artifact_id}")
         target = self.manifest_path(artifact_id)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.parent / f".tmp-{secrets.token_hex(8)}"
         try:
-            temporary.write_bytes(data)
-            os.replace(temporary, target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(target, data)
         except OSError as error:
-            with contextlib.suppress(OSError):
-                temporary.unlink()
             raise ChunkError(f"{target}: cannot write: {error.strerror}") from None
 
     def get_manifest(self, artifact_id: str) -> bytes:

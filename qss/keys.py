@@ -15,6 +15,7 @@ import stat
 from pathlib import Path
 
 from qss.codec import KEY_BYTES, key_id
+from qss.durable import write_atomically
 from qss.errors import StorageError
 
 FORMAT = "qss-storage-key/1"
@@ -31,16 +32,10 @@ def generate_key_file(path: Path, *, overwrite: bool = False) -> str:
     text = json.dumps(
         {"format": FORMAT, "keyId": key_id(key), "key": base64.b64encode(key).decode()}, indent=2
     )
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_TRUNC if overwrite else os.O_EXCL)
     try:
-        fd = os.open(path, flags, 0o600)
+        write_atomically(path, text + "\n", mode=0o600, exclusive=not overwrite)
     except FileExistsError:
         raise KeyFileError(f"{path}: exists; refusing to overwrite a key (use --force)") from None
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        os.fchmod(handle.fileno(), 0o600)
-        handle.write(text + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
     return key_id(key)
 
 

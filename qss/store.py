@@ -50,6 +50,7 @@ from qss.codec import (
     unwrap_key,
     wrap_key,
 )
+from qss.durable import atomic_writer
 from qss.errors import (
     BackendError,
     BlobNotFound,
@@ -83,14 +84,6 @@ from qss.reports import (
 T = TypeVar("T")
 _OBJECT_ID = re.compile(r"[0-9a-f]{64}")
 Progress = Callable[[int], None]
-
-
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def share_key(manifest_or_nonce: Manifest | bytes, share: int, segment: int) -> str:
@@ -393,14 +386,9 @@ class Store:
             )
         codec = SegmentCodec(content.layout, unwrap_key(storage_key, content.wrapped_key))
         problems: list[ShareProblem] = []
-        temporary = out.parent / f".{out.name}.qss-{secrets.token_hex(6)}.part"
-        try:
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        except OSError as error:
-            raise StorageError(f"{out}: cannot write there: {error.strerror}") from None
         try:
             with (
-                os.fdopen(fd, "wb") as sink,
+                atomic_writer(out, mode=0o600) as sink,
                 ThreadPoolExecutor(self.workers, thread_name_prefix="qss-fetch") as io,
                 ThreadPoolExecutor(self.workers, thread_name_prefix="qss-decode") as cpu,
             ):
@@ -424,16 +412,8 @@ class Store:
                         write_oldest()
                 while decoded:
                     write_oldest()
-                sink.flush()
-                os.fsync(sink.fileno())
-            os.replace(temporary, out)
-            _fsync_folder(out.parent)
         except OSError as error:
-            temporary.unlink(missing_ok=True)
             raise StorageError(f"{out}: cannot write: {error.strerror}") from None
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
         return GetResult(manifest, tuple(problems))
 
     def _candidates(self, manifest: Manifest) -> list[Placement]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from reconciler.adapters.files import write_atomically
+from qss.durable import write_atomically
 
 
 def set_digest(path: Path, keys: tuple[str, ...], digest: str) -> bool:

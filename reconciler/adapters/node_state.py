@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import stat
 from pathlib import Path
 
+from qss.durable import write_atomically
 from reconciler.core.chain import NodeState
 from reconciler.errors import CheckFailed
 
@@ -150,7 +150,7 @@ def parse(data: bytes) -> NodeState:
 
 
 def save(path: Path, state: NodeState) -> None:
-    """Replace the state file atomically; 0600 from the first byte."""
+    """Replace the state file durably and atomically; 0600 from the first byte."""
     data = json.dumps(
         {
             "format": FORMAT,
@@ -160,20 +160,4 @@ def save(path: Path, state: NodeState) -> None:
         },
         sort_keys=True,
     ).encode()
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write(data + b"\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_atomically(path, data + b"\n", mode=0o600)

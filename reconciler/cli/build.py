@@ -22,8 +22,8 @@ from builders.chunks import ChunkStore
 from builders.manifest import ArtifactManifest, Chunking
 from builders.python_app import PythonAppBuild, build_python_app
 from builders.tree import ARCHIVE_CHUNKING, MODEL_CHUNKING, TreeBuild, build_tree
+from qss.durable import write_atomically
 from reconciler.adapters.circle_dir import check_circle_dir
-from reconciler.adapters.files import write_atomically
 from reconciler.adapters.lock import set_digest
 from reconciler.cli.context import output_option, repo_option, settings
 from reconciler.cli.render import print_json, print_problems, stderr, stdout

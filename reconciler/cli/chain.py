@@ -18,9 +18,9 @@ import click
 import pygit2
 
 from builders import BuildError, sshsig
+from qss.durable import write_atomically
 from reconciler.adapters import approvals, follow
 from reconciler.adapters.chain_walk import Chain, Deferred, Step, find_introduction
-from reconciler.adapters.files import write_atomically
 from reconciler.cli.context import output_option, repo_option, settings
 from reconciler.cli.render import print_json, stderr, stdout
 from reconciler.core import chain, quorum, statements

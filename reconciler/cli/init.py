@@ -14,9 +14,9 @@ import click
 import pygit2
 from ruamel.yaml import YAML
 
+from qss.durable import write_atomically
 from reconciler.adapters.chain_walk import introduction
 from reconciler.adapters.circle_dir import check_circle_dir
-from reconciler.adapters.files import write_atomically
 from reconciler.adapters.shipped import load_presets
 from reconciler.cli.render import print_json
 from reconciler.core.presets import PresetError, expand, quota_threshold

@@ -7,7 +7,6 @@ same everywhere `circle` takes a key.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -15,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from builders import sshsig
+from qss.durable import write_atomically
 from reconciler.cli.context import output_option, settings
 from reconciler.cli.render import print_json, stdout
 from reconciler.errors import InputError
@@ -22,16 +22,11 @@ from reconciler.errors import InputError
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        write_atomically(path, data, mode=mode, exclusive=True)
     except FileExistsError:
         raise InputError(f"{path}: exists; refusing to overwrite a key") from None
     except OSError as error:
         raise InputError(f"{path}: cannot write: {error.strerror}") from None
-    with os.fdopen(fd, "wb") as handle:
-        os.fchmod(handle.fileno(), mode)
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 @click.command("keygen")

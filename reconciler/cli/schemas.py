@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from reconciler.adapters.files import write_atomically
+from qss.durable import write_atomically
 from reconciler.cli.context import output_option, settings
 from reconciler.cli.render import print_json, stdout
 from reconciler.core.schemas import WRITE_COMMAND, render_schemas
