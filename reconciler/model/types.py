@@ -11,8 +11,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 
+from annotated_types import GroupedMetadata
 from pydantic import AfterValidator, BeforeValidator, PlainSerializer, WithJsonSchema
 
 _NAME = re.compile(r"[a-z]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -170,7 +173,7 @@ PathPattern = Annotated[str, AfterValidator(_check_pattern)]
 
 _CPU = re.compile(r"([0-9]+)m|([0-9]+(?:\.[0-9]{1,3})?)")
 _MEMORY = re.compile(r"([0-9]+)(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?")
-_MEMORY_UNITS = {
+_MEMORY_UNITS: dict[str | None, int] = {
     None: 1,
     "k": 10**3,
     "M": 10**6,
@@ -185,7 +188,7 @@ _MEMORY_UNITS = {
 }
 MAX_CPU_CORES = 1_000_000
 _DURATION = re.compile(r"([0-9]+)(s|m|h|d)")
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION_UNITS: dict[str | None, int] = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def describe(value: Any) -> str:
@@ -221,7 +224,36 @@ def _number(value: Any, what: str) -> int | float | None:
     return None
 
 
-def _parse_cpu(value: Any) -> Any:
+@dataclass(frozen=True, eq=False)  # metadata is hashed: by identity
+class Quantity(GroupedMetadata):
+    """What makes an `int` a quantity: its parser from the YAML spelling (a number or a string
+    with a unit), its canonical spelling when written back, and what an editor should accept
+    (a number of JSON type `number`, 0 or more, or a string matching `pattern`). CPU, bytes and
+    durations are each made of one."""
+
+    parse: Callable[[Any], int]
+    render: Callable[[int], str]
+    number: str  # "number" or "integer"
+    pattern: str
+    description: str
+    kind: str
+
+    def __iter__(self) -> Iterator[object]:
+        yield BeforeValidator(self.parse)
+        yield PlainSerializer(self.render, return_type=str)
+        yield WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": self.number, "minimum": 0},
+                    {"type": "string", "pattern": self.pattern},
+                ],
+                "description": self.description,
+                "x-circle-type": self.kind,
+            }
+        )
+
+
+def _parse_cpu(value: Any) -> int:
     """CPU in millicores: `2`, `0.5`, `"1.5"`, `"500m"`."""
     number = _number(value, "a CPU quantity such as 2, 0.5 or '500m'")
     if number is not None:
@@ -259,39 +291,53 @@ def format_cpu(millis: int) -> str:
 
 Cpu = Annotated[
     int,
-    BeforeValidator(_parse_cpu),
-    PlainSerializer(format_cpu, return_type=str),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": r"^([0-9]+m|[0-9]+(\.[0-9]{1,3})?)$"},
-            ],
-            "description": "CPU cores (2, 0.5) or millicores ('500m')",
-            "x-circle-type": "cpu",
-        }
+    Quantity(
+        _parse_cpu,
+        format_cpu,
+        number="number",
+        pattern=r"^([0-9]+m|[0-9]+(\.[0-9]{1,3})?)$",
+        description="CPU cores (2, 0.5) or millicores ('500m')",
+        kind="cpu",
     ),
 ]
 
 
-def _parse_memory(value: Any) -> Any:
-    """Bytes: `1073741824`, `"512Mi"`, `"2Gi"`, `"500M"`."""
-    number = _number(value, "a byte quantity such as 512Mi or 2Gi")
-    if number is not None:
-        if isinstance(number, float) or number < 0:
+@dataclass(frozen=True, eq=False)
+class _WholeUnits:
+    """A quantity written as a whole number of base units, or as a number and a unit."""
+
+    noun: str  # "byte quantity"
+    examples: str  # "512Mi or 2Gi"
+    whole: str  # "a whole number of bytes"
+    spelling: re.Pattern[str]  # (number)(unit)
+    units: dict[str | None, int]
+    expected: str  # what the message says a string must be
+
+    def __call__(self, value: Any) -> int:
+        number = _number(value, f"a {self.noun} such as {self.examples}")
+        if number is not None:
+            if isinstance(number, float) or number < 0:
+                raise ValueError(f"invalid {self.noun} {value!r}: expected {self.whole}, 0 or more")
+            return number
+        if not isinstance(value, str):
             raise ValueError(
-                f"invalid byte quantity {value!r}: expected a whole number of bytes, 0 or more"
+                f"expected a {self.noun} such as {self.examples}, found {describe(value)}"
             )
-        return number
-    if not isinstance(value, str):
-        raise ValueError(f"expected a byte quantity such as 512Mi or 2Gi, found {describe(value)}")
-    match = _MEMORY.fullmatch(value)
-    if not match:
-        raise ValueError(
-            f"invalid byte quantity {value!r}: expected a number with an optional unit "
-            "(Ki, Mi, Gi, Ti, Pi, k, M, G, T, P), such as 512Mi"
-        )
-    return int(match.group(1)) * _MEMORY_UNITS[match.group(2)]
+        match = self.spelling.fullmatch(value)
+        if not match:
+            raise ValueError(f"invalid {self.noun} {value!r}: expected {self.expected}")
+        return int(match.group(1)) * self.units[match.group(2)]
+
+
+_parse_memory = _WholeUnits(
+    "byte quantity",
+    "512Mi or 2Gi",
+    "a whole number of bytes",
+    _MEMORY,
+    _MEMORY_UNITS,
+    "a number with an optional unit (Ki, Mi, Gi, Ti, Pi, k, M, G, T, P), such as 512Mi",
+)
+"""Bytes: `1073741824`, `"512Mi"`, `"2Gi"`, `"500M"`."""
 
 
 def format_bytes(size: int) -> str:
@@ -309,36 +355,25 @@ def format_bytes(size: int) -> str:
 
 Bytes = Annotated[
     int,
-    BeforeValidator(_parse_memory),
-    PlainSerializer(format_bytes, return_type=str),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "integer", "minimum": 0},
-                {"type": "string", "pattern": r"^[0-9]+(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"},
-            ],
-            "description": "bytes, with an optional unit: 512Mi, 2Gi, 500M",
-            "x-circle-type": "bytes",
-        }
+    Quantity(
+        _parse_memory,
+        format_bytes,
+        number="integer",
+        pattern=r"^[0-9]+(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$",
+        description="bytes, with an optional unit: 512Mi, 2Gi, 500M",
+        kind="bytes",
     ),
 ]
 
-
-def _parse_duration(value: Any) -> Any:
-    """Seconds: `30`, `"30s"`, `"5m"`, `"2h"`, `"7d"`."""
-    number = _number(value, "a duration such as 30s, 5m, 2h or 7d")
-    if number is not None:
-        if isinstance(number, float) or number < 0:
-            raise ValueError(f"invalid duration {value!r}: expected whole seconds, 0 or more")
-        return number
-    if not isinstance(value, str):
-        raise ValueError(f"expected a duration such as 30s, 5m, 2h or 7d, found {describe(value)}")
-    match = _DURATION.fullmatch(value)
-    if not match:
-        raise ValueError(
-            f"invalid duration {value!r}: expected a number and a unit: 30s, 5m, 2h, 7d"
-        )
-    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+_parse_duration = _WholeUnits(
+    "duration",
+    "30s, 5m, 2h or 7d",
+    "whole seconds",
+    _DURATION,
+    _DURATION_UNITS,
+    "a number and a unit: 30s, 5m, 2h, 7d",
+)
+"""Seconds: `30`, `"30s"`, `"5m"`, `"2h"`, `"7d"`."""
 
 
 def format_duration(seconds: int) -> str:
@@ -351,17 +386,13 @@ def format_duration(seconds: int) -> str:
 
 Duration = Annotated[
     int,
-    BeforeValidator(_parse_duration),
-    PlainSerializer(format_duration, return_type=str),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "integer", "minimum": 0},
-                {"type": "string", "pattern": "^[0-9]+(s|m|h|d)$"},
-            ],
-            "description": "seconds, or a number with a unit: 30s, 5m, 2h, 7d",
-            "x-circle-type": "duration",
-        }
+    Quantity(
+        _parse_duration,
+        format_duration,
+        number="integer",
+        pattern="^[0-9]+(s|m|h|d)$",
+        description="seconds, or a number with a unit: 30s, 5m, 2h, 7d",
+        kind="duration",
     ),
 ]
 
