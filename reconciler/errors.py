@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from reconciler.core.problems import Problem
+from reconciler.desired.problems import Problem
 
 
 class ReconcilerError(Exception):

@@ -14,11 +14,11 @@ import pygit2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from builders import sshsig
-from reconciler.adapters import approvals
-from reconciler.adapters.chain_git import TreeReader, commit_of
-from reconciler.adapters.chain_walk import MAIN, Chain, introduction
-from reconciler.core.chain import Introduction, NodeState, sha256
-from reconciler.core.statements import NAMESPACE, Approval
+from reconciler.chain import approvals
+from reconciler.chain.statements import NAMESPACE, Approval
+from reconciler.chain.trees import TreeReader, commit_of
+from reconciler.chain.verify import Introduction, NodeState, sha256
+from reconciler.chain.walk import MAIN, Chain, introduction
 from tests.conftest import EXAMPLE
 
 NOW = 1_700_000_100

@@ -1,7 +1,7 @@
 """Hypothesis strategies for valid circle documents of every kind, and for their value types.
 
 "Valid" means what `parse_document` accepts: the model validates *and* the per-document checks
-of `reconciler.core.checks` find no error (unique ids, distinct keys, satisfiable rules, ...).
+of `reconciler.desired.checks` find no error (unique ids, distinct keys, satisfiable rules, ...).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import strategies as st
 
-from reconciler.core.checks import MAX_SEGMENT, MIN_SEGMENT, RESERVED_ENV
-from reconciler.model import (
+from reconciler.desired.checks import MAX_SEGMENT, MIN_SEGMENT, RESERVED_ENV
+from reconciler.desired.model import (
     API_VERSION,
     AdmissionPolicy,
     AdmissionRules,
@@ -29,18 +29,18 @@ from reconciler.model import (
     Volume,
     Workload,
 )
-from reconciler.model.build import Chunking, PinnedInput, PythonApp
-from reconciler.model.circle import (
+from reconciler.desired.model.build import Chunking, PinnedInput, PythonApp
+from reconciler.desired.model.circle import (
     GOVERNANCE_RULE,
     Admission,
     Consensus,
     SigstoreIdentity,
     SshKey,
 )
-from reconciler.model.node import Capacity, Gpu
-from reconciler.model.presets import MemberCount, TemplateRule
-from reconciler.model.volume import BACKEND_URL, Backend, VolumeObject
-from reconciler.model.workload import (
+from reconciler.desired.model.node import Capacity, Gpu
+from reconciler.desired.model.presets import MemberCount, TemplateRule
+from reconciler.desired.model.volume import BACKEND_URL, Backend, VolumeObject
+from reconciler.desired.model.workload import (
     ArtifactRef,
     Autoscale,
     GpuRequest,

@@ -31,8 +31,8 @@ from builders.materialize import verify_tree
 from reconciler.cli.build import default_store
 from reconciler.cli.context import output_option, settings
 from reconciler.cli.render import print_json, stderr, stdout, transfer_progress
+from reconciler.desired.model.types import format_bytes
 from reconciler.errors import CheckFailed, InputError
-from reconciler.model.types import format_bytes
 
 _STORE_HELP = "The local chunk store (default: $XDG_CACHE_HOME/circle/store)."
 

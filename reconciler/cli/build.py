@@ -23,13 +23,13 @@ from builders.manifest import ArtifactManifest, Chunking
 from builders.python_app import PythonAppBuild, build_python_app
 from builders.tree import ARCHIVE_CHUNKING, MODEL_CHUNKING, TreeBuild, build_tree
 from qss.durable import write_atomically
-from reconciler.adapters.circle_dir import check_circle_dir
-from reconciler.adapters.lock import set_digest
 from reconciler.cli.context import output_option, repo_option, settings
 from reconciler.cli.render import print_json, print_problems, stderr, stdout
-from reconciler.core.repository import DesiredState
+from reconciler.desired.folder import check_circle_dir
+from reconciler.desired.lock import set_digest
+from reconciler.desired.model import Build, BuilderKind
+from reconciler.desired.repository import DesiredState
 from reconciler.errors import CheckFailed, InputError
-from reconciler.model import Build, BuilderKind
 
 
 @dataclass(frozen=True)

@@ -19,15 +19,15 @@ import pygit2
 
 from builders import BuildError, sshsig
 from qss.durable import write_atomically
-from reconciler.adapters import approvals, follow
-from reconciler.adapters.chain_walk import Chain, Deferred, Step, find_introduction
+from reconciler.chain import approvals, follow, quorum, statements
+from reconciler.chain import verify as chain
+from reconciler.chain.verify import IdentityVerifier
+from reconciler.chain.walk import Chain, Deferred, Step, find_introduction
 from reconciler.cli.context import output_option, repo_option, settings
 from reconciler.cli.render import print_json, stderr, stdout
-from reconciler.core import chain, quorum, statements
-from reconciler.core.chain import IdentityVerifier
+from reconciler.desired.model.circle import POLICY_FILE
+from reconciler.desired.model.types import ed25519_key_blob
 from reconciler.errors import InputError
-from reconciler.model.circle import POLICY_FILE
-from reconciler.model.types import ed25519_key_blob
 
 REF = "refs/heads/main"
 
@@ -47,7 +47,7 @@ def _identities(
 
     def make() -> IdentityVerifier:
         # sigstore takes most of a second to import: only when a sigstore approval is met.
-        from reconciler.adapters.sigstore_identity import SigstoreVerifier
+        from reconciler.chain.sigstore import SigstoreVerifier
 
         if value in ("production", "staging"):
             return SigstoreVerifier.instance(value)

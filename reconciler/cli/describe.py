@@ -9,15 +9,20 @@ from typing import Any
 import click
 from rich.table import Table
 
-from reconciler.adapters.circle_dir import check_circle_dir
 from reconciler.cli.context import output_option, settings
 from reconciler.cli.render import print_json, print_problems, stdout
 from reconciler.cli.validate import report_json, summary_line
-from reconciler.core.documents import Loaded
-from reconciler.core.repository import DesiredState
-from reconciler.model import Circle, Node, Volume, Workload
-from reconciler.model.circle import SshKey
-from reconciler.model.types import format_bytes, format_cpu, format_duration, ssh_fingerprint
+from reconciler.desired.documents import Loaded
+from reconciler.desired.folder import check_circle_dir
+from reconciler.desired.model import Circle, Node, Volume, Workload
+from reconciler.desired.model.circle import SshKey
+from reconciler.desired.model.types import (
+    format_bytes,
+    format_cpu,
+    format_duration,
+    ssh_fingerprint,
+)
+from reconciler.desired.repository import DesiredState
 
 
 def _dump(documents: Mapping[str, Loaded[Any]]) -> dict[str, Any]:

@@ -15,15 +15,15 @@ import pygit2
 from ruamel.yaml import YAML
 
 from qss.durable import write_atomically
-from reconciler.adapters.chain_walk import introduction
-from reconciler.adapters.circle_dir import check_circle_dir
-from reconciler.adapters.shipped import load_presets
+from reconciler.chain.walk import introduction
 from reconciler.cli.render import print_json
-from reconciler.core.presets import PresetError, expand, quota_threshold
+from reconciler.desired.folder import check_circle_dir
+from reconciler.desired.model import Member
+from reconciler.desired.model.circle import Consensus, Rule
+from reconciler.desired.model.types import ed25519_key_blob
+from reconciler.desired.presets import PresetError, expand, quota_threshold
+from reconciler.desired.shipped import load_presets
 from reconciler.errors import InputError
-from reconciler.model import Member
-from reconciler.model.circle import Consensus, Rule
-from reconciler.model.types import ed25519_key_blob
 
 FOLDERS = ("nodes", "workloads", "builds", "volumes")
 

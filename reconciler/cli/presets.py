@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from reconciler.adapters.files import read_bounded
-from reconciler.adapters.shipped import load_presets, shipped_dir
 from reconciler.cli.context import output_option, settings
 from reconciler.cli.render import print_json, stdout
-from reconciler.core.documents import MAX_DOCUMENT_BYTES
+from reconciler.desired.documents import MAX_DOCUMENT_BYTES
+from reconciler.desired.shipped import load_presets, shipped_dir
 from reconciler.errors import InputError
+from reconciler.files import read_bounded
 
 
 @click.group("presets")

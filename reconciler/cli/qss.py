@@ -32,7 +32,6 @@ from qss.keys import KeyFileError, generate_key_file, read_key_file, read_token_
 from qss.manifest import Manifest
 from qss.reports import BackendFailure, ObjectHealth, ShareStatus
 from qss.store import Store
-from reconciler.adapters.circle_dir import check_circle_dir
 from reconciler.cli.context import output_option, settings
 from reconciler.cli.render import (
     plural,
@@ -42,8 +41,9 @@ from reconciler.cli.render import (
     stdout,
     transfer_progress,
 )
+from reconciler.desired.folder import check_circle_dir
+from reconciler.desired.model.types import format_bytes
 from reconciler.errors import CheckFailed, InputError
-from reconciler.model.types import format_bytes
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_K = 4

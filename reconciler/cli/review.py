@@ -17,15 +17,15 @@ import click
 import pygit2
 
 from builders import BuildError, sshsig
-from reconciler.adapters import approvals
-from reconciler.adapters.chain_git import commit_of
+from reconciler.chain import approvals, statements
+from reconciler.chain import verify as chain
+from reconciler.chain.trees import commit_of
 from reconciler.cli.chain import identities_option, introduction_option, open_repo, propose
 from reconciler.cli.context import repo_option, settings
 from reconciler.cli.render import print_json, stdout
-from reconciler.core import chain, statements
-from reconciler.core.review import Change, describe_changes
+from reconciler.desired.model import Circle
+from reconciler.desired.review import Change, describe_changes
 from reconciler.errors import CheckFailed
-from reconciler.model import Circle
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import click
 from qss.durable import write_atomically
 from reconciler.cli.context import output_option, settings
 from reconciler.cli.render import print_json, stdout
-from reconciler.core.schemas import WRITE_COMMAND, render_schemas
+from reconciler.desired.schemas import WRITE_COMMAND, render_schemas
 
 
 def stale_schemas(directory: Path) -> list[str]:

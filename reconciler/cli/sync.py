@@ -15,12 +15,12 @@ import click
 import pygit2
 import watchfiles
 
-from reconciler.adapters import approvals, follow
-from reconciler.adapters.gitcli import GitFailed, as_remote, git
+from reconciler.chain import approvals, follow
+from reconciler.chain.gitcli import GitFailed, as_remote, git
+from reconciler.chain.verify import IdentityVerifier, Introduction
 from reconciler.cli.chain import REF, identities_option, introduction_option, open_repo, propose
 from reconciler.cli.context import output_option, repo_option, settings
 from reconciler.cli.render import print_json, stderr, stdout
-from reconciler.core.chain import IdentityVerifier, Introduction
 from reconciler.errors import CheckFailed, InputError
 
 REMOTE_MAIN = "refs/circle/remote/main"

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from reconciler.adapters.circle_dir import check_circle_dir
 from reconciler.cli.context import output_option, settings
 from reconciler.cli.render import plural, print_json, print_problems, stdout
-from reconciler.core.repository import DesiredState, Report
+from reconciler.desired.folder import check_circle_dir
+from reconciler.desired.repository import DesiredState, Report
 
 
 def counts(state: DesiredState) -> dict[str, int]:

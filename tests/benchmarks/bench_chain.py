@@ -33,9 +33,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from builders import sshsig
-from reconciler.adapters import approvals, node_state
-from reconciler.adapters.chain_walk import Chain
-from reconciler.core.statements import NAMESPACE
+from reconciler.chain import approvals, node_state
+from reconciler.chain.statements import NAMESPACE
+from reconciler.chain.walk import Chain
 from tests.chainsim import NOW, ChainSimulator
 
 OWNERS = ("alice", "bob", "carol")

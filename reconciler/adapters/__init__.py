@@ -1,1 +1,0 @@
-"""Imperative shell of the reconciler: files, Git, processes. Adapters feed the pure core."""

@@ -1,0 +1,40 @@
+"""`nodes/<name>.yaml`: a 3Node admitted to the circle, with what it declares it can offer."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from reconciler.desired.model.base import NamedDocument, Strict
+from reconciler.desired.model.types import Bytes, Cpu, LabelKey, LabelValue, Name, SshPublicKey
+
+
+class Gpu(Strict):
+    model: str = Field(
+        min_length=1, max_length=128, description="As NVML names it, e.g. NVIDIA L4."
+    )
+    memory: Bytes = Field(description="GPU memory, e.g. 24Gi.")
+    uuid: str | None = Field(
+        default=None, pattern=r"^GPU-[0-9a-fA-F-]{8,64}$", description="NVML UUID, when pinned."
+    )
+
+
+class Capacity(Strict):
+    cpu: Cpu
+    memory: Bytes
+    disk: Bytes | None = Field(default=None, description="Disk for artifacts and QSS shares.")
+    gpus: list[Gpu] = Field(default_factory=list)
+
+
+class Node(NamedDocument):
+    kind: Literal["Node"]
+    public_key: SshPublicKey = Field(description="The node agent's identity key.")
+    failure_domain: Name = Field(description="What fails together: a site, rack or power feed.")
+    address: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/]+(:[0-9]{1,5})?/?$",
+        description="Where the node agent listens, e.g. http://10.0.0.5:7400.",
+    )
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    capacity: Capacity
