@@ -5,11 +5,12 @@ physically stored, to prove that a refused call changed nothing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,9 @@ from typing import Any
 import rfc8785
 
 from qss.backends import DirectoryBackend, RedisBackend
-from qss.backends.base import Backend
+from qss.backends.base import MAX_BLOB, Backend, BackendInfo
 from qss.codec import MIN_SEGMENT
+from qss.errors import BackendError
 from qss.manifest import Manifest
 from qss.reports import GetResult
 from qss.store import Store, manifest_key
@@ -86,6 +88,49 @@ def blobs(backend: Backend) -> dict[str, bytes]:
     return {key: backend.get(key) for key in backend.list()}
 
 
+class FaultyBackend:
+    """A real backend with faults injected by rule, for the paths a healthy one never takes:
+    from its `after`+1-th put of a key starting with `prefix` on, every such put fails with
+    BackendError (as a full disk or a dropped connection would). Everything else is the real
+    backend's."""
+
+    def __init__(self, real: Backend, *, after: int, prefix: str = "") -> None:
+        self.real = real
+        self.after = after
+        self.prefix = prefix
+        self.puts = 0  # puts of matching keys seen so far
+        self.name = real.name
+        self.failure_domain = real.failure_domain
+
+    def put(self, key: str, data: bytes) -> None:
+        if key.startswith(self.prefix):
+            self.puts += 1
+            if self.puts > self.after:
+                raise BackendError(f"{self.name}: injected failure")
+        self.real.put(key, data)
+
+    def get(self, key: str, limit: int = MAX_BLOB) -> bytes:
+        return self.real.get(key, limit)
+
+    def exists(self, key: str) -> bool:
+        return self.real.exists(key)
+
+    def delete(self, key: str) -> None:
+        self.real.delete(key)
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        return self.real.list(prefix)
+
+    def info(self) -> BackendInfo:
+        return self.real.info()
+
+    def sync(self) -> None:
+        self.real.sync()
+
+    def close(self) -> None:
+        self.real.close()
+
+
 @dataclass
 class Cluster:
     """Backends (directories under `base`, or prefixes of a redis-server), each lost,
@@ -137,6 +182,18 @@ class Cluster:
 
     def backend(self, name: str) -> Backend:
         return next(b for b in self.backends if b.name == name)
+
+    @contextlib.contextmanager
+    def failing(self, name: str, *, after: int, prefix: str = "") -> Iterator[FaultyBackend]:
+        """Backend `name` fails its puts (`FaultyBackend`) for the stores made meanwhile."""
+        index = self.names.index(name)
+        real = self.backends[index]
+        faulty = FaultyBackend(real, after=after, prefix=prefix)
+        self.backends[index] = faulty
+        try:
+            yield faulty
+        finally:
+            self.backends[index] = real
 
     def store(self, names: Iterable[str] | None = None, *, workers: int = 2) -> Store:
         """A store over every backend, or over the named ones only (the others unconfigured)."""

@@ -7,6 +7,7 @@ Every refusal is checked to have written and changed nothing.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import inspect
 import itertools
@@ -817,22 +818,6 @@ def test_repair_refuses_below_k_and_writes_nothing(
     assert six.snapshot() == stored
 
 
-def fail_after(
-    monkeypatch: pytest.MonkeyPatch, backend: Backend, calls: int, prefix: str = ""
-) -> None:
-    """Make `backend.put` raise BackendError from its `calls`+1-th put of a key starting
-    `prefix` on."""
-    real_put = backend.put
-    counter = itertools.count()
-
-    def put(key: str, data: bytes) -> None:
-        if key.startswith(prefix) and next(counter) >= calls:
-            raise BackendError(f"{backend.name}: injected failure")
-        real_put(key, data)
-
-    monkeypatch.setattr(backend, "put", put)
-
-
 INTERRUPTIONS = [
     pytest.param("wiped", "b1", Site("b1", "b1"), id="in-place"),
     pytest.param("unmounted", "spare2", Site("spare2", "spare2"), id="to-spare"),
@@ -843,7 +828,6 @@ INTERRUPTIONS = [
 def test_interrupted_repair_then_repair_again_ends_healthy(
     tmp_path: Path,
     storage_key: bytes,
-    monkeypatch: pytest.MonkeyPatch,
     how: str,
     failing: str,
     site_of_share_1: Site,
@@ -854,12 +838,13 @@ def test_interrupted_repair_then_repair_again_ends_healthy(
     v1 = put_bytes(cluster.store(names(6)), tmp_path / "staging", data, storage_key, k=4, n=6)
     cluster.wipe("b0")
     cluster.lose("b1", how)
-    store = cluster.store(names(6) if how == "wiped" else None)
+    chosen = names(6) if how == "wiped" else None
 
-    with monkeypatch.context() as patch:
-        fail_after(patch, cluster.backend(failing), 1)
+    with cluster.failing(failing, after=1):
+        failing_store = cluster.store(chosen)
         with pytest.raises(BackendError, match=f"^{failing}: injected failure$"):
-            store.repair(v1.object_id)
+            failing_store.repair(v1.object_id)
+    store = cluster.store(chosen)
     assert store.find_manifest(v1.object_id) == v1  # no new version was committed
     assert 1 in store.scrub(v1.object_id).lost  # share 1 is not complete yet
 
@@ -880,12 +865,13 @@ def test_interrupted_repair_then_repair_again_ends_healthy(
 
 @pytest.mark.parametrize("calls", [0, 1, 2], ids=lambda calls: f"fails-after-{calls}-puts")
 def test_a_failed_put_leaves_no_manifest_and_no_share(
-    six: Cluster, tmp_path: Path, storage_key: bytes, monkeypatch: pytest.MonkeyPatch, calls: int
+    six: Cluster, tmp_path: Path, storage_key: bytes, calls: int
 ) -> None:
-    fail_after(monkeypatch, six.backend("b3"), calls)
+    with six.failing("b3", after=calls):
+        failing = six.store()
+        with pytest.raises(BackendError, match=r"^b3: injected failure$"):
+            put_bytes(failing, tmp_path / "staging", payload(3 * SEGMENT), storage_key, k=4, n=6)
     store = six.store()
-    with pytest.raises(BackendError, match=r"^b3: injected failure$"):
-        put_bytes(store, tmp_path / "staging", payload(3 * SEGMENT), storage_key, k=4, n=6)
     assert six.stored_keys() == set()
     assert store.list_objects() == Listing(())
     assert store.object_ids() == Inventory(frozenset(), ())
@@ -893,12 +879,13 @@ def test_a_failed_put_leaves_no_manifest_and_no_share(
 
 
 def test_a_put_whose_manifest_cannot_be_written_leaves_no_share(
-    six: Cluster, tmp_path: Path, storage_key: bytes, monkeypatch: pytest.MonkeyPatch
+    six: Cluster, tmp_path: Path, storage_key: bytes
 ) -> None:
-    for backend in six.backends:
-        fail_after(monkeypatch, backend, 0, prefix="m/")
-    with pytest.raises(BackendError, match="could not be stored durably anywhere"):
-        put_bytes(six.store(), tmp_path / "staging", payload(100), storage_key, k=4, n=6)
+    with contextlib.ExitStack() as faults:
+        for name in six.names:
+            faults.enter_context(six.failing(name, after=0, prefix="m/"))
+        with pytest.raises(BackendError, match="could not be stored durably anywhere"):
+            put_bytes(six.store(), tmp_path / "staging", payload(100), storage_key, k=4, n=6)
     assert six.stored_keys() == set()
 
 
