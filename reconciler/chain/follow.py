@@ -209,3 +209,16 @@ def _why_not(chain: Chain, state: NodeState | None, target: str, now: int) -> st
     except CheckFailed as error:
         return str(error)
     return f"seq {seq} ({target[:12]}) is approved but a step before it is not"
+
+
+def follow_once(
+    source: str,
+    intro: Introduction,
+    folder: Path,
+    now: int,
+    identities: IdentityVerifier | None = None,
+) -> Followed:
+    """One round of a node: hold its folder, fetch SOURCE into quarantine, advance its state."""
+    with exclusive(folder):
+        repository = fetch(source, folder)
+        return advance(repository, intro, folder / STATE_FILE, now, identities)

@@ -89,6 +89,20 @@ def policy_at(repo: pygit2.Repository, commit: Any, tree: Any = None) -> bytes:
 _FILE_MODES = (pygit2.GIT_FILEMODE_BLOB, pygit2.GIT_FILEMODE_BLOB_EXECUTABLE)
 
 
+def files_at(repo: pygit2.Repository, commit: Any, paths: tuple[str, ...]) -> dict[str, bytes]:
+    """The bytes of each of `paths` that is a file in `commit` (others are left out)."""
+    found: dict[str, bytes] = {}
+    with reading(f"{str(commit.id)[:12]}: files"):
+        for path in paths:
+            try:
+                blob = repo.get(commit.tree[path].id)
+            except KeyError:
+                continue
+            if isinstance(blob, pygit2.Blob):
+                found[path] = bytes(blob.data)
+    return found
+
+
 class TreeReader:
     """Listings of trees (path -> (mode, sha256)), with the caches a walk along a chain needs."""
 

@@ -28,7 +28,7 @@ from builders.manifest import ArtifactManifest, Entry, decode
 from builders.materialize import Progress as FetchProgress
 from builders.materialize import materialize as materialize_artifact
 from builders.materialize import verify_tree
-from reconciler.cli.build import default_store
+from reconciler import wiring
 from reconciler.cli.context import output_option, settings
 from reconciler.cli.render import print_json, stderr, stdout, transfer_progress
 from reconciler.desired.model.types import format_bytes
@@ -131,7 +131,7 @@ def open_sources(
 
 def _local_store(store_dir: Path | None, *, create: bool) -> ChunkStore:
     try:
-        return ChunkStore(store_dir or default_store(), create=create)
+        return ChunkStore(store_dir or wiring.default_chunk_store(), create=create)
     except ChunkError as error:
         raise InputError(str(error)) from error
 

@@ -10,8 +10,7 @@ import click
 from rich.table import Table
 
 from reconciler.cli.context import output_option, settings
-from reconciler.cli.render import print_json, print_problems, stdout
-from reconciler.cli.validate import report_json, summary_line
+from reconciler.cli.render import print_json, print_problems, report_json, stdout, summary_line
 from reconciler.desired.documents import Loaded
 from reconciler.desired.folder import check_circle_dir
 from reconciler.desired.model import Circle, Node, Volume, Workload

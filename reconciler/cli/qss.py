@@ -32,6 +32,7 @@ from qss.keys import KeyFileError, generate_key_file, read_key_file, read_token_
 from qss.manifest import Manifest
 from qss.reports import BackendFailure, ObjectHealth, ShareStatus
 from qss.store import Store
+from reconciler import wiring
 from reconciler.cli.context import output_option, settings
 from reconciler.cli.render import (
     plural,
@@ -152,19 +153,11 @@ def open_target(
         raise InputError("give --volume or --backend, not both")
     if volume:
         report = check_circle_dir(repo)
-        loaded = report.state.volumes.get(volume)
-        if loaded is None:
-            known = ", ".join(sorted(report.state.volumes)) or "none"
-            raise InputError(f"{repo}: no valid volume {volume!r} (volumes: {known})")
-        document = loaded.document
-        opened = []
-        for backend in document.backends:
-            node = report.state.nodes.get(backend.node) if backend.node else None
-            domain = backend.failure_domain or (node.document.failure_domain if node else None)
-            opened.append(
-                open_backend(backend.url, name=backend.name, failure_domain=domain, timeout=timeout)
-            )
-        return Target(Store(opened, workers=workers), document.k, document.n, document.segment_size)
+        try:
+            found = wiring.volume_store(report.state, volume, workers=workers, timeout=timeout)
+        except InputError as error:
+            raise InputError(f"{repo}: {error}") from None
+        return Target(found.store, found.k, found.n, found.segment_size)
     if not backends:
         raise InputError("no backends: give --backend URL (repeatable) or --volume NAME")
     opened = [parse_backend(spec, timeout) for spec in backends]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -18,6 +19,7 @@ from rich.progress import (
 )
 
 from reconciler.desired.problems import Problem, Severity
+from reconciler.desired.repository import DesiredState, Report
 
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -62,3 +64,50 @@ def transfer_progress(enabled: bool) -> Progress:
 
 def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+# -- a circle repository's report (validate, describe) ---------------------------------------
+
+
+def counts(state: DesiredState) -> dict[str, int]:
+    circle = state.circle.document if state.circle else None
+    return {
+        "members": len(circle.members) if circle else 0,
+        "rules": len(circle.consensus.rules) if circle else 0,
+        "nodes": len(state.nodes),
+        "workloads": len(state.workloads),
+        "builds": len(state.builds),
+        "volumes": len(state.volumes),
+    }
+
+
+def report_json(path: Path, report: Report) -> dict[str, object]:
+    circle = report.state.circle
+    return {
+        "path": str(path),
+        "valid": not report.errors,
+        "exitCode": report.exit_code,
+        "documents": report.documents,
+        "errors": len(report.errors),
+        "warnings": len(report.warnings),
+        "circle": {
+            "id": circle.document.id,
+            "version": circle.document.version,
+            "policySha256": circle.sha256,
+        }
+        if circle
+        else None,
+        "counts": counts(report.state),
+        "problems": [problem.as_dict() for problem in report.problems],
+    }
+
+
+def summary_line(path: Path, report: Report) -> str:
+    parts = [plural(n, kind.removesuffix("s")) for kind, n in counts(report.state).items()]
+    circle = report.state.circle
+    name = f"circle {circle.document.id} v{circle.document.version}" if circle else "no circle"
+    verdict = "valid" if not report.errors else f"invalid ({plural(len(report.errors), 'error')})"
+    return (
+        f"{path}: {name}, {plural(report.documents, 'document')} {verdict}; "
+        f"{', '.join(parts)}; {plural(len(report.warnings), 'warning')}"
+    )

@@ -9,84 +9,22 @@ markdown` for a pull-request comment, `--output json` for tools.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
-import pygit2
 
-from builders import BuildError, sshsig
-from reconciler.chain import approvals, statements
-from reconciler.chain import verify as chain
-from reconciler.chain.trees import commit_of
-from reconciler.cli.chain import identities_option, introduction_option, open_repo, propose
+from reconciler.chain.review import Review, review
+from reconciler.chain.verify import IdentityVerifier
+from reconciler.cli.chain_options import (
+    identities_option,
+    introduction_option,
+    open_repo,
+    proposal,
+)
 from reconciler.cli.context import repo_option, settings
 from reconciler.cli.render import print_json, stdout
-from reconciler.desired.model import Circle
-from reconciler.desired.review import Change, describe_changes
-from reconciler.errors import CheckFailed
-
-
-@dataclass(frozen=True)
-class Stale:
-    member: str
-    seq: int
-    to: str
-    reason: str
-
-
-def _files(repo: pygit2.Repository, commit: Any, paths: tuple[str, ...]) -> dict[str, bytes]:
-    found: dict[str, bytes] = {}
-    for path in paths:
-        try:
-            blob = repo.get(commit.tree[path].id)
-        except KeyError:
-            continue
-        if isinstance(blob, pygit2.Blob):
-            found[path] = bytes(blob.data)
-    return found
-
-
-def _signed_by(policy: Circle, statement: bytes, signature: str) -> str | None:
-    """The member whose valid SSH signature this is (stale approvals are named, not counted)."""
-    try:
-        parsed = sshsig.parse(signature)
-        member = chain.members_by_key(policy).get(parsed.public_key)
-        if member is not None:
-            chain.check_ssh(statement, parsed)
-    except BuildError:
-        return None
-    return member
-
-
-def _stale(
-    repo: pygit2.Repository, policy: Circle, seq: int, start: str | None, target: str, now: int
-) -> list[Stale]:
-    """Approvals by members that do not count for `seq: start -> target`, and why."""
-    found: list[Stale] = []
-    for stored in approvals.read(repo):
-        try:
-            approval = statements.decode(stored.statement)
-        except CheckFailed:
-            continue
-        if approval.seq == seq and approval.to_commit == target:
-            if approval.expires_at <= now:
-                reason = "expired"
-            elif approval.from_commit != start:
-                reason = "made from another approved head"
-            else:
-                continue  # current: counted (or excluded with its reason) by the assessment
-        elif approval.seq == seq:
-            reason = f"approves another version of the change ({approval.to_commit[:12]})"
-        elif approval.to_commit == target:
-            reason = f"made for seq {approval.seq}, before the approved head moved"
-        else:
-            continue
-        member = _signed_by(policy, stored.statement, stored.signature)
-        if member is not None:
-            found.append(Stale(member, approval.seq, approval.to_commit, reason))
-    return found
+from reconciler.desired.review import Change
 
 
 @click.command("review")
@@ -105,7 +43,7 @@ def command(
     revision: str,
     repo: Path,
     introduction_file: Path | None,
-    identities: chain.IdentityVerifier | None,
+    identities: IdentityVerifier | None,
     output: str | None,
 ) -> int:
     """Show what approving REVISION would approve: its desired-state changes, the rules they
@@ -113,34 +51,33 @@ def command(
     mode = output or settings().output  # text, json or markdown
     git = open_repo(repo)
     now = int(time.time())
-    proposal = propose(git, revision, now, identities, introduction_file)
-    if proposal.approved:
-        step = proposal.steps[-1]
+    found = proposal(git, revision, now, identities, introduction_file)
+    if found.approved:
+        step = found.steps[-1]
         return _render_approved(mode, step.seq, step.commit, step.signers)
-    walker = proposal.walker
-    facts = proposal.transition()
-    found = chain.assess(
-        proposal.intro, proposal.state, facts, proposal.evidence(), now, identities,
-        policies=walker.policies,
-    )  # fmt: skip
-    start = None if proposal.state is None else commit_of(git, proposal.state.commit)
-    to = commit_of(git, proposal.target)
-    changes = describe_changes(
-        None if start is None else _files(git, start, facts.changed),
-        _files(git, to, facts.changed),
-        facts.changed,
-    )
-    in_force = walker.policy(facts.header.policy_in_force)
-    stale = _stale(git, in_force, proposal.seq, facts.from_commit, proposal.target, now)
-    report = {
-        "revision": proposal.target,
-        "seq": proposal.seq,
-        "from": facts.from_commit,
-        "approved": bool(found.quorum.rules) and found.quorum.satisfied,
+    done = review(git, found, now, identities)
+    report = _report(done)
+    changes = done.changes
+    if mode == "json":
+        print_json(report)
+    elif mode == "markdown":
+        stdout.print(_markdown(report, changes), markup=False)
+    else:
+        stdout.print(_text(report, changes), markup=False)
+    return 0
+
+
+def _report(done: Review) -> dict[str, Any]:
+    found = done.assessment
+    return {
+        "revision": done.revision,
+        "seq": done.seq,
+        "from": done.from_commit,
+        "approved": done.approved,
         "changes": [
             {"subject": c.subject, "action": str(c.action), "details": list(c.details),
              "path": c.path, "line": c.line()}
-            for c in changes
+            for c in done.changes
         ],
         "rules": [
             {"rule": r.rule, "policy": r.policy, "threshold": r.threshold, "weight": r.weight,
@@ -152,16 +89,10 @@ def command(
         "signers": list(found.signers),
         "excluded": [str(item) for item in found.excluded],
         "stale": [
-            {"member": s.member, "seq": s.seq, "to": s.to, "reason": s.reason} for s in stale
+            {"member": s.member, "seq": s.seq, "to": s.to, "reason": s.reason}
+            for s in done.stale
         ],
     }  # fmt: skip
-    if mode == "json":
-        print_json(report)
-    elif mode == "markdown":
-        stdout.print(_markdown(report, changes), markup=False)
-    else:
-        stdout.print(_text(report, changes), markup=False)
-    return 0
 
 
 def _render_approved(mode: str, seq: int, commit: str, signers: tuple[str, ...]) -> int:

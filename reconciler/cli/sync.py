@@ -1,8 +1,7 @@
 """`circle land`, `push`, `pull` (owners) and `circle follow` (nodes): moving the chain around.
 
-`push` and `pull` carry `main` and the approvals ref together. Approvals made in different
-clones are files at different paths, so they merge as a union: a push rejected because a
-co-signer pushed first fetches, merges and tries again. `main` only ever fast-forwards.
+`push` and `pull` carry `main` and the approvals ref together (`reconciler.chain.sync`);
+`follow` is what a node runs (`reconciler.chain.follow`).
 """
 
 from __future__ import annotations
@@ -12,31 +11,20 @@ import time
 from pathlib import Path
 
 import click
-import pygit2
 import watchfiles
 
-from reconciler.chain import approvals, follow
-from reconciler.chain.gitcli import GitFailed, as_remote, git
+from reconciler.chain import follow, sync
+from reconciler.chain.gitcli import as_remote
 from reconciler.chain.verify import IdentityVerifier, Introduction
-from reconciler.cli.chain import REF, identities_option, introduction_option, open_repo, propose
+from reconciler.cli.chain_options import (
+    identities_option,
+    introduction_option,
+    open_repo,
+    proposal,
+)
 from reconciler.cli.context import output_option, repo_option, settings
 from reconciler.cli.render import print_json, stderr, stdout
 from reconciler.errors import CheckFailed, InputError
-
-REMOTE_MAIN = "refs/circle/remote/main"
-REMOTE_APPROVALS = "refs/circle/remote/approvals"
-ATTEMPTS = 5
-
-
-def _fast_forward(git_repo: pygit2.Repository, target: str) -> None:
-    """Move main to `target`, and the work tree with it when main is checked out."""
-    if not git_repo.is_bare and not git_repo.head_is_unborn and git_repo.head.name == REF:
-        git(git_repo.workdir, "merge", "--ff-only", "--quiet", target)
-    else:
-        current = git_repo.references[REF]
-        if not git_repo.descendant_of(pygit2.Oid(hex=target), current.target):
-            raise CheckFailed(f"main cannot fast-forward to {target[:12]}")
-        current.set_target(pygit2.Oid(hex=target), f"circle: fast-forward to {target[:12]}")
 
 
 @click.command("land")
@@ -54,42 +42,13 @@ def land_command(
 ) -> int:
     """Fast-forward main to REVISION if it is an approved commit of the chain; refuse otherwise."""
     git_repo = open_repo(repo)
-    proposal = propose(git_repo, revision, int(time.time()), identities, introduction_file)
-    target = proposal.target
-    landed = next((step for step in proposal.steps if step.commit == target), None)
-    if landed is None:
-        raise CheckFailed(
-            f"{target[:12]} is not approved (the approved head is seq "
-            f"{proposal.state.seq if proposal.state else 0}); see circle review {revision}"
-        )
-    main = str(git_repo.references[REF].target)
-    if main != target:
-        if git_repo.descendant_of(pygit2.Oid(hex=main), pygit2.Oid(hex=target)):
-            raise CheckFailed(f"main ({main[:12]}) is already past {target[:12]}")
-        _fast_forward(git_repo, target)
+    found = proposal(git_repo, revision, int(time.time()), identities, introduction_file)
+    landed = sync.land(git_repo, found, revision)
     if settings(output).json:
-        print_json({"main": target, "seq": landed.seq, "signers": list(landed.signers)})
+        print_json({"main": landed.commit, "seq": landed.seq, "signers": list(landed.signers)})
     else:
-        stdout.print(f"main is at seq {landed.seq} ({target[:12]})", markup=False)
+        stdout.print(f"main is at seq {landed.seq} ({landed.commit[:12]})", markup=False)
     return 0
-
-
-def _fetch(git_repo: pygit2.Repository, remote: str) -> None:
-    """REMOTE's main and approvals into refs/circle/remote/; a remote without approvals yet
-    is no error (the partial glob matches nothing)."""
-    for ref in (REMOTE_MAIN, REMOTE_APPROVALS):
-        if ref in git_repo.references:
-            git_repo.references.delete(ref)
-    git(
-        git_repo.path, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", remote,
-        f"+refs/heads/main:{REMOTE_MAIN}", f"+{approvals.REF}*:{REMOTE_APPROVALS}*",
-    )  # fmt: skip
-
-
-def _merge_remote_approvals(git_repo: pygit2.Repository) -> None:
-    theirs = git_repo.references.get(REMOTE_APPROVALS)
-    if theirs is not None:
-        approvals.merge(git_repo, theirs.peel(pygit2.Commit).id)
 
 
 @click.command("pull")
@@ -98,28 +57,7 @@ def _merge_remote_approvals(git_repo: pygit2.Repository) -> None:
 @output_option
 def pull_command(remote: str, repo: Path, output: str | None) -> int:
     """Fetch REMOTE's main and approvals: union the approvals, fast-forward main."""
-    git_repo = open_repo(repo)
-    _fetch(git_repo, as_remote(remote))
-    _merge_remote_approvals(git_repo)
-    theirs = str(git_repo.references[REMOTE_MAIN].target)
-    ours_ref = git_repo.references.get(REF)
-    ours = str(ours_ref.target) if ours_ref is not None else None
-    if ours is None:
-        fresh = not git_repo.is_bare and git_repo.lookup_reference("HEAD").target == REF
-        git_repo.references.create(REF, pygit2.Oid(hex=theirs))
-        if fresh:  # a `git init` on main: check the circle out (never over a user's file)
-            git(git_repo.workdir, "read-tree", "-m", "-u", REF)
-        state = "created"
-    elif ours == theirs or git_repo.descendant_of(pygit2.Oid(hex=ours), pygit2.Oid(hex=theirs)):
-        state = "up to date" if ours == theirs else "ahead"
-    elif git_repo.descendant_of(pygit2.Oid(hex=theirs), pygit2.Oid(hex=ours)):
-        _fast_forward(git_repo, theirs)
-        state = "fast-forwarded"
-    else:
-        raise CheckFailed(
-            f"main ({ours[:12]}) and {remote}'s main ({theirs[:12]}) have diverged: rebase your "
-            "commits onto it (approvals were merged)"
-        )
+    state = sync.pull(open_repo(repo), as_remote(remote))
     if settings(output).json:
         print_json({"main": state, "remote": remote})
     else:
@@ -134,33 +72,14 @@ def pull_command(remote: str, repo: Path, output: str | None) -> int:
 def push_command(remote: str, repo: Path, output: str | None) -> int:
     """Push main and the approvals ref to REMOTE together, merging co-signers' approvals when
     REMOTE has moved (retried up to 5 times)."""
-    git_repo = open_repo(repo)
     remote = as_remote(remote)
-    refs = [f"{REF}:{REF}"]
-    if approvals.REF in git_repo.references:
-        refs.append(f"{approvals.REF}:{approvals.REF}")
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            git(git_repo.path, "push", "--quiet", "--atomic", remote, *refs)
-            break
-        except GitFailed as error:
-            if "rejected" not in error.stderr and "fetch first" not in error.stderr:
-                raise
-            if attempt == ATTEMPTS:
-                raise CheckFailed(
-                    f"{remote} kept moving: gave up after {ATTEMPTS} attempts"
-                ) from None
-            stderr.print(f"{remote} moved; merging its approvals (attempt {attempt})", markup=False)
-            _fetch(git_repo, remote)
-            _merge_remote_approvals(git_repo)
-            theirs = git_repo.references[REMOTE_MAIN].target
-            ours = git_repo.references[REF].target
-            if theirs != ours and not git_repo.descendant_of(ours, theirs):
-                raise CheckFailed(
-                    f"{remote}'s main has commits that yours lacks: circle pull {remote} first"
-                ) from None
+
+    def retrying(attempt: int) -> None:
+        stderr.print(f"{remote} moved; merging its approvals (attempt {attempt})", markup=False)
+
+    pushed = sync.push(open_repo(repo), remote, retrying)
     if settings(output).json:
-        print_json({"pushed": [ref.partition(":")[0] for ref in refs], "remote": remote})
+        print_json({"pushed": pushed, "remote": remote})
     else:
         stdout.print(f"pushed main and approvals to {remote}", markup=False)
     return 0
@@ -243,11 +162,7 @@ def _follow_once(
     identities: IdentityVerifier | None,
     output: str | None,
 ) -> int:
-    with follow.exclusive(state_dir):
-        repository = follow.fetch(source, state_dir)
-        done = follow.advance(
-            repository, intro, state_dir / follow.STATE_FILE, int(time.time()), identities
-        )
+    done = follow.follow_once(source, intro, state_dir, int(time.time()), identities)
     state = done.state
     if settings(output).json:
         print_json(

@@ -36,3 +36,17 @@ def set_digest(path: Path, keys: tuple[str, ...], digest: str) -> bool:
     yaml.dump(document, out)
     write_atomically(path, out.getvalue())
     return True
+
+
+def lock_build(repo: Path, workloads: dict[str, str], build: str, digest: str) -> list[str]:
+    """Write `digest` into `builds/BUILD.yaml` and into every workload (name -> the build its
+    artifact comes from) that pins that build; the files changed, in order."""
+    changed = []
+    if set_digest(repo / "builds" / f"{build}.yaml", ("digest",), digest):
+        changed.append(f"builds/{build}.yaml")
+    for name, source in sorted(workloads.items()):
+        if source == build and set_digest(
+            repo / "workloads" / f"{name}.yaml", ("artifact", "digest"), digest
+        ):
+            changed.append(f"workloads/{name}.yaml")
+    return changed

@@ -1,0 +1,180 @@
+"""Where a revision falls on an owner's chain, and the statement an owner signs to approve it.
+
+`propose` verifies the approved chain of a clone cold, from its introduction, and places a
+revision after it: the approved head itself, or the transition `seq: head -> revision` that
+`review`, `verify` and `approve` talk about. `statement` is what `circle approve` signs;
+`signer` says which member a key is, in the policy in force or, for a step that admits them, in
+the proposed one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pygit2
+
+from builders import BuildError, sshsig
+from reconciler.chain import approvals, statements
+from reconciler.chain.follow import load_introduction
+from reconciler.chain.quorum import QuorumNotMet
+from reconciler.chain.verify import (
+    Evidence,
+    IdentityVerifier,
+    Introduction,
+    NodeState,
+    Transition,
+    members_by_key,
+    sha256,
+)
+from reconciler.chain.walk import MAIN, Chain, Found, Step, find_introduction
+from reconciler.desired.model.circle import POLICY_FILE
+from reconciler.desired.model.types import ed25519_key_blob
+from reconciler.errors import InputError
+
+
+def trusted_introduction(
+    repo: pygit2.Repository, introduction_file: Path | None, now: int
+) -> Found:
+    """The introduction given in a file, or the one main's history has (with the roots of
+    other histories merged into main, which the caller names: they are never trusted)."""
+    if introduction_file is not None:
+        return Found(load_introduction(introduction_file))
+    return find_introduction(repo, MAIN, now=now)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """Where the chain stands, and the transition a revision would be from there."""
+
+    walker: Chain
+    steps: list[Step]
+    state: NodeState | None
+    target: str
+    seq: int
+
+    @property
+    def intro(self) -> Introduction:
+        return self.walker.intro
+
+    @property
+    def approved(self) -> bool:
+        """The revision is the approved head itself."""
+        return self.state is not None and self.target == self.state.commit
+
+    def transition(self) -> Transition:
+        return self.walker.transition(self.state, self.target)
+
+    def evidence(self) -> list[Evidence]:
+        found: list[Evidence] = self.walker.candidates(self.seq).get(self.target, [])
+        return found
+
+
+def propose(
+    repo: pygit2.Repository,
+    revision: str,
+    now: int,
+    identities: IdentityVerifier | None,
+    intro: Introduction,
+) -> Proposal:
+    """The approved chain (verified from `intro`) and `revision`'s place after it."""
+    walker = Chain(repo, intro, MAIN, identities=identities)
+    steps, state = walker.walk(now)
+    try:
+        target = str(repo.revparse_single(revision).peel(pygit2.Commit).id)
+    except (KeyError, ValueError, pygit2.InvalidSpecError):
+        raise InputError(f"{revision}: no such commit") from None
+    seq = (
+        state.seq
+        if state is not None and target == state.commit
+        else (state.seq + 1 if state else 1)
+    )
+    return Proposal(walker, steps, state, target, seq)
+
+
+def statement(proposal: Proposal, now: int) -> bytes:
+    """The approval statement of `proposal`'s transition, valid for the policy's lifetime."""
+    if proposal.approved:
+        raise InputError(
+            f"{proposal.target[:12]} is the approved head already (seq {proposal.seq})"
+        )
+    step = proposal.transition()
+    in_force_bytes = step.header.policy_in_force
+    in_force = proposal.walker.policy(in_force_bytes)
+    return statements.Approval(
+        circle=proposal.intro.circle,
+        introduction=proposal.intro.commit,
+        ref=MAIN,
+        seq=proposal.seq,
+        from_commit=step.from_commit,
+        to_commit=step.to_commit,
+        to_tree=step.to_tree,
+        tree_sha256=step.tree_sha256,
+        policy_sha256=sha256(in_force_bytes),
+        issued_at=now,
+        expires_at=now + in_force.consensus.approval_lifetime,
+    ).encode()
+
+
+def signer(proposal: Proposal, key_line: str) -> str | None:
+    """The member whose key `key_line` is: in the policy in force, or in the proposed one for a
+    step that changes circle.yaml (a member being admitted co-signs their admission)."""
+    step = proposal.transition()
+    blob = ed25519_key_blob(key_line)
+    member = members_by_key(proposal.walker.policy(step.header.policy_in_force)).get(blob)
+    if member is None and POLICY_FILE in step.changed:
+        member = members_by_key(proposal.walker.policy(step.policy_to)).get(blob)
+    return member
+
+
+Sign = Callable[[bytes], tuple[str, str]]
+"""Signs statement bytes: gives the SSHSIG and the signer's public key line (`chain.signing`)."""
+
+
+@dataclass(frozen=True)
+class Approved:
+    seq: int
+    commit: str
+    member: str
+    path: str  # of the pair in the approvals ref
+
+
+def approve(
+    repo: pygit2.Repository, proposal: Proposal, data: bytes, sign: Sign, key: str
+) -> Approved:
+    """Sign `data` (the `statement` of `proposal`) as the member whose key `sign` holds (`key`
+    names it in messages) and file the pair in the approvals ref."""
+    signature, key_line = sign(data)
+    member = signer(proposal, key_line)
+    if member is None:
+        raise InputError(f"{key}: this key belongs to no member of circle {proposal.intro.circle}")
+    try:
+        sshsig.verify(data, signature, key_line, statements.NAMESPACE)
+    except BuildError as error:
+        raise InputError(f"{key}: the signature made does not verify: {error}") from None
+    path = approvals.add(repo, data, signature)
+    return Approved(proposal.seq, proposal.target, member, path)
+
+
+@dataclass(frozen=True)
+class Judged:
+    """Whether the transition to a proposal's revision has quorum (or is the approved head)."""
+
+    approved: bool
+    signers: tuple[str, ...]
+    unmet: str | None  # what is missing, when not approved
+
+
+def judge(proposal: Proposal, now: int) -> Judged:
+    """`circle verify`: the approved head, or the transition to it checked rule by rule."""
+    last = proposal.steps[-1] if proposal.steps else None
+    if proposal.approved:
+        return Judged(True, last.signers if last else (), None)
+    try:
+        verdict = proposal.walker.check(
+            proposal.state, proposal.target, proposal.evidence(), now, vouched_first=False
+        )
+    except QuorumNotMet as error:
+        return Judged(False, (), str(error))
+    return Judged(True, verdict.signers, None)

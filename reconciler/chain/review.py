@@ -1,0 +1,112 @@
+"""What approving a revision would approve, in the owners' terms: the transition's desired-state
+changes, the quorum rule by rule, and the approvals that went stale (`circle review`).
+
+Stale approvals are valid signatures by members that do not count for this transition: made
+for another version of the change, before the approved head moved, or expired. They are named
+so that their signer signs again; they are never counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pygit2
+
+from builders import BuildError, sshsig
+from reconciler.chain import approvals, statements
+from reconciler.chain.propose import Proposal
+from reconciler.chain.trees import commit_of, files_at
+from reconciler.chain.verify import (
+    Assessment,
+    IdentityVerifier,
+    assess,
+    check_ssh,
+    members_by_key,
+)
+from reconciler.desired.model import Circle
+from reconciler.desired.review import Change, describe_changes
+from reconciler.errors import CheckFailed
+
+
+@dataclass(frozen=True)
+class Stale:
+    member: str
+    seq: int
+    to: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Review:
+    revision: str
+    seq: int
+    from_commit: str | None
+    assessment: Assessment
+    changes: list[Change]
+    stale: list[Stale]
+
+    @property
+    def approved(self) -> bool:
+        return bool(self.assessment.quorum.rules) and self.assessment.quorum.satisfied
+
+
+def review(
+    repo: pygit2.Repository, proposal: Proposal, now: int, identities: IdentityVerifier | None
+) -> Review:
+    """The review of `proposal`'s transition (not the approved head itself)."""
+    walker = proposal.walker
+    facts = proposal.transition()
+    found = assess(
+        proposal.intro, proposal.state, facts, proposal.evidence(), now, identities,
+        policies=walker.policies,
+    )  # fmt: skip
+    start = None if proposal.state is None else commit_of(repo, proposal.state.commit)
+    changes = describe_changes(
+        None if start is None else files_at(repo, start, facts.changed),
+        files_at(repo, commit_of(repo, proposal.target), facts.changed),
+        facts.changed,
+    )
+    in_force = walker.policy(facts.header.policy_in_force)
+    stale = stale_approvals(repo, in_force, proposal.seq, facts.from_commit, proposal.target, now)
+    return Review(proposal.target, proposal.seq, facts.from_commit, found, changes, stale)
+
+
+def stale_approvals(
+    repo: pygit2.Repository, policy: Circle, seq: int, start: str | None, target: str, now: int
+) -> list[Stale]:
+    """Approvals by members that do not count for `seq: start -> target`, and why."""
+    found: list[Stale] = []
+    for stored in approvals.read(repo):
+        try:
+            approval = statements.decode(stored.statement)
+        except CheckFailed:
+            continue
+        if approval.seq == seq and approval.to_commit == target:
+            if approval.expires_at <= now:
+                reason = "expired"
+            elif approval.from_commit != start:
+                reason = "made from another approved head"
+            else:
+                continue  # current: counted (or excluded with its reason) by the assessment
+        elif approval.seq == seq:
+            reason = f"approves another version of the change ({approval.to_commit[:12]})"
+        elif approval.to_commit == target:
+            reason = f"made for seq {approval.seq}, before the approved head moved"
+        else:
+            continue
+        member = _signed_by(policy, stored.statement, stored.signature)
+        if member is not None:
+            found.append(Stale(member, approval.seq, approval.to_commit, reason))
+    return found
+
+
+def _signed_by(policy: Circle, statement: bytes, signature: str) -> str | None:
+    """The member whose valid SSH signature this is (stale approvals are named, not counted)."""
+    try:
+        parsed = sshsig.parse(signature)
+        member = members_by_key(policy).get(parsed.public_key)
+        if member is not None:
+            check_ssh(statement, parsed)
+    except BuildError:
+        return None
+    return member
