@@ -17,7 +17,7 @@ from builders import sshsig
 from reconciler.chain import approvals
 from reconciler.chain.statements import NAMESPACE, Approval
 from reconciler.chain.trees import TreeReader, commit_of
-from reconciler.chain.verify import Introduction, NodeState, sha256
+from reconciler.chain.values import Introduction, NodeState, sha256
 from reconciler.chain.walk import MAIN, Chain, introduction
 from tests.conftest import EXAMPLE
 

@@ -27,14 +27,8 @@ import pygit2
 
 from reconciler.chain import node_state
 from reconciler.chain.gitcli import GitFailed, as_remote, git
-from reconciler.chain.verify import (
-    ChainError,
-    ForkError,
-    IdentityVerifier,
-    Introduction,
-    NodeState,
-    RollbackError,
-)
+from reconciler.chain.values import IdentityVerifier, Introduction, MainFacts, NodeState
+from reconciler.chain.verify import ChainError
 from reconciler.chain.walk import Chain, Step, tip_commit
 from reconciler.errors import CheckFailed, InputError
 from reconciler.files import read_bounded
@@ -155,8 +149,8 @@ def advance(
     of the rest is returned."""
     state = node_state.load(state_file)
     target = str(tip_commit(repo, MAIN, display="the source's main").id)
-    _check_direction(repo, intro, state, target)
     chain = Chain(repo, intro, identities=identities, approvals_ref=APPROVALS)
+    chain.verifier.check_main(state, _main_facts(repo, intro, state, target))
     applied: list[Step] = []
     current = state
     while current is None or current.commit != target:
@@ -176,29 +170,22 @@ def advance(
     return Followed(current, tuple(applied), target, refusal)
 
 
-def _check_direction(
+def _main_facts(
     repo: pygit2.Repository, intro: Introduction, state: NodeState | None, target: str
-) -> None:
-    root = pygit2.Oid(hex=intro.commit)
-    head = pygit2.Oid(hex=target)
-    if head != root and (root not in repo or not repo.descendant_of(head, root)):
-        raise ForkError(
-            f"the source's main ({target[:12]}) does not descend from the introduction "
-            f"{intro.commit[:12]}: another history"
-        )
-    if state is None or state.commit == target:
-        return
+) -> MainFacts:
+    """Where SOURCE's main stands against the introduction and the applied commit (Git's
+    ancestry); the rule is `Verifier.check_main`'s."""
+    root, head = pygit2.Oid(hex=intro.commit), pygit2.Oid(hex=target)
+    descends = root in repo and (head == root or repo.descendant_of(head, root))
+    if state is None or pygit2.Oid(hex=state.commit) not in repo:
+        return MainFacts(target, from_introduction=descends, behind=False, ahead=False)
     applied = pygit2.Oid(hex=state.commit)
-    if applied in repo and repo.descendant_of(applied, head):
-        raise RollbackError(
-            f"the source's main ({target[:12]}) is behind the applied seq {state.seq} "
-            f"({state.commit[:12]}): refusing to roll back"
-        )
-    if applied not in repo or not repo.descendant_of(head, applied):
-        raise ForkError(
-            f"the source's main ({target[:12]}) does not descend from the applied seq "
-            f"{state.seq} ({state.commit[:12]}): history was rewritten"
-        )
+    return MainFacts(
+        target,
+        from_introduction=descends,
+        behind=repo.descendant_of(applied, head),
+        ahead=repo.descendant_of(head, applied),
+    )
 
 
 def _why_not(chain: Chain, state: NodeState | None, target: str, now: int) -> str:

@@ -12,13 +12,16 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from reconciler.errors import InputError
+from reconciler.errors import InputError, Retry
 
 TIMEOUT = 600
 
 
 class GitFailed(InputError):
-    """A git command failed; the message is git's own last line."""
+    """A git command failed; the message is git's own last line. A remote or the network, most
+    often: worth retrying."""
+
+    retry = Retry.TRANSIENT
 
     def __init__(self, message: str, stderr: str) -> None:
         super().__init__(message)
@@ -53,7 +56,7 @@ def git(folder: Path | str, *arguments: str, isolated: bool = False) -> str:
             check=False,
         )
     except subprocess.TimeoutExpired:
-        raise InputError(f"git {arguments[0]} took over {TIMEOUT} s") from None
+        raise GitFailed(f"git {arguments[0]} took over {TIMEOUT} s", "") from None
     if done.returncode != 0:
         lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
         fatal = [line for line in lines if line.startswith(("fatal:", "error:"))]

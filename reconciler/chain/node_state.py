@@ -20,7 +20,7 @@ import stat
 from pathlib import Path
 
 from qss.durable import write_atomically
-from reconciler.chain.verify import NodeState
+from reconciler.chain.values import NodeState
 from reconciler.errors import CheckFailed
 
 FORMAT = "circle-node-state/1"

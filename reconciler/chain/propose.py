@@ -19,15 +19,15 @@ from builders import BuildError, sshsig
 from reconciler.chain import approvals, statements
 from reconciler.chain.follow import load_introduction
 from reconciler.chain.quorum import QuorumNotMet
-from reconciler.chain.verify import (
+from reconciler.chain.values import (
     Evidence,
     IdentityVerifier,
     Introduction,
     NodeState,
     Transition,
-    members_by_key,
     sha256,
 )
+from reconciler.chain.verify import members_by_key
 from reconciler.chain.walk import MAIN, Chain, Found, Step, find_introduction
 from reconciler.desired.model.circle import POLICY_FILE
 from reconciler.desired.model.types import ed25519_key_blob

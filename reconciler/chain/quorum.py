@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from builders.paths import matches_any
 from reconciler.desired.model import Circle
 from reconciler.desired.model.circle import GOVERNANCE_RULE, POLICY_FILE, Rule
-from reconciler.errors import CheckFailed
+from reconciler.errors import CheckFailed, Retry
 
 CATCH_ALL = "**"  # the pattern of a rule that covers every path
 
@@ -43,7 +43,9 @@ class Excluded:
 
 class QuorumNotMet(CheckFailed):
     """The signatures do not satisfy every rule the change triggers; `excluded` holds the
-    approvals that were not counted, each with its reason."""
+    approvals that were not counted, each with its reason. More approvals may still come."""
+
+    retry = Retry.WAITING
 
     def __init__(self, message: str, excluded: Sequence[Excluded] = ()) -> None:
         super().__init__(message)

@@ -16,13 +16,8 @@ from builders import BuildError, sshsig
 from reconciler.chain import approvals, statements
 from reconciler.chain.propose import Proposal
 from reconciler.chain.trees import commit_of, files_at
-from reconciler.chain.verify import (
-    Assessment,
-    IdentityVerifier,
-    assess,
-    check_ssh,
-    members_by_key,
-)
+from reconciler.chain.values import IdentityVerifier
+from reconciler.chain.verify import Assessment, check_ssh, members_by_key
 from reconciler.desired.model import Circle
 from reconciler.desired.review import Change, describe_changes
 from reconciler.errors import CheckFailed
@@ -56,10 +51,7 @@ def review(
     """The review of `proposal`'s transition (not the approved head itself)."""
     walker = proposal.walker
     facts = proposal.transition()
-    found = assess(
-        proposal.intro, proposal.state, facts, proposal.evidence(), now, identities,
-        policies=walker.policies,
-    )  # fmt: skip
+    found = walker.verifier.assess(proposal.state, facts, proposal.evidence(), now)
     start = None if proposal.state is None else commit_of(repo, proposal.state.commit)
     changes = describe_changes(
         None if start is None else files_at(repo, start, facts.changed),

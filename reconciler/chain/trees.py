@@ -28,7 +28,8 @@ from reconciler.chain.changes import (
     special_entries,
     tree_sha256,
 )
-from reconciler.chain.verify import ChainError, Header, PolicyError, Transition
+from reconciler.chain.values import Header, Transition
+from reconciler.chain.verify import ChainError, PolicyError
 from reconciler.desired.documents import MAX_DOCUMENT_BYTES
 from reconciler.desired.model.circle import POLICY_FILE
 

@@ -1,81 +1,145 @@
-"""The Human Chain's verification of one transition, from a node's persisted state. Pure.
+"""Every rule of the Human Chain, decided here and nowhere else. Pure: bytes and values in,
+values or a refusal out; no Git, no files, no clock (`now` is given).
 
-The order of checks, each a refusal with its own error (the state is never changed by one).
-Nothing of the proposed commit is read or parsed until step 3 has found a member who vouches
-for it, so content nobody in the circle signed can cost a node nothing but a signature check:
+A `Verifier` holds one circle's trust anchor (its introduction) and judges what the Git shell
+reads for it. The rules, in the order they are applied; each refusal is its own error class,
+with a `Refusal` reason and a retry meaning (`reconciler.errors.Retry`), and the node's state
+is never changed by one:
 
-1. Position (`Header`: the commit object alone). With no state yet, the only acceptable
+0. Direction of a source's main (`check_main`, before anything else is read): main must be
+   the introduction's commit or descend from it (else another history: `ForkError`); a main
+   behind the applied commit is a rollback (`RollbackError`), one beside it rewritten history
+   (`ForkError`). Steps are applied only up to main: an approved step main does not contain
+   waits.
+1. Position (`Header`: the commit objects alone). With no state yet, the only acceptable
    transition is seq 1 to the introduction's own commit, whose circle.yaml hashes to the
    introduction's policy sha256. Otherwise the transition must be seq = state.seq + 1 (a lower
-   or equal seq is a rollback, a higher one a gap), start from the applied commit, and lead to
-   a descendant of it (not a jump to unrelated history).
+   or equal seq is a `RollbackError`, a higher one a `SequenceGap`), start from the applied
+   commit, and lead to a descendant of it (`ForkError`).
 2. Policy in force: the circle.yaml of the `from` commit, whose bytes must hash to the state's
-   policy sha256 (for seq 1, the introduction's) before they are parsed. A commit never
-   authorizes itself.
-3. Vouching: each approval counts only if its statement parses, names exactly this circle,
-   introduction, ref, seq, from, to, tree and policy, is no longer valid than the policy's
-   `approvalLifetime` (plus `CLOCK_SKEW`), and carries a valid signature (SSHSIG, namespace
-   circle-approval-v1, or a sigstore bundle) of a member of the policy in force. Everything
-   else is excluded, with its reason kept for the error message. With no member's approval
-   the candidate is refused here (`NotVouched`), before its tree is read.
-4. Tree facts (the adapter reads them now): the sha256 manifest of the `to` tree each counted
-   approval names, and no symbolic link or submodule unless the policy allows them.
+   policy sha256 (for seq 1, the introduction's) before they are parsed (`PolicyError`). A
+   commit never authorizes itself.
+3. Vouching (`vouch`): each approval counts only if its statement parses, names exactly this
+   circle, introduction, ref, seq, from, to, tree and policy (`MisplacedApproval`), is no longer
+   valid than the policy's `approvalLifetime` plus `CLOCK_SKEW` (`LifetimeExceeded`), is not
+   issued in the future, and carries a valid signature (`BadSignature`: SSHSIG, namespace
+   circle-approval-v1, or a sigstore bundle) of a member of the policy in force
+   (`NotAMember`). The others are excluded, each with its error. With no member's approval the
+   candidate is refused here (`NotVouched`): nothing of its trees is read, nothing parsed.
+4. Tree facts (the shell reads them now): the sha256 manifest of the `to` tree each counted
+   approval names (`MisplacedApproval`), and no symbolic link or submodule unless the policy
+   allows them (`TreeRefused`).
 5. Policy evolution (circle.yaml changed): the quorum of the policy in force is evaluated
    first, and only once it is met is the proposed circle.yaml parsed (a parse failure is a
    `PolicyError`); it must keep the circle id, bump the version by one, name the sha256 of the
-   old bytes as `previous`, and its own governance must be met too.
-6. Quorum (`reconciler.chain.quorum`) over the changed paths, among approvals all current at one
-   instant.
+   old bytes as `previous`, and its own governance must be met too, by its own members.
+6. Quorum (`reconciler.chain.quorum`) over the changed paths, among approvals all current at
+   one instant (`QuorumNotMet`); once met, a step stays approved, whatever the time now.
+7. One step per seq (`choose`): of the candidates filed for a seq, those that fail any rule are
+   not this seq's step and never block it; two that pass are an `Equivocation`.
 
-The result is the next node state; persisting it (atomically, 0600) is the adapter's job.
-Equivocation (two approved `to` for one seq) is detected by the caller across candidates.
+The verdict is the next node state; persisting it (atomically, 0600) is the shell's job.
 """
 
 from __future__ import annotations
 
-import hashlib
+import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar
 
 from builders import BuildError, sshsig
 from reconciler.chain import quorum, statements
 from reconciler.chain.changes import TreeRefused
 from reconciler.chain.quorum import Excluded
+from reconciler.chain.values import (
+    Evidence,
+    Header,
+    IdentityVerifier,
+    Introduction,
+    MainFacts,
+    NodeState,
+    SshCheck,
+    Transition,
+    sha256,
+)
 from reconciler.desired.documents import parse_document
 from reconciler.desired.model import KINDS, Circle
 from reconciler.desired.model.circle import POLICY_FILE, SigstoreIdentity, SshKey
 from reconciler.desired.model.types import ed25519_key_blob
-from reconciler.errors import CheckFailed, DocumentError
+from reconciler.desired.problems import DocumentError
+from reconciler.errors import CheckFailed, Retry
 
 CLOCK_SKEW = 300
 """Seconds an approval's validity window may exceed the policy's `approvalLifetime`: the
 signer's clock and the clock `circle approve` read may differ by this much."""
 
 
+class Refusal(enum.StrEnum):
+    """Why a step or an approval is refused, as a node's status names it (Kubernetes style)."""
+
+    ROLLBACK = "Rollback"
+    SEQUENCE_GAP = "SequenceGap"
+    FORK = "Fork"
+    POLICY = "PolicyInvalid"
+    NOT_VOUCHED = "NotVouched"
+    QUORUM_NOT_MET = "QuorumNotMet"
+    TREE = "TreeRefused"
+    EQUIVOCATION = "Equivocation"
+    MISPLACED = "MisplacedApproval"
+    LIFETIME = "LifetimeExceeded"
+    BAD_SIGNATURE = "BadSignature"
+    NOT_A_MEMBER = "NotAMember"
+    STATEMENT = "InvalidStatement"
+    UNREADABLE = "Unreadable"
+
+
 class ChainError(CheckFailed):
     """A transition the node must not apply."""
 
+    reason: ClassVar[Refusal] = Refusal.UNREADABLE
+
 
 class RollbackError(ChainError):
-    pass
+    reason = Refusal.ROLLBACK
 
 
 class SequenceGap(ChainError):
-    pass
+    reason = Refusal.SEQUENCE_GAP
 
 
 class ForkError(ChainError):
-    pass
+    reason = Refusal.FORK
 
 
 class PolicyError(ChainError):
-    pass
+    reason = Refusal.POLICY
+
+
+class Equivocation(ChainError):
+    """Two different commits approved for one sequence number: a person must resolve it."""
+
+    reason = Refusal.EQUIVOCATION
+
+
+class BadSignature(ChainError):
+    """An approval whose signature does not verify (or cannot be read)."""
+
+    reason = Refusal.BAD_SIGNATURE
+
+
+class NotAMember(ChainError):
+    """An approval signed by a key of no member of the policy that counts it."""
+
+    reason = Refusal.NOT_A_MEMBER
 
 
 class NotVouched(quorum.QuorumNotMet):
     """No member of the policy in force validly approved exactly this transition: nothing of
-    it is read further."""
+    it is read further. Approvals may still come."""
+
+    reason: ClassVar[Refusal] = Refusal.NOT_VOUCHED
+    retry = Retry.WAITING
 
 
 class LifetimeExceeded(statements.StatementError):
@@ -86,84 +150,25 @@ class MisplacedApproval(statements.StatementError):
     """An approval of another circle, ref, seq, parent, commit, tree or policy."""
 
 
-class NotAMember(ChainError):
-    """An approval signed by a key of no member of the policy that counts it."""
-
-
-@dataclass(frozen=True, slots=True)
-class Introduction:
-    circle: str
-    commit: str
-    policy_sha256: str
-
-
-@dataclass(frozen=True, slots=True)
-class NodeState:
-    commit: str
-    seq: int
-    policy_sha256: str
-
-
-@dataclass(frozen=True, slots=True)
-class Header:
-    """What one proposed step is, from its commit object and ancestry alone: enough to place
-    it on the chain and to check who vouches for it (steps 1 to 3)."""
-
-    ref: str
-    seq: int
-    from_commit: str | None
-    to_commit: str
-    to_tree: str
-    descends: bool  # `to` descends from `from` (or, for seq 1, is the introduction's commit)
-    policy_in_force: bytes  # circle.yaml at `from` (at `to` for seq 1)
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """The facts of one proposed step, as the Git adapter reads them."""
-
-    ref: str
-    seq: int
-    from_commit: str | None
-    to_commit: str
-    to_tree: str
-    tree_sha256: str
-    changed: tuple[str, ...]
-    descends: bool  # `to` descends from `from` (or, for seq 1, is the introduction's commit)
-    policy_from: bytes | None  # circle.yaml at `from` (None for seq 1)
-    policy_to: bytes  # circle.yaml at `to`
-    links: tuple[str, ...] = ()  # symbolic links in the `to` tree
-    submodules: tuple[str, ...] = ()  # submodules in the `to` tree
-
-    @property
-    def header(self) -> Header:
-        return Header(
-            self.ref, self.seq, self.from_commit, self.to_commit, self.to_tree, self.descends,
-            self.policy_to if self.policy_from is None else self.policy_from,
-        )  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class Evidence:
-    statement: bytes
-    signature: str
-    parsed: sshsig.SshSignature | None = None  # `sshsig.parse(signature)`, when already done
-
-
-SshCheck = Callable[[bytes, sshsig.SshSignature], None]
-"""Raises SignatureError unless the parsed SSHSIG signs the statement bytes (for the approval
-namespace) with the key it carries. The default checks at once; a walk may check ahead."""
+def refusal(error: BaseException) -> Refusal:
+    """The reason a node's status gives for `error`."""
+    if isinstance(error, ChainError | NotVouched):
+        return error.reason
+    if isinstance(error, quorum.QuorumNotMet):
+        return Refusal.QUORUM_NOT_MET
+    if isinstance(error, TreeRefused):
+        return Refusal.TREE
+    if isinstance(error, LifetimeExceeded):
+        return Refusal.LIFETIME
+    if isinstance(error, MisplacedApproval):
+        return Refusal.MISPLACED
+    if isinstance(error, statements.StatementError):
+        return Refusal.STATEMENT
+    return Refusal.UNREADABLE
 
 
 def check_ssh(statement: bytes, signature: sshsig.SshSignature) -> None:
     sshsig.verify_parsed(statement, signature, statements.NAMESPACE)
-
-
-class IdentityVerifier(Protocol):
-    """Verifies a keyless (sigstore) signature over `message` offline, against a pinned trust
-    root, and returns the certificate's (identity, issuer); raises CheckFailed otherwise."""
-
-    def identify(self, message: bytes, bundle: str) -> tuple[str, str]: ...
 
 
 @dataclass(frozen=True)
@@ -172,10 +177,6 @@ class Verdict:
     signers: tuple[str, ...]
     policy: Circle  # the policy at the new state
     excluded: tuple[Excluded, ...] = field(default_factory=tuple)
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def parse_policy(data: bytes) -> Circle:
@@ -289,10 +290,13 @@ def _signer(
         if identities is None:
             raise ChainError("a sigstore approval, and no sigstore trust root is configured")
         return members.by_identity.get(identities.identify(item.statement, item.signature))
-    parsed = item.parsed or sshsig.parse(item.signature)
-    member = members.by_key.get(parsed.public_key)
-    if member is not None:
-        ssh(item.statement, parsed)
+    try:
+        parsed = item.parsed or sshsig.parse(item.signature)
+        member = members.by_key.get(parsed.public_key)
+        if member is not None:
+            ssh(item.statement, parsed)
+    except BuildError as error:  # sshsig's SignatureError
+        raise BadSignature(str(error)) from None
     return member
 
 
@@ -305,6 +309,12 @@ class _Counted:
     expires_at: int
     tree_sha256: str  # the manifest it names: checked once the tree is read (step 4)
     index: int  # its position in the evidence, for messages
+
+
+_BOUND = (
+    "circle", "introduction", "ref", "seq", "from commit", "to commit", "to tree",
+    "policy sha256",
+)  # fmt: skip
 
 
 _BOUND = (
@@ -358,7 +368,7 @@ def _signers(
             member = _signer(members, item, identities, ssh)
             if member is None:
                 raise NotAMember("signed by a key of no member")
-        except (CheckFailed, BuildError) as error:
+        except CheckFailed as error:
             excluded.append(Excluded(index, error))
             continue
         counted.append(
@@ -375,15 +385,6 @@ def _current(counted: Sequence[_Counted], at: int) -> set[str]:
     return {c.member for c in counted if c.issued_at <= at < c.expires_at}
 
 
-def _in_force(
-    intro: Introduction, state: NodeState | None, step: Header, policies: Policies
-) -> Policy:
-    """Steps 1 and 2: the transition's place, and the policy in force, parsed only once its
-    bytes are the ones the state (or the introduction) pins."""
-    _check_position(intro, state, step)
-    return policies(step.policy_in_force)
-
-
 @dataclass(frozen=True)
 class Vouched:
     """Step 3 passed for `header`: the approvals by members of the policy in force (their tree
@@ -393,30 +394,6 @@ class Vouched:
     in_force: Policy
     counted: tuple[_Counted, ...]
     excluded: tuple[Excluded, ...]
-
-
-def vouch(
-    intro: Introduction,
-    state: NodeState | None,
-    header: Header,
-    evidence: Sequence[Evidence],
-    now: int,
-    identities: IdentityVerifier | None = None,
-    *,
-    policies: Policies | None = None,
-    ssh: SshCheck = check_ssh,
-) -> Vouched:
-    """Steps 1 to 3: what may be known of a candidate before any of its content is read.
-    NotVouched unless a member of the policy in force validly approved exactly this step."""
-    in_force = _in_force(intro, state, header, policies or Policies())
-    counted, excluded = _signers(intro, header, in_force, in_force, evidence, now, identities, ssh)
-    if not counted:
-        raise NotVouched(
-            f"seq {header.seq} ({header.to_commit[:12]}): no valid approval by a member of the "
-            f"policy in force{_detail(excluded)}",
-            excluded,
-        )
-    return Vouched(header, in_force, tuple(counted), tuple(excluded))
 
 
 @dataclass(frozen=True)
@@ -444,78 +421,6 @@ def _met_at(
         if result.rules and result.satisfied:
             return instant, result
     return None
-
-
-def assess(
-    intro: Introduction,
-    state: NodeState | None,
-    step: Transition,
-    evidence: Sequence[Evidence],
-    now: int,
-    identities: IdentityVerifier | None = None,
-    *,
-    policies: Policies | None = None,
-    ssh: SshCheck = check_ssh,
-    vouched: Vouched | None = None,
-    in_force_first: bool = False,
-) -> Assessment:
-    """Check everything but the quorum (position, policy, tree, evolution: ChainError), and
-    report the quorum rule by rule: what `circle review` shows and `verify` enforces.
-
-    `vouched` carries steps 1 to 3 when `vouch` ran already. With `in_force_first`, a proposed
-    circle.yaml is parsed only once the quorum of the policy in force is met (step 5);
-    otherwise it is reported on at once."""
-    policies = policies or Policies()
-    header = step.header
-    if vouched is None:
-        vouched = Vouched(header, _in_force(intro, state, header, policies), (), ())
-        counted, excluded = _signers(
-            intro, header, vouched.in_force, vouched.in_force, evidence, now, identities, ssh
-        )
-    elif vouched.header != header:
-        raise ValueError("vouched for another transition")
-    else:
-        counted, excluded = list(vouched.counted), list(vouched.excluded)
-    in_force = vouched.in_force
-    _check_tree(in_force.circle, step)
-    counted, wrong_tree = _same_tree(counted, step.tree_sha256)
-    excluded += wrong_tree
-    next_state = NodeState(step.to_commit, step.seq, sha256(step.policy_to))
-    policy_changed = POLICY_FILE in step.changed
-    evolution = policy_changed and state is not None
-
-    def in_force_only(instant: int) -> quorum.QuorumResult:
-        return quorum.evaluate(in_force.circle, step.changed, _current(counted, instant))
-
-    if evolution and in_force_first and _met_at(counted, in_force_only, now) is None:
-        return _unmet(counted, excluded, in_force_only(now), next_state, None, step, now)
-    after = in_force.circle
-    proposed: list[_Counted] | None = None
-    if evolution:
-        new = policies(step.policy_to)
-        _check_evolution(in_force, new.circle)
-        after = new.circle
-        # The new policy's governance is met by its own members' signatures (of the same
-        # statement): a member being added can co-sign their own admission.
-        proposed, _ = _signers(intro, header, in_force, new, evidence, now, identities, ssh)
-        proposed, _ = _same_tree(proposed, step.tree_sha256)
-
-    def at(instant: int) -> quorum.QuorumResult:
-        return quorum.evaluate(
-            in_force.circle,
-            step.changed,
-            _current(counted, instant),
-            proposed=after if policy_changed else None,
-            proposed_signers=None if proposed is None else _current(proposed, instant),
-        )
-
-    met = _met_at([*counted, *(proposed or [])], at, now)
-    if met is None:
-        return _unmet(counted, excluded, at(now), next_state, after, step, now)
-    instant, result = met
-    return Assessment(
-        tuple(sorted(_current(counted, instant))), tuple(excluded), result, next_state, after
-    )
 
 
 def _same_tree(counted: list[_Counted], tree_sha256: str) -> tuple[list[_Counted], list[Excluded]]:
@@ -553,31 +458,187 @@ def _unmet(
     )
 
 
-def verify(
-    intro: Introduction,
-    state: NodeState | None,
-    step: Transition,
-    evidence: Sequence[Evidence],
-    now: int,
-    identities: IdentityVerifier | None = None,
-    *,
-    policies: Policies | None = None,
-    ssh: SshCheck = check_ssh,
-    vouched: Vouched | None = None,
-) -> Verdict:
-    """The node state after `step`, or a ChainError saying why it must not be applied.
+class Verifier:
+    """The Human Chain of one circle, from its introduction: the rules above, applied to what
+    the Git shell reads. It keeps the policies it parsed (a walk meets few policies and many
+    steps); `ssh` checks SSH signatures (a cold walk swaps in one that checks ahead) and
+    `identities` sigstore bundles (without it, sigstore approvals are excluded)."""
 
-    `identities` verifies sigstore approvals; without it they are excluded, with the reason."""
-    found = assess(
-        intro, state, step, evidence, now, identities,
-        policies=policies, ssh=ssh, vouched=vouched, in_force_first=True,
-    )  # fmt: skip
-    try:
-        quorum.check(found.quorum)
-    except quorum.QuorumNotMet as error:
-        raise quorum.QuorumNotMet(
-            f"seq {step.seq} ({step.to_commit[:12]}): {error}{_detail(found.excluded)}",
-            found.excluded,
-        ) from None
-    assert found.policy is not None  # a met quorum parsed the policy at `to`
-    return Verdict(found.next_state, found.signers, found.policy, found.excluded)
+    def __init__(
+        self,
+        intro: Introduction,
+        *,
+        identities: IdentityVerifier | None = None,
+        ssh: SshCheck = check_ssh,
+        policies: Policies | None = None,
+    ) -> None:
+        self.intro = intro
+        self.identities = identities
+        self.ssh = ssh
+        self.policies = policies or Policies()
+
+    # -- rule 0 -----------------------------------------------------------------------------
+
+    def check_main(self, state: NodeState | None, main: MainFacts) -> None:
+        """Refuse a source's main that is another history, behind the applied commit or
+        beside it."""
+        if main.target != self.intro.commit and not main.from_introduction:
+            raise ForkError(
+                f"the source's main ({main.target[:12]}) does not descend from the introduction "
+                f"{self.intro.commit[:12]}: another history"
+            )
+        if state is None or state.commit == main.target:
+            return
+        if main.behind:
+            raise RollbackError(
+                f"the source's main ({main.target[:12]}) is behind the applied seq {state.seq} "
+                f"({state.commit[:12]}): refusing to roll back"
+            )
+        if not main.ahead:
+            raise ForkError(
+                f"the source's main ({main.target[:12]}) does not descend from the applied seq "
+                f"{state.seq} ({state.commit[:12]}): history was rewritten"
+            )
+
+    # -- rules 1 to 3 -----------------------------------------------------------------------
+
+    def _in_force(self, state: NodeState | None, step: Header) -> Policy:
+        """Rules 1 and 2: the transition's place, and the policy in force, parsed only once
+        its bytes are the ones the state (or the introduction) pins."""
+        _check_position(self.intro, state, step)
+        return self.policies(step.policy_in_force)
+
+    def vouch(
+        self, state: NodeState | None, header: Header, evidence: Sequence[Evidence], now: int
+    ) -> Vouched:
+        """Rules 1 to 3: what may be known of a candidate before any of its content is read.
+        NotVouched unless a member of the policy in force validly approved exactly this step."""
+        in_force = self._in_force(state, header)
+        counted, excluded = _signers(
+            self.intro, header, in_force, in_force, evidence, now, self.identities, self.ssh
+        )
+        if not counted:
+            raise NotVouched(
+                f"seq {header.seq} ({header.to_commit[:12]}): no valid approval by a member of "
+                f"the policy in force{_detail(excluded)}",
+                excluded,
+            )
+        return Vouched(header, in_force, tuple(counted), tuple(excluded))
+
+    # -- rules 4 to 6 -----------------------------------------------------------------------
+
+    def assess(
+        self,
+        state: NodeState | None,
+        step: Transition,
+        evidence: Sequence[Evidence],
+        now: int,
+        *,
+        vouched: Vouched | None = None,
+        in_force_first: bool = False,
+    ) -> Assessment:
+        """Check everything but the quorum (position, policy, tree, evolution: ChainError), and
+        report the quorum rule by rule: what `circle review` shows and `verify` enforces.
+
+        `vouched` carries rules 1 to 3 when `vouch` ran already. With `in_force_first`, a
+        proposed circle.yaml is parsed only once the quorum of the policy in force is met
+        (rule 5); otherwise it is reported on at once."""
+        header = step.header
+        if vouched is None:
+            vouched = Vouched(header, self._in_force(state, header), (), ())
+            counted, excluded = _signers(
+                self.intro,
+                header,
+                vouched.in_force,
+                vouched.in_force,
+                evidence,
+                now,
+                self.identities,
+                self.ssh,
+            )
+        elif vouched.header != header:
+            raise ValueError("vouched for another transition")
+        else:
+            counted, excluded = list(vouched.counted), list(vouched.excluded)
+        in_force = vouched.in_force
+        _check_tree(in_force.circle, step)
+        counted, wrong_tree = _same_tree(counted, step.tree_sha256)
+        excluded += wrong_tree
+        next_state = NodeState(step.to_commit, step.seq, sha256(step.policy_to))
+        policy_changed = POLICY_FILE in step.changed
+        evolution = policy_changed and state is not None
+
+        def in_force_only(instant: int) -> quorum.QuorumResult:
+            return quorum.evaluate(in_force.circle, step.changed, _current(counted, instant))
+
+        if evolution and in_force_first and _met_at(counted, in_force_only, now) is None:
+            return _unmet(counted, excluded, in_force_only(now), next_state, None, step, now)
+        after = in_force.circle
+        proposed: list[_Counted] | None = None
+        if evolution:
+            new = self.policies(step.policy_to)
+            _check_evolution(in_force, new.circle)
+            after = new.circle
+            # The new policy's governance is met by its own members' signatures (of the same
+            # statement): a member being added can co-sign their own admission.
+            proposed, _ = _signers(
+                self.intro, header, in_force, new, evidence, now, self.identities, self.ssh
+            )
+            proposed, _ = _same_tree(proposed, step.tree_sha256)
+
+        def at(instant: int) -> quorum.QuorumResult:
+            return quorum.evaluate(
+                in_force.circle,
+                step.changed,
+                _current(counted, instant),
+                proposed=after if policy_changed else None,
+                proposed_signers=None if proposed is None else _current(proposed, instant),
+            )
+
+        met = _met_at([*counted, *(proposed or [])], at, now)
+        if met is None:
+            return _unmet(counted, excluded, at(now), next_state, after, step, now)
+        instant, result = met
+        return Assessment(
+            tuple(sorted(_current(counted, instant))), tuple(excluded), result, next_state, after
+        )
+
+    def verify(
+        self,
+        state: NodeState | None,
+        step: Transition,
+        evidence: Sequence[Evidence],
+        now: int,
+        *,
+        vouched: Vouched | None = None,
+    ) -> Verdict:
+        """The node state after `step`, or the ChainError (QuorumNotMet) that refuses it."""
+        found = self.assess(state, step, evidence, now, vouched=vouched, in_force_first=True)
+        try:
+            quorum.check(found.quorum)
+        except quorum.QuorumNotMet as error:
+            raise quorum.QuorumNotMet(
+                f"seq {step.seq} ({step.to_commit[:12]}): {error}{_detail(found.excluded)}",
+                found.excluded,
+            ) from None
+        assert found.policy is not None  # a met quorum parsed the policy at `to`
+        return Verdict(found.next_state, found.signers, found.policy, found.excluded)
+
+    # -- rule 7 -----------------------------------------------------------------------------
+
+    def choose(
+        self, seq: int, candidates: Sequence[tuple[str, Callable[[], Verdict]]]
+    ) -> tuple[str, Verdict] | None:
+        """The one step of `seq` among `candidates` (each `to` commit with the judgement of its
+        transition): a candidate refused for any reason is not this seq's step; none passing
+        is no step yet; two passing are an Equivocation."""
+        approved: list[tuple[str, Verdict]] = []
+        for to, judge in sorted(candidates, key=lambda candidate: candidate[0]):
+            try:
+                approved.append((to, judge()))
+            except CheckFailed:
+                continue
+        if len(approved) > 1:
+            commits = ", ".join(to[:12] for to, _ in approved)
+            raise Equivocation(f"seq {seq} has {len(approved)} approved commits ({commits})")
+        return approved[0] if approved else None

@@ -11,6 +11,7 @@ every parsed policy), so a walk costs about one tree diff and the signature chec
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
@@ -24,32 +25,21 @@ import pygit2
 from builders import BuildError, sshsig
 from reconciler.chain import approvals
 from reconciler.chain.trees import TreeReader, commit_of, policy_at
-from reconciler.chain.verify import (
-    ChainError,
+from reconciler.chain.values import (
     Evidence,
     IdentityVerifier,
     Introduction,
     NodeState,
-    Policies,
-    SshCheck,
     Transition,
-    Verdict,
-    check_ssh,
-    parse_policy,
     sha256,
-    verify,
-    vouch,
 )
+from reconciler.chain.verify import ChainError, Verdict, Verifier, check_ssh, parse_policy
 from reconciler.desired.model import Circle
 from reconciler.errors import CheckFailed
 
 MAIN = "refs/heads/main"
 _SEQ = re.compile(r"[0-9]{10}")
 _COMMIT_ID = re.compile(r"[0-9a-f]{40}")  # candidates are named by full commit ids only
-
-
-class Equivocation(ChainError):
-    """Two different commits approved for one sequence number."""
 
 
 @dataclass(frozen=True)
@@ -160,11 +150,10 @@ class Chain:
         self.intro = intro
         self.ref = ref
         self.approvals = approvals.snapshot(repo, approvals_ref)
-        self._identities = identities
         self._trees = TreeReader(repo)
-        self.policies = Policies()
+        self.verifier = Verifier(intro, identities=identities)
+        self.policies = self.verifier.policies
         self._read: dict[int, dict[str, list[Evidence]]] | None = None  # every seq, when read
-        self._ssh: SshCheck = check_ssh
 
     def _likely_signers(self) -> set[bytes]:
         """Keys of the first policy's and of the tip's members: the signatures worth checking
@@ -215,14 +204,10 @@ class Chain:
             header = self._trees.header(
                 ref=self.ref, seq=seq, from_commit=state.commit if state else None, to_commit=to
             )
-            vouched = vouch(
-                self.intro, state, header, evidence, now, self._identities,
-                policies=self.policies, ssh=self._ssh,
-            )  # fmt: skip
-        return verify(
-            self.intro, state, self.transition(state, to), evidence, now, self._identities,
-            policies=self.policies, ssh=self._ssh, vouched=vouched,
-        )  # fmt: skip
+            vouched = self.verifier.vouch(state, header, evidence, now)
+        return self.verifier.verify(
+            state, self.transition(state, to), evidence, now, vouched=vouched
+        )
 
     def next(self, state: NodeState | None, now: int) -> tuple[Step, NodeState] | None:
         """The approved step after `state`, or None if there is none (yet).
@@ -230,18 +215,16 @@ class Chain:
         Candidates that do not verify (unsigned, unreadable, invalid: whatever their content)
         are simply not this chain's next step; two that do are an equivocation."""
         seq = state.seq + 1 if state else 1
-        approved: list[tuple[str, Verdict]] = []
-        for to, evidence in sorted(self.candidates(seq).items()):
-            try:
-                approved.append((to, self.check(state, to, evidence, now)))
-            except CheckFailed:
-                continue
-        if len(approved) > 1:
-            commits = ", ".join(to[:12] for to, _ in approved)
-            raise Equivocation(f"seq {seq} has {len(approved)} approved commits ({commits})")
-        if not approved:
+        chosen = self.verifier.choose(
+            seq,
+            [
+                (to, functools.partial(self.check, state, to, evidence, now))
+                for to, evidence in self.candidates(seq).items()
+            ],
+        )
+        if chosen is None:
             return None
-        to, verdict = approved[0]
+        to, verdict = chosen
         return Step(seq, to, verdict.signers, verdict.policy.version), verdict.state
 
     def walk(self, now: int, state: NodeState | None = None) -> tuple[list[Step], NodeState | None]:
@@ -254,7 +237,7 @@ class Chain:
         ahead = _Ahead(workers) if state is None and workers > 1 else None
         if ahead is not None:
             self._read = _read_all(self.repo, self.approvals, ahead, self._likely_signers())
-            self._ssh = ahead
+            self.verifier.ssh = ahead
         try:
             steps: list[Step] = []
             while True:
@@ -267,7 +250,7 @@ class Chain:
         finally:
             if ahead is not None:
                 ahead.close()
-                self._ssh = check_ssh
+                self.verifier.ssh = check_ssh
 
 
 def _cores() -> int:

@@ -15,7 +15,7 @@ import click
 
 from qss.durable import write_atomically
 from reconciler.chain import approvals, propose, signing, statements
-from reconciler.chain.verify import IdentityVerifier
+from reconciler.chain.values import IdentityVerifier
 from reconciler.chain.walk import MAIN, Chain
 from reconciler.cli.chain_options import (
     identities_option,

@@ -9,7 +9,7 @@ import click
 import pygit2
 
 from reconciler.chain.propose import Proposal, propose, trusted_introduction
-from reconciler.chain.verify import IdentityVerifier, Introduction
+from reconciler.chain.values import IdentityVerifier, Introduction
 from reconciler.chain.walk import Deferred
 from reconciler.cli.render import stderr
 from reconciler.errors import InputError

@@ -30,7 +30,8 @@ from reconciler.cli import (
 )
 from reconciler.cli.context import Settings, output_option
 from reconciler.cli.render import print_error
-from reconciler.errors import DocumentError, ReconcilerError
+from reconciler.desired.problems import DocumentError
+from reconciler.errors import ReconcilerError
 
 EXIT_INTERNAL = 70
 

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from reconciler.chain.review import Review, review
-from reconciler.chain.verify import IdentityVerifier
+from reconciler.chain.values import IdentityVerifier
 from reconciler.cli.chain_options import (
     identities_option,
     introduction_option,

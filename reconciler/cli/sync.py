@@ -15,7 +15,7 @@ import watchfiles
 
 from reconciler.chain import follow, sync
 from reconciler.chain.gitcli import as_remote
-from reconciler.chain.verify import IdentityVerifier, Introduction
+from reconciler.chain.values import IdentityVerifier, Introduction
 from reconciler.cli.chain_options import (
     identities_option,
     introduction_option,

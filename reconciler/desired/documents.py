@@ -23,9 +23,16 @@ from pydantic import BaseModel, ValidationError
 from reconciler.desired import checks
 from reconciler.desired.model import API_VERSION, KINDS, Document, Kind
 from reconciler.desired.model.types import describe, quote
-from reconciler.desired.problems import START, Finding, Mark, Problem, Severity, Stage
+from reconciler.desired.problems import (
+    START,
+    DocumentError,
+    Finding,
+    Mark,
+    Problem,
+    Severity,
+    Stage,
+)
 from reconciler.desired.yamlparse import ParsedYaml, YamlError, offset_mark, parse_yaml
-from reconciler.errors import DocumentError
 
 MAX_DOCUMENT_BYTES = 1024 * 1024
 

@@ -8,8 +8,11 @@ document's positions are known.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
+
+from reconciler.errors import InputError
 
 DocPath: TypeAlias = tuple[str | int, ...]
 
@@ -79,3 +82,15 @@ class Finding:
 
 def sort_key(problem: Problem) -> tuple[str, int, int, str]:
     return (problem.file, problem.mark.line, problem.mark.column, problem.message)
+
+
+class DocumentError(InputError):
+    """A document failed to parse or validate. `problems` lists every problem found."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        if not problems:
+            raise ValueError("DocumentError needs at least one problem")
+        self.problems: tuple[Problem, ...] = tuple(problems)
+        first = str(self.problems[0])
+        more = len(self.problems) - 1
+        super().__init__(first if more == 0 else f"{first} (and {more} more)")

@@ -29,8 +29,15 @@ from reconciler.desired.model import (
 from reconciler.desired.model.circle import POLICY_FILE, SshKey
 from reconciler.desired.model.types import ed25519_key_blob, format_bytes, format_cpu
 from reconciler.desired.model.workload import GpuRequest
-from reconciler.desired.problems import START, Finding, Problem, Severity, Stage, sort_key
-from reconciler.errors import DocumentError
+from reconciler.desired.problems import (
+    START,
+    DocumentError,
+    Finding,
+    Problem,
+    Severity,
+    Stage,
+    sort_key,
+)
 
 DOCUMENT_SUFFIX = ".yaml"
 FOLDERS: dict[str, Kind] = {kind.folder: kind for kind in REPOSITORY_KINDS if kind.folder}

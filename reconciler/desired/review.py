@@ -20,8 +20,8 @@ from typing import Any
 from reconciler.desired.documents import parse_document
 from reconciler.desired.model import REPOSITORY_KINDS, Document, Kind
 from reconciler.desired.model.types import ssh_fingerprint
+from reconciler.desired.problems import DocumentError
 from reconciler.desired.repository import PathRole, classify
-from reconciler.errors import DocumentError
 
 SHORT = 12  # digest characters shown: enough to tell two artifacts apart at a glance
 LONG_TEXT = 60  # longer text (a description) is reported as changed, not quoted

@@ -3,6 +3,7 @@ the state is only ever the one a verified transition yields."""
 
 from __future__ import annotations
 
+import base64
 import re
 import stat
 from dataclasses import replace
@@ -13,24 +14,25 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from builders import sshsig
 from reconciler.chain import node_state
+from reconciler.chain.changes import TreeRefused
 from reconciler.chain.quorum import QuorumNotMet
 from reconciler.chain.statements import NAMESPACE, Approval
+from reconciler.chain.values import Evidence, Introduction, NodeState, Transition, sha256
 from reconciler.chain.verify import (
     CLOCK_SKEW,
-    Evidence,
+    BadSignature,
+    Equivocation,
     ForkError,
-    Introduction,
     LifetimeExceeded,
-    NodeState,
     NotVouched,
     PolicyError,
+    Refusal,
     RollbackError,
     SequenceGap,
-    Transition,
-    sha256,
-    verify,
-    vouch,
+    Verifier,
+    refusal,
 )
+from reconciler.errors import ReconcilerError, Retry
 from tests.conftest import EXAMPLE
 
 KEYS = {name: Ed25519PrivateKey.generate() for name in ("alice", "bob", "carol", "mallory")}
@@ -101,15 +103,15 @@ CHANGE = step(2, FIRST, SECOND, ("workloads/langid.yaml",))
 
 
 def test_the_first_commit_needs_governance_and_yields_the_first_state() -> None:
-    verdict = verify(INTRO, None, GENESIS, approve(GENESIS, "alice", "bob", "carol"), NOW)
+    verdict = Verifier(INTRO).verify(None, GENESIS, approve(GENESIS, "alice", "bob", "carol"), NOW)
     assert verdict.state == STATE_1
     assert verdict.signers == ("alice", "bob", "carol")
     with pytest.raises(QuorumNotMet, match="rule governance needs weight 3, has 2"):
-        verify(INTRO, None, GENESIS, approve(GENESIS, "alice", "bob"), NOW)
+        Verifier(INTRO).verify(None, GENESIS, approve(GENESIS, "alice", "bob"), NOW)
 
 
 def test_a_change_with_quorum_advances_the_state() -> None:
-    verdict = verify(INTRO, STATE_1, CHANGE, approve(CHANGE, "alice", "carol"), NOW)
+    verdict = Verifier(INTRO).verify(STATE_1, CHANGE, approve(CHANGE, "alice", "carol"), NOW)
     assert verdict.state == NodeState(SECOND, 2, sha256(V1))
 
 
@@ -187,37 +189,36 @@ def test_refusals(
     transition: Transition, evidence: list[Evidence], error: type[Exception], message: str
 ) -> None:
     with pytest.raises(error, match=re.escape(message)):
-        verify(INTRO, STATE_1, transition, evidence, NOW)
+        Verifier(INTRO).verify(STATE_1, transition, evidence, NOW)
 
 
 def test_a_policy_change_must_evolve_by_one_version_and_meet_both_governances() -> None:
     v2 = policy_text(version=2, previous=sha256(V1))
     change = step(2, FIRST, SECOND, ("circle.yaml",), policy_to=v2)
     everyone = approve(change, "alice", "bob", "carol")
-    assert verify(INTRO, STATE_1, change, everyone, NOW).state.policy_sha256 == sha256(v2)
+    assert Verifier(INTRO).verify(STATE_1, change, everyone, NOW).state.policy_sha256 == sha256(v2)
 
     skipped = policy_text(version=3, previous=sha256(V1))
     with pytest.raises(PolicyError, match="from version 1 to 3; expected 2"):
-        verify(
-            INTRO,
+        Verifier(INTRO).verify(
             STATE_1,
             replace(change, policy_to=skipped),
             everyone,
             NOW,
         )
     with pytest.raises(QuorumNotMet, match="rule governance needs weight 3, has 2"):
-        verify(INTRO, STATE_1, change, approve(change, "alice", "bob"), NOW)
+        Verifier(INTRO).verify(STATE_1, change, approve(change, "alice", "bob"), NOW)
 
 
 def test_a_state_whose_policy_does_not_match_is_refused() -> None:
     wrong = NodeState(FIRST, 1, "0" * 64)
     with pytest.raises(PolicyError, match="does not match the node's state"):
-        verify(INTRO, wrong, CHANGE, approve(CHANGE, "alice", "bob"), NOW)
+        Verifier(INTRO).verify(wrong, CHANGE, approve(CHANGE, "alice", "bob"), NOW)
 
 
 def test_a_first_transition_elsewhere_than_the_introduction_is_refused() -> None:
     with pytest.raises(ForkError, match="must be seq 1 to the introduction's commit"):
-        verify(INTRO, None, step(1, None, SECOND, ("x",)), [], NOW)
+        Verifier(INTRO).verify(None, step(1, None, SECOND, ("x",)), [], NOW)
 
 
 def test_the_state_file_is_private_atomic_and_refused_when_others_can_touch_it(
@@ -244,7 +245,7 @@ def test_a_refused_transition_leaves_the_state_file_byte_identical(tmp_path: Pat
     state = node_state.load(path)
     # The node applies a transition as: verify, then save. A refusal never reaches the save.
     with pytest.raises(RollbackError):
-        verify(INTRO, state, GENESIS, [], NOW)
+        Verifier(INTRO).verify(state, GENESIS, [], NOW)
     assert path.read_bytes() == before
     assert node_state.load(path) == STATE_1
 
@@ -256,10 +257,10 @@ def test_a_quorum_needs_approvals_current_together_and_then_stays_met() -> None:
     apart = approve(CHANGE, "alice", issued_at=NOW - 90_000, expires_at=NOW - 80_000)
     apart += approve(CHANGE, "bob", issued_at=NOW - 70_000, expires_at=NOW + 10)
     with pytest.raises(QuorumNotMet, match=r"#1: approval of seq 2 \(2{12}\) expired at"):
-        verify(INTRO, STATE_1, CHANGE, apart, NOW)
+        Verifier(INTRO).verify(STATE_1, CHANGE, apart, NOW)
     together = approve(CHANGE, "alice", issued_at=NOW - 90_000, expires_at=NOW - 80_000)
     together += approve(CHANGE, "bob", issued_at=NOW - 85_000, expires_at=NOW - 75_000)
-    verdict = verify(INTRO, STATE_1, CHANGE, together, NOW)
+    verdict = Verifier(INTRO).verify(STATE_1, CHANGE, together, NOW)
     assert verdict.signers == ("alice", "bob")
 
 
@@ -271,7 +272,7 @@ def test_an_approval_valid_longer_than_the_policy_allows_does_not_count() -> Non
     year, century = 365 * 86_400, 100 * 365 * 86_400
     forever = approve(CHANGE, "alice", "bob", issued_at=NOW - year, expires_at=NOW + century)
     with pytest.raises(QuorumNotMet) as refused:
-        verify(INTRO, STATE_1, CHANGE, forever, NOW)
+        Verifier(INTRO).verify(STATE_1, CHANGE, forever, NOW)
     reason = (
         f"approval of seq 2 is valid for {year + century} s, longer than the policy's "
         f"approvalLifetime of {lifetime} s (+ {CLOCK_SKEW} s clock skew)"
@@ -280,18 +281,57 @@ def test_an_approval_valid_longer_than_the_policy_allows_does_not_count() -> Non
     assert "rule workloads needs weight 2, has 0" in str(refused.value)
     assert [type(item.error) for item in refused.value.excluded] == [LifetimeExceeded] * 2
     with pytest.raises(NotVouched) as unvouched:  # what a node meets before reading the tree
-        vouch(INTRO, STATE_1, CHANGE.header, forever, NOW)
+        Verifier(INTRO).vouch(STATE_1, CHANGE.header, forever, NOW)
     assert [type(item.error) for item in unvouched.value.excluded] == [LifetimeExceeded] * 2
 
     at_the_limit = approve(
         CHANGE, "alice", "bob", issued_at=NOW - 100, expires_at=NOW - 100 + lifetime + CLOCK_SKEW
     )
-    assert verify(INTRO, STATE_1, CHANGE, at_the_limit, NOW).signers == ("alice", "bob")
+    assert Verifier(INTRO).verify(STATE_1, CHANGE, at_the_limit, NOW).signers == ("alice", "bob")
     one_over = approve(
         CHANGE, "alice", issued_at=NOW - 100, expires_at=NOW - 99 + lifetime + CLOCK_SKEW
     )
     with pytest.raises(QuorumNotMet, match="has 1 \\(bob\\)") as one:
-        verify(INTRO, STATE_1, CHANGE, one_over + approve(CHANGE, "bob"), NOW)
+        Verifier(INTRO).verify(STATE_1, CHANGE, one_over + approve(CHANGE, "bob"), NOW)
     assert [type(item.error) for item in one.value.excluded] == [LifetimeExceeded]
     # An applied step stays applied: the window is the statement's, whatever the time now.
-    assert verify(INTRO, STATE_1, CHANGE, at_the_limit, NOW + 10 * year).state.seq == 2
+    assert Verifier(INTRO).verify(STATE_1, CHANGE, at_the_limit, NOW + 10 * year).state.seq == 2
+
+
+@pytest.mark.parametrize(
+    ("error", "reason", "retry"),
+    [
+        (RollbackError("x"), Refusal.ROLLBACK, Retry.STALLED),
+        (SequenceGap("x"), Refusal.SEQUENCE_GAP, Retry.STALLED),
+        (ForkError("x"), Refusal.FORK, Retry.STALLED),
+        (PolicyError("x"), Refusal.POLICY, Retry.STALLED),
+        (Equivocation("x"), Refusal.EQUIVOCATION, Retry.STALLED),
+        (NotVouched("x"), Refusal.NOT_VOUCHED, Retry.WAITING),
+        (QuorumNotMet("x"), Refusal.QUORUM_NOT_MET, Retry.WAITING),
+        (TreeRefused("x"), Refusal.TREE, Retry.STALLED),
+        (LifetimeExceeded("x"), Refusal.LIFETIME, Retry.STALLED),
+        (BadSignature("x"), Refusal.BAD_SIGNATURE, Retry.STALLED),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, Exception) else str(value),
+)
+def test_every_refusal_has_a_reason_and_a_retry_meaning(
+    error: Exception, reason: Refusal, retry: Retry
+) -> None:
+    assert refusal(error) is reason
+    assert isinstance(error, ReconcilerError)
+    assert error.retry is retry
+
+
+def test_a_tampered_signature_is_excluded_as_a_bad_signature() -> None:
+    [good] = approve(CHANGE, "bob")
+    blob = bytearray(base64.b64decode("".join(good.signature.splitlines()[1:-1])))
+    blob[-1] ^= 1  # the last byte of the Ed25519 signature itself
+    body = base64.b64encode(bytes(blob)).decode()
+    lines = [body[i : i + 70] for i in range(0, len(body), 70)]
+    armor = "\n".join(["-----BEGIN SSH SIGNATURE-----", *lines, "-----END SSH SIGNATURE-----"])
+    tampered = Evidence(good.statement, armor + "\n")
+    with pytest.raises(QuorumNotMet) as refused:
+        Verifier(INTRO).verify(STATE_1, CHANGE, [tampered, *approve(CHANGE, "alice")], NOW)
+    [excluded] = refused.value.excluded
+    assert isinstance(excluded.error, BadSignature)
+    assert "the message or signature was altered" in str(excluded)

@@ -28,20 +28,19 @@ from reconciler.chain.node_state import StateFileError
 from reconciler.chain.quorum import QuorumNotMet
 from reconciler.chain.statements import NAMESPACE
 from reconciler.chain.trees import commit_of
+from reconciler.chain.values import Evidence, NodeState, sha256
 from reconciler.chain.verify import (
     ChainError,
-    Evidence,
+    Equivocation,
     ForkError,
-    NodeState,
     NotVouched,
     PolicyError,
     RollbackError,
     SequenceGap,
+    Verifier,
     parse_policy,
-    sha256,
-    verify,
 )
-from reconciler.chain.walk import MAIN, Chain, Equivocation
+from reconciler.chain.walk import MAIN, Chain
 from tests.chainsim import NOW, ChainSimulator
 
 OWNERS = ("alice", "bob", "carol")
@@ -675,7 +674,7 @@ def test_a_misplaced_statement_signed_by_everyone_is_refused(
     assert step.policy_from is not None
     evidence = [Evidence(data, signature) for data, signature in filed]
     with pytest.raises(error) as raised:
-        verify(sim.intro, state, step, evidence, NOW)
+        Verifier(sim.intro).verify(state, step, evidence, NOW)
     assert raised.type is error
     assert fragment in str(raised.value)
     assert sim.chain().walk(NOW, state) == ([], state)

@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from reconciler.chain.trees import transition
-from reconciler.chain.verify import Introduction, Transition, sha256
+from reconciler.chain.values import Introduction, Transition, sha256
 from tests.conftest import Result, run_circle_inprocess
 from tests.reconciler.chain.test_chain import KEYS
 from tests.reconciler.chain.test_chain_git import circle, git, sign_and_file  # noqa: F401 - the fixture

@@ -18,17 +18,8 @@ from reconciler.chain.changes import TreeRefused
 from reconciler.chain.quorum import QuorumNotMet
 from reconciler.chain.statements import NAMESPACE, Approval
 from reconciler.chain.trees import transition
-from reconciler.chain.verify import (
-    Evidence,
-    ForkError,
-    Introduction,
-    NodeState,
-    Policies,
-    Transition,
-    parse_policy,
-    sha256,
-    verify,
-)
+from reconciler.chain.values import Evidence, Introduction, NodeState, Transition, sha256
+from reconciler.chain.verify import Equivocation, ForkError, Policies, Verifier, parse_policy
 from tests.conftest import EXAMPLE
 from tests.reconciler.chain.test_chain import KEYS, policy_text
 
@@ -89,7 +80,7 @@ def test_a_chain_from_introduction_to_change_and_a_refused_rollback(
     genesis = transition(repo, ref=ref, seq=1, from_commit=None, to_commit=first)
     assert "circle.yaml" in genesis.changed
     sign_and_file(repo, intro, genesis, "alice", "bob", "carol")
-    state = verify(intro, None, genesis, evidence(repo, genesis), NOW).state
+    state = Verifier(intro).verify(None, genesis, evidence(repo, genesis), NOW).state
     state_file = tmp_path / "node" / "state.json"
     state_file.parent.mkdir()
     node_state.save(state_file, state)
@@ -103,21 +94,23 @@ def test_a_chain_from_introduction_to_change_and_a_refused_rollback(
 
     sign_and_file(repo, intro, change, "alice")
     with pytest.raises(QuorumNotMet, match=r"rule workloads needs weight 2, has 1 \(alice\)"):
-        verify(
-            intro,
+        Verifier(intro).verify(
             state,
             change,
             evidence(repo, change),
             NOW,
         )
     sign_and_file(repo, intro, change, "bob")
-    state = verify(
-        intro,
-        state,
-        change,
-        evidence(repo, change),
-        NOW,
-    ).state
+    state = (
+        Verifier(intro)
+        .verify(
+            state,
+            change,
+            evidence(repo, change),
+            NOW,
+        )
+        .state
+    )
     node_state.save(state_file, state)
     assert state.seq == 2
 
@@ -130,8 +123,7 @@ def test_a_chain_from_introduction_to_change_and_a_refused_rollback(
     forged = transition(repo, ref=ref, seq=3, from_commit=second, to_commit=rogue)
     assert forged.descends is False
     with pytest.raises(ForkError, match="does not descend from"):
-        verify(
-            intro,
+        Verifier(intro).verify(
             node_state.load(state_file),
             forged,
             [],
@@ -159,12 +151,12 @@ def test_a_symlink_is_refused_by_the_policy_in_force_before_any_signature(circle
     state = NodeState(str(step.from_commit), 1, sha256(step.policy_to))
     policy = parse_policy(step.policy_to)
     with pytest.raises(TreeRefused, match=r"workloads/evil\.yaml is a symbolic link"):
-        verify(intro, state, step, [], NOW)
+        Verifier(intro).verify(state, step, [], NOW)
     allowing = policy.model_copy(
         update={"consensus": policy.consensus.model_copy(update={"allow_symlinks": True})}
     )
     with pytest.raises(QuorumNotMet):  # allowed: now it is a matter of signatures
-        verify(intro, state, step, [], NOW, policies=Policies(lambda data: allowing))
+        Verifier(intro, policies=Policies(lambda data: allowing)).verify(state, step, [], NOW)
 
 
 def test_walking_the_chain_cold_and_catching_an_equivocation(circle: Path) -> None:
@@ -204,5 +196,5 @@ def test_walking_the_chain_cold_and_catching_an_equivocation(circle: Path) -> No
 
     # Owners who sign two different commits for one seq: the walk refuses to pick one.
     sign_and_file(repo, intro, competing, "alice")
-    with pytest.raises(chain_walk.Equivocation, match="seq 2 has 2 approved commits"):
+    with pytest.raises(Equivocation, match="seq 2 has 2 approved commits"):
         chain_walk.Chain(repo, intro, ref).walk(NOW)

@@ -21,7 +21,8 @@ import pytest
 
 from reconciler.chain.quorum import QuorumNotMet
 from reconciler.chain.sigstore import SigstoreError, SigstoreVerifier, bundle_name
-from reconciler.chain.verify import Evidence, verify
+from reconciler.chain.values import Evidence
+from reconciler.chain.verify import Verifier
 from tests.conftest import ROOT
 from tests.reconciler.chain.test_chain import CHANGE, INTRO, NOW, STATE_1, approve
 
@@ -272,7 +273,7 @@ def _carol_by_sigstore(
     when carol's identity verifies (the example policy gives carol both kinds of key)."""
     evidence = approve(CHANGE, "alice")
     evidence.append(Evidence(evidence[0].statement, bundle))
-    verify(INTRO, STATE_1, CHANGE, evidence, NOW, verifier)
+    Verifier(INTRO, identities=verifier).verify(STATE_1, CHANGE, evidence, NOW)
 
 
 def test_a_sigstore_approval_counts_for_the_member_with_that_identity() -> None:

@@ -14,7 +14,7 @@ from ruamel.yaml import YAML
 
 from reconciler.desired.documents import Loaded, parse_document
 from reconciler.desired.model import KINDS, Document
-from reconciler.errors import DocumentError
+from reconciler.desired.problems import DocumentError
 from tests.strategies import DOCUMENTS
 
 ALL_KINDS = tuple(KINDS.values())

@@ -40,7 +40,7 @@ from reconciler.desired.model.types import (
     format_duration,
     ssh_fingerprint,
 )
-from reconciler.errors import DocumentError
+from reconciler.desired.problems import DocumentError
 from tests.strategies import ssh_public_key_line, ssh_public_keys
 
 BYTE_UNITS = {
