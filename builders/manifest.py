@@ -21,6 +21,7 @@ counts beyond the limits.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import posixpath
@@ -79,20 +80,31 @@ class Chunk:
     size: int
 
 
+class EntryType(enum.StrEnum):
+    """What an entry of an artifact is (its `type` in the manifest)."""
+
+    FILE = "file"
+    DIR = "dir"
+    SYMLINK = "symlink"
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     path: str
-    type: str  # "file", "dir", "symlink"
+    type: EntryType
     mode: str | None = None  # files and dirs
     size: int = 0  # files
     sha256: str | None = None  # files
     chunks: tuple[Chunk, ...] = ()  # files
     target: str | None = None  # symlinks
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "type", EntryType(self.type))  # "file" reads as FILE
+
     def as_json(self) -> dict[str, Any]:
-        if self.type == "dir":
+        if self.type is EntryType.DIR:
             return {"path": self.path, "type": "dir", "mode": self.mode}
-        if self.type == "symlink":
+        if self.type is EntryType.SYMLINK:
             return {"path": self.path, "type": "symlink", "target": self.target}
         return {
             "path": self.path,
@@ -133,7 +145,7 @@ class ArtifactManifest:
         return artifact_id(self.encode())
 
     def files(self) -> Iterable[Entry]:
-        return (entry for entry in self.entries if entry.type == "file")
+        return (entry for entry in self.entries if entry.type is EntryType.FILE)
 
     def chunk_digests(self) -> set[str]:
         """Every distinct chunk the artifact needs: what a node fetches if it has none."""
@@ -273,7 +285,7 @@ def _entry(value: Any, allow_symlinks: bool, limits: Limits) -> Entry:
     if kind == "dir":
         _keys(value, {"path", "type", "mode"}, f"directory {path!r}")
         _need(value["mode"] == DIR_MODE, f"directory {path!r} must have mode {DIR_MODE}")
-        return Entry(path, "dir", DIR_MODE)
+        return Entry(path, EntryType.DIR, DIR_MODE)
     if kind == "symlink":
         _keys(value, {"path", "type", "target"}, f"symlink {path!r}")
         _need(allow_symlinks, f"{path!r} is a symlink, and this artifact allows none")
@@ -285,7 +297,7 @@ def _entry(value: Any, allow_symlinks: bool, limits: Limits) -> Entry:
             f"symlink {path!r} has a backslash or NUL in its target",
         )
         _check_link_target(path, target)
-        return Entry(path, "symlink", target=target)
+        return Entry(path, EntryType.SYMLINK, target=target)
     _need(
         kind == "file", f"entry {path!r} has type {str(kind)[:20]!r}; expected file, dir or symlink"
     )
@@ -314,7 +326,7 @@ def _entry(value: Any, allow_symlinks: bool, limits: Limits) -> Entry:
         chunks.append(Chunk(item[0], _integer(item[1], f"chunk size in {path!r}", 1, 2**31)))
     total = sum(chunk.size for chunk in chunks)
     _need(total == size, f"file {path!r} says {size} bytes, its chunks hold {total}")
-    return Entry(path, "file", value["mode"], size, digest, tuple(chunks))
+    return Entry(path, EntryType.FILE, value["mode"], size, digest, tuple(chunks))
 
 
 def _from_json(document: Any, *, allow_symlinks: bool, limits: Limits) -> ArtifactManifest:
@@ -341,7 +353,7 @@ def _from_json(document: Any, *, allow_symlinks: bool, limits: Limits) -> Artifa
     entries = tuple(_entry(value, allow_symlinks, limits) for value in entries_json)
     _check_tree(entries, limits)
     prefetch = top["prefetch"]
-    files = {entry.path for entry in entries if entry.type == "file"}
+    files = {entry.path for entry in entries if entry.type is EntryType.FILE}
     _need(
         isinstance(prefetch, list) and all(isinstance(p, str) and p in files for p in prefetch),
         "prefetch must list files of the artifact",
@@ -360,7 +372,7 @@ def _from_json(document: Any, *, allow_symlinks: bool, limits: Limits) -> Artifa
 
 
 def _check_tree(entries: Sequence[Entry], limits: Limits) -> None:
-    kinds: dict[str, str] = {}
+    kinds: dict[str, EntryType] = {}
     folded: dict[str, str] = {}
     for entry in entries:
         _need(entry.path not in kinds, f"duplicate entry {entry.path!r}")
@@ -376,9 +388,13 @@ def _check_tree(entries: Sequence[Entry], limits: Limits) -> None:
         parent = posixpath.dirname(entry.path)
         while parent:
             kind = kinds.get(parent)
-            _need(kind != "symlink", f"entry {entry.path!r} lies under the symlink {parent!r}")
             _need(
-                kind == "dir", f"entry {entry.path!r} needs its folder {parent!r} declared as a dir"
+                kind is not EntryType.SYMLINK,
+                f"entry {entry.path!r} lies under the symlink {parent!r}",
+            )
+            _need(
+                kind is EntryType.DIR,
+                f"entry {entry.path!r} needs its folder {parent!r} declared as a dir",
             )
             parent = posixpath.dirname(parent)
     total = sum(len(entry.chunks) for entry in entries)

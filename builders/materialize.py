@@ -47,7 +47,7 @@ from builders.chunks import (
     SourceUnavailable,
     chunk_digest,
 )
-from builders.manifest import ArtifactManifest, Chunk, Entry, decode
+from builders.manifest import ArtifactManifest, Chunk, Entry, EntryType, decode
 
 CURRENT = "current"
 STAGING_PREFIX = ".staging-"
@@ -291,7 +291,7 @@ def _write_entries(staging_fd: int, manifest: ArtifactManifest, fetcher: _Fetche
         for entry in manifest.entries:
             parent, name = posixpath.split(entry.path)
             parent_fd = parents.open(parent)
-            if entry.type == "dir":
+            if entry.type is EntryType.DIR:
                 try:
                     os.mkdir(name, 0o700, dir_fd=parent_fd)
                     dir_fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
@@ -303,7 +303,7 @@ def _write_entries(staging_fd: int, manifest: ArtifactManifest, fetcher: _Fetche
                     raise MaterializeError(
                         f"cannot create folder {entry.path!r}: {error.strerror}"
                     ) from error
-            elif entry.type == "symlink":
+            elif entry.type is EntryType.SYMLINK:
                 assert entry.target is not None  # decode guarantees it
                 try:
                     os.symlink(entry.target, name, dir_fd=parent_fd)
@@ -361,7 +361,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _sync_dirs(staging_fd: int, manifest: ArtifactManifest) -> None:
     """fsync every folder, so the names as well as the bytes survive a crash."""
-    for path in ["", *(entry.path for entry in manifest.entries if entry.type == "dir")]:
+    for path in ["", *(entry.path for entry in manifest.entries if entry.type is EntryType.DIR)]:
         fd = _open_dir(staging_fd, path)
         try:
             os.fsync(fd)
@@ -449,7 +449,7 @@ def _verify_at(
             for entry in manifest.entries:
                 parent, name = posixpath.split(entry.path)
                 children.setdefault(parent, set()).add(name)
-                if entry.type == "dir":
+                if entry.type is EntryType.DIR:
                     children.setdefault(entry.path, set())
                 try:
                     parent_fd = parents.open(parent)
@@ -475,9 +475,9 @@ def _verify_entry(
         info = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
     except FileNotFoundError:
         raise TreeMismatch(f"{where} is missing") from None
-    if entry.type == "dir":
+    if entry.type is EntryType.DIR:
         _check_mode(info, stat.S_ISDIR, _DIR_MODE, label, entry.path)
-    elif entry.type == "symlink":
+    elif entry.type is EntryType.SYMLINK:
         if not stat.S_ISLNK(info.st_mode):
             raise TreeMismatch(f"{where} is not a symlink")
         target = os.readlink(name, dir_fd=parent_fd)

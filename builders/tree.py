@@ -21,7 +21,7 @@ from pyfastcdc import FastCDC
 
 from builders import BuildError
 from builders.chunks import ChunkStore
-from builders.manifest import ArtifactManifest, Chunk, Chunking, Entry, decode
+from builders.manifest import ArtifactManifest, Chunk, Chunking, Entry, EntryType, decode
 from builders.paths import matches_any
 
 ARCHIVE_CHUNKING = Chunking("fixed", 4 * 1024 * 1024, 4 * 1024 * 1024, 4 * 1024 * 1024)
@@ -94,13 +94,13 @@ def build_tree(spec: TreeBuild, store: ChunkStore) -> ArtifactManifest:
         if stat.S_ISLNK(status.st_mode):
             if not spec.allow_symlinks:
                 raise BuildError(f"{path}: a symbolic link, and this build allows none")
-            files.append(Entry(path, "symlink", target=os.readlink(spec.source / path)))
+            files.append(Entry(path, EntryType.SYMLINK, target=os.readlink(spec.source / path)))
         elif stat.S_ISREG(status.st_mode):
             digest, chunks, size = _chunks(spec.source / path, spec.chunking, store)
             if size != status.st_size:
                 raise BuildError(f"{path}: changed while it was being built")
             mode = "0755" if status.st_mode & stat.S_IXUSR else "0644"
-            files.append(Entry(path, "file", mode, size, digest, chunks))
+            files.append(Entry(path, EntryType.FILE, mode, size, digest, chunks))
         else:
             raise BuildError(
                 f"{path}: not a regular file, folder or link (a device, pipe or socket)"
@@ -109,9 +109,9 @@ def build_tree(spec: TreeBuild, store: ChunkStore) -> ArtifactManifest:
         while parent:
             folders.add(parent)
             parent = os.path.dirname(parent)
-    entries = [Entry(folder, "dir", "0755") for folder in folders] + files
+    entries = [Entry(folder, EntryType.DIR, "0755") for folder in folders] + files
     prefetch = tuple(
-        e.path for e in files if e.type == "file" and matches_any(spec.prefetch, e.path)
+        e.path for e in files if e.type is EntryType.FILE and matches_any(spec.prefetch, e.path)
     )
     manifest = ArtifactManifest(tuple(entries), spec.chunking, prefetch, dict(spec.labels))
     # The node's gate, applied at build time: a build never produces what a node would refuse.
