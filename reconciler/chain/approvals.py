@@ -18,7 +18,7 @@ notes are not used (one note per object, O(n) writes).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from reconciler.chain.statements import MAX_STATEMENT_BYTES, decode
 from reconciler.errors import CheckFailed
 
 REF = "refs/circle/approvals"
-MAX_SIGNATURE_BYTES = 1 << 20  # an armored SSHSIG is 300 bytes; a sigstore bundle some KiB
+MAX_SIGNATURE_BYTES = 64 << 10  # an armored SSHSIG is 300 bytes, a sigstore bundle about 6 KiB
 _AUTHOR = pygit2.Signature("circle", "circle@localhost", 0, 0)
 
 
@@ -69,14 +69,25 @@ def _pair_digest(statement: bytes, signature: bytes) -> str:
 
 
 def _head(repo: pygit2.Repository, ref: str = REF) -> pygit2.Commit | None:
+    """The approvals commit `ref` names (an annotated tag of one is peeled), None without the
+    ref; ApprovalStoreError when it names a tree, a blob or nothing."""
     reference = repo.references.get(ref)
     if reference is None:
         return None
-    commit: Any = repo.get(reference.target) if isinstance(reference.target, pygit2.Oid) else None
-    if not isinstance(commit, pygit2.Commit):
-        what = "nothing" if commit is None else f"a {commit.type_str}"
+    found: Any = repo.get(reference.target) if isinstance(reference.target, pygit2.Oid) else None
+    for _ in range(8):  # a tag of a tag ...: a few levels, no more
+        if not isinstance(found, pygit2.Tag):
+            break
+        found = repo.get(found.target)
+    if not isinstance(found, pygit2.Commit):
+        what = "nothing" if found is None else f"a {found.type_str}"
         raise ApprovalStoreError(f"{ref} points at {what}, not an approvals commit")
-    return commit
+    return found
+
+
+def head(repo: pygit2.Repository, ref: str) -> pygit2.Commit | None:
+    """The approvals commit of `ref` (another clone's, fetched; a node's quarantine)."""
+    return _head(repo, ref)
 
 
 def add(repo: pygit2.Repository, statement: bytes, signature: str) -> str:
@@ -174,12 +185,22 @@ def _pair_holds(repo: pygit2.Repository, folder: Any, name: str) -> bool:
     )
 
 
-def _move_ref(repo: pygit2.Repository, expected: pygit2.Commit | None, target: pygit2.Oid) -> None:
+def _move_ref(
+    repo: pygit2.Repository,
+    expected: pygit2.Commit | None,
+    target: pygit2.Oid,
+    *,
+    isolated: bool = False,
+) -> None:
     """Move the ref only if nobody else moved it meanwhile: a compare-and-swap under git's own
-    ref lock (`git update-ref REF NEW OLD`), so two processes filing at once cannot lose one."""
+    ref lock (`git update-ref REF NEW OLD`), so two processes filing at once cannot lose one.
+    `isolated`: in a node's quarantine, no hook and no outside configuration."""
     old = str(expected.id) if expected is not None else "0" * 40
     try:
-        git(repo.path, "update-ref", "-m", "circle: approvals", REF, str(target), old)
+        git(
+            repo.path, "update-ref", "-m", "circle: approvals", REF, str(target), old,
+            isolated=isolated,
+        )  # fmt: skip
     except GitFailed:
         raise ApprovalStoreError(
             f"{REF} moved while an approval was being filed; try again"
@@ -217,31 +238,67 @@ def read_seq(repo: pygit2.Repository, seq: int, tree: pygit2.Tree) -> Iterator[S
         yield from _pairs(repo, tree[name], name)
 
 
+def folders(repo: pygit2.Repository, seq: int, tree: pygit2.Tree | None) -> list[str]:
+    """The names of the `to` folders filed under `seq` (unchecked: anyone can make one)."""
+    name = f"{seq:010d}"
+    if tree is None or name not in tree:
+        return []
+    seq_tree = repo.get(tree[name].id)
+    if not isinstance(seq_tree, pygit2.Tree):
+        return []
+    return sorted(str(entry.name) for entry in seq_tree)
+
+
+def read_folder(
+    repo: pygit2.Repository,
+    seq: int,
+    to: str,
+    tree: pygit2.Tree | None,
+    signers: Container[str] | None = None,
+) -> Iterator[StoredApproval]:
+    """The approval pairs filed for `seq: -> to`; with `signers` (SIGNER parts of file names),
+    only theirs: the others are not even read."""
+    name = f"{seq:010d}"
+    if tree is None or name not in tree:
+        return
+    seq_tree = repo.get(tree[name].id)
+    if not isinstance(seq_tree, pygit2.Tree) or to not in seq_tree:
+        return
+    to_tree = repo.get(seq_tree[to].id)
+    if isinstance(to_tree, pygit2.Tree):
+        yield from _folder(repo, to_tree, f"{name}/{to}", signers)
+
+
 def _pairs(repo: pygit2.Repository, seq_entry: Any, seq_name: str) -> Iterator[StoredApproval]:
     seq_tree = repo.get(seq_entry.id)
     if not isinstance(seq_tree, pygit2.Tree):
         return
     for to_entry in seq_tree:
         to_tree = repo.get(to_entry.id)
-        if not isinstance(to_tree, pygit2.Tree):
+        if isinstance(to_tree, pygit2.Tree):
+            yield from _folder(repo, to_tree, f"{seq_name}/{to_entry.name}", None)
+
+
+def _folder(
+    repo: pygit2.Repository, to_tree: pygit2.Tree, prefix: str, signers: Container[str] | None
+) -> Iterator[StoredApproval]:
+    files = {str(entry.name): entry.id for entry in to_tree}
+    for name, statement_id in files.items():
+        if not name.endswith(".statement"):
             continue
-        files = {str(entry.name): entry.id for entry in to_tree}
-        for name, statement_id in files.items():
-            if not name.endswith(".statement"):
-                continue
-            signature_id = files.get(name.removesuffix(".statement") + ".sig")
-            if signature_id is None:
-                continue
-            statement = _blob(repo, statement_id, MAX_STATEMENT_BYTES)
-            signature = _blob(repo, signature_id, MAX_SIGNATURE_BYTES)
-            if statement is None or signature is None:
-                continue
-            if _names_its_content(name, statement, signature):
-                yield StoredApproval(
-                    f"{seq_name}/{to_entry.name}/{name}",
-                    statement,
-                    signature.decode("utf-8", "replace"),
-                )
+        if signers is not None and name.partition("-")[0] not in signers:
+            continue
+        signature_id = files.get(name.removesuffix(".statement") + ".sig")
+        if signature_id is None:
+            continue
+        statement = _blob(repo, statement_id, MAX_STATEMENT_BYTES)
+        signature = _blob(repo, signature_id, MAX_SIGNATURE_BYTES)
+        if statement is None or signature is None:
+            continue
+        if _names_its_content(name, statement, signature):
+            yield StoredApproval(
+                f"{prefix}/{name}", statement, signature.decode("utf-8", "replace")
+            )
 
 
 def _blob(repo: pygit2.Repository, oid: pygit2.Oid, limit: int) -> bytes | None:
@@ -257,7 +314,7 @@ def _blob(repo: pygit2.Repository, oid: pygit2.Oid, limit: int) -> bytes | None:
     return bytes(found.data)
 
 
-def merge(repo: pygit2.Repository, other: pygit2.Oid) -> pygit2.Oid:
+def merge(repo: pygit2.Repository, other: pygit2.Oid, *, isolated: bool = False) -> pygit2.Oid:
     """Union the approvals of `other` (fetched from another clone) into the ref.
 
     Pairs are added, never replaced or removed: a path on both sides is kept as ours (names
@@ -269,17 +326,17 @@ def merge(repo: pygit2.Repository, other: pygit2.Oid) -> pygit2.Oid:
     if not isinstance(theirs, pygit2.Commit):
         raise ApprovalStoreError(f"{other} is not an approvals commit")
     if head is None:
-        _move_ref(repo, None, theirs.id)
+        _move_ref(repo, None, theirs.id, isolated=isolated)
         return theirs.id
     if head.id == theirs.id or repo.descendant_of(head.id, theirs.id):
         return head.id
     tree = _union(repo, head.tree, theirs.tree)
     if tree == theirs.tree.id and repo.descendant_of(theirs.id, head.id):
-        _move_ref(repo, head, theirs.id)  # theirs holds all of ours: fast-forward
+        _move_ref(repo, head, theirs.id, isolated=isolated)  # theirs holds all of ours
         return theirs.id
     # Otherwise a merge commit, even when theirs brings nothing new: theirs may have dropped
     # files (never followed), and our next push must still descend from it.
     parents = [head.id, theirs.id]
     commit = repo.create_commit(None, _AUTHOR, _AUTHOR, "merge approvals", tree, parents)
-    _move_ref(repo, head, commit)
+    _move_ref(repo, head, commit, isolated=isolated)
     return commit

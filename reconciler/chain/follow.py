@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pygit2
 
-from reconciler.chain import node_state
+from reconciler.chain import approvals, node_state
 from reconciler.chain.gitcli import GitFailed, as_remote, git
 from reconciler.chain.values import IdentityVerifier, Introduction, MainFacts, NodeState
 from reconciler.chain.verify import ChainError
@@ -39,7 +39,7 @@ _SHA1 = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 MAIN = "refs/quarantine/main"
-APPROVALS = "refs/quarantine/circle/approvals"
+APPROVALS = "refs/quarantine/circle/approvals"  # SOURCE's, as fetched; read into approvals.REF
 STATE_FILE = "state.json"
 LOCK_FILE = "lock"
 REPOSITORY = "repo.git"
@@ -116,10 +116,12 @@ def fetch(source: str, folder: Path) -> pygit2.Repository:
                 f"{path}: the quarantine repository is not a folder of this agent's (a link, a "
                 "file or another user's): remove it and follow again"
             )
+    _check_quarantine(path)
     try:
         git(
-            path, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", as_remote(source),
-            f"+refs/heads/main:{MAIN}", f"+refs/circle/approvals*:{APPROVALS}*",
+            path, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--",
+            as_remote(source), f"+refs/heads/main:{MAIN}",
+            f"+refs/circle/approvals*:{APPROVALS}*",
             isolated=True,
         )  # fmt: skip
     except GitFailed as error:
@@ -127,12 +129,50 @@ def fetch(source: str, folder: Path) -> pygit2.Repository:
             raise ChainError(f"{source} has no main branch (no commits yet)") from None
         raise
     try:
-        return pygit2.Repository(str(path))
+        repo = pygit2.Repository(str(path))
     except pygit2.GitError as error:
         raise node_state.StateFileError(
             f"{path}: the quarantine repository cannot be opened ({error}): remove it and "
             "follow again"
         ) from None
+    _absorb_approvals(repo)
+    return repo
+
+
+# The fixed paths of a bare repository git opens before anything else: a FIFO or device at one
+# would hang the fetch, a link would lead it elsewhere.
+_QUARANTINE_FILES = ("HEAD", "config", "packed-refs", "shallow", "objects/info/alternates")
+_QUARANTINE_FOLDERS = ("objects", "refs")
+
+
+def _check_quarantine(path: Path) -> None:
+    for name, folder in [(n, False) for n in _QUARANTINE_FILES] + [
+        (n, True) for n in _QUARANTINE_FOLDERS
+    ]:
+        try:
+            info = os.lstat(path / name)
+        except FileNotFoundError:
+            continue
+        if (stat.S_ISDIR(info.st_mode) if folder else stat.S_ISREG(info.st_mode)) and (
+            info.st_uid == os.geteuid()
+        ):
+            continue
+        raise node_state.StateFileError(
+            f"{path / name}: not a {'folder' if folder else 'regular file'} of this agent's in "
+            "the quarantine repository: remove the repository and follow again"
+        )
+
+
+def _absorb_approvals(repo: pygit2.Repository) -> None:
+    """Union what SOURCE's approvals ref holds now into the node's own approvals ref, which
+    never shrinks: whoever can push to SOURCE can drop approvals there (an empty tree, a
+    force-push, a ref made a tag), never from a node that has seen them."""
+    try:
+        theirs = approvals.head(repo, APPROVALS)
+    except approvals.ApprovalStoreError:
+        return  # a tree or a blob there: nothing to add; what the node holds stays
+    if theirs is not None:
+        approvals.merge(repo, theirs.id, isolated=True)
 
 
 def advance(
@@ -149,7 +189,7 @@ def advance(
     of the rest is returned."""
     state = node_state.load(state_file)
     target = str(tip_commit(repo, MAIN, display="the source's main").id)
-    chain = Chain(repo, intro, identities=identities, approvals_ref=APPROVALS)
+    chain = Chain(repo, intro, identities=identities)  # the node's own, never-shrinking union
     chain.verifier.check_main(state, _main_facts(repo, intro, state, target))
     applied: list[Step] = []
     current = state

@@ -68,5 +68,8 @@ def git(folder: Path | str, *arguments: str, isolated: bool = False) -> str:
 
 def as_remote(remote: str) -> str:
     """A remote as the user typed it, for a git running elsewhere: a local path becomes
-    absolute (relative to the caller's folder); names and URLs stay."""
+    absolute (relative to the caller's folder); names and URLs stay. One that starts with `-`
+    would be an option to git: refused."""
+    if remote.startswith("-"):
+        raise InputError(f"{remote[:60]!r}: a remote cannot start with '-' (write ./{remote})")
     return str(Path(remote).resolve()) if Path(remote).exists() else remote

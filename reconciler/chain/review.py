@@ -19,6 +19,7 @@ from reconciler.chain.trees import commit_of, files_at
 from reconciler.chain.values import IdentityVerifier
 from reconciler.chain.verify import Assessment, check_ssh, members_by_key
 from reconciler.desired.model import Circle
+from reconciler.desired.repository import PathRole, classify
 from reconciler.desired.review import Change, describe_changes
 from reconciler.errors import CheckFailed
 
@@ -53,9 +54,13 @@ def review(
     facts = proposal.transition()
     found = walker.verifier.assess(proposal.state, facts, proposal.evidence(), now)
     start = None if proposal.state is None else commit_of(repo, proposal.state.commit)
+
+    def document(path: str) -> bool:
+        return classify(path)[0] is PathRole.DOCUMENT
+
     changes = describe_changes(
-        None if start is None else files_at(repo, start, facts.changed),
-        files_at(repo, commit_of(repo, proposal.target), facts.changed),
+        None if start is None else files_at(repo, start, facts.changed, document),
+        files_at(repo, commit_of(repo, proposal.target), facts.changed, document),
         facts.changed,
     )
     in_force = walker.policy(facts.header.policy_in_force)

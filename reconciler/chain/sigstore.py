@@ -18,8 +18,10 @@ Signing needs the network and is done by the `sigstore` tool; this module only v
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from urllib.parse import quote
@@ -33,7 +35,7 @@ from sigstore.verify import Verifier, policy
 
 from reconciler.errors import CheckFailed
 
-MAX_BUNDLE_BYTES = 1 << 20
+MAX_BUNDLE_BYTES = 64 << 10  # a bundle is about 6 KiB; the approvals store keeps no larger
 
 # The trusted roots embedded in sigstore-python, by instance name (keyed by their TUF URL).
 _SHIPPED_ROOTS = {
@@ -85,21 +87,23 @@ class SigstoreVerifier:
 
     def identify(self, message: bytes, bundle: str) -> tuple[str, str]:
         """Verify `bundle` over `message` and return the signer's (identity, issuer)."""
-        parsed = _load(bundle)
-        identity, issuer = _signer(parsed.signing_certificate)
-        self._verify(message, parsed, identity, issuer)
+        with _untrusted():
+            parsed = _load(bundle)
+            identity, issuer = _signer(parsed.signing_certificate)
+            self._verify(message, parsed, identity, issuer)
         return identity, issuer
 
     def verify(self, message: bytes, bundle: str, identity: str, issuer: str) -> None:
         """Verify `bundle` over `message`, made by exactly `identity` as vouched for by `issuer`."""
-        parsed = _load(bundle)
-        signer = _signer(parsed.signing_certificate)
-        if signer != (identity, issuer):
-            raise SigstoreError(
-                f"sigstore bundle is signed by {signer[0]} (issuer {signer[1]}), "
-                f"expected {identity} (issuer {issuer})"
-            )
-        self._verify(message, parsed, identity, issuer)
+        with _untrusted():
+            parsed = _load(bundle)
+            signer = _signer(parsed.signing_certificate)
+            if signer != (identity, issuer):
+                raise SigstoreError(
+                    f"sigstore bundle is signed by {signer[0]} (issuer {signer[1]}), "
+                    f"expected {identity} (issuer {issuer})"
+                )
+            self._verify(message, parsed, identity, issuer)
 
     def _verify(self, message: bytes, bundle: Bundle, identity: str, issuer: str) -> None:
         # policy.Identity(issuer=...) only reads the legacy issuer extension; require every
@@ -118,8 +122,24 @@ class SigstoreVerifier:
 
 def bundle_name(bundle: str) -> str:
     """Hex sha256 of the bundle's leaf certificate (DER): a stable file name for storing it."""
-    der = _load(bundle).signing_certificate.public_bytes(Encoding.DER)
+    with _untrusted():
+        der = _load(bundle).signing_certificate.public_bytes(Encoding.DER)
     return hashlib.sha256(der).hexdigest()
+
+
+@contextlib.contextmanager
+def _untrusted() -> Iterator[None]:
+    """The one choke point for bundles, which anyone with push rights can write: whatever the
+    libraries that read them raise (a certificate with a duplicate extension, a malformed SAN,
+    an unknown version...) is a SigstoreError, a refusal of that approval, never a crash."""
+    try:
+        yield
+    except SigstoreError:
+        raise
+    except Exception as error:
+        raise SigstoreError(
+            f"sigstore bundle cannot be read: {type(error).__name__}: {_reason(error)}"
+        ) from error
 
 
 def _load(bundle: str) -> Bundle:

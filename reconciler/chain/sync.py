@@ -66,15 +66,15 @@ def fetch(repo: pygit2.Repository, remote: str) -> None:
         if ref in repo.references:
             repo.references.delete(ref)
     git(
-        repo.path, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", remote,
+        repo.path, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--", remote,
         f"+{MAIN}:{REMOTE_MAIN}", f"+{approvals.REF}*:{REMOTE_APPROVALS}*",
     )  # fmt: skip
 
 
 def merge_remote_approvals(repo: pygit2.Repository) -> None:
-    theirs = repo.references.get(REMOTE_APPROVALS)
+    theirs = approvals.head(repo, REMOTE_APPROVALS)  # a tree or blob there: ApprovalStoreError
     if theirs is not None:
-        approvals.merge(repo, theirs.peel(pygit2.Commit).id)
+        approvals.merge(repo, theirs.id)
 
 
 def pull(repo: pygit2.Repository, remote: str) -> str:
@@ -111,7 +111,7 @@ def push(repo: pygit2.Repository, remote: str, retrying: Callable[[int], None]) 
         refs.append(f"{approvals.REF}:{approvals.REF}")
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            git(repo.path, "push", "--quiet", "--atomic", remote, *refs)
+            git(repo.path, "push", "--quiet", "--atomic", "--", remote, *refs)
             break
         except GitFailed as error:
             if "rejected" not in error.stderr and "fetch first" not in error.stderr:

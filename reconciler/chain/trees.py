@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import re
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pygit2
@@ -35,18 +35,41 @@ from reconciler.desired.model.circle import POLICY_FILE
 
 _FULL_ID = re.compile(r"[0-9a-f]{40}")
 _KEPT_LISTINGS = 4
+MAX_COMMIT_BYTES = 1 << 20  # a commit object: headers and a message; real ones are < 10 KiB
 
 
 @contextlib.contextmanager
 def reading(what: str) -> Iterator[None]:
     """Git objects that are missing or malformed (a repository is anyone's content) become a
-    ChainError about `what`, never an exception of libgit2's."""
+    ChainError about `what`, never an exception of libgit2's; so does a tree nested deeper than
+    Python can walk."""
     try:
         yield
+    except RecursionError:
+        raise ChainError(f"{what}: the tree is nested too deeply to be read") from None
     except (KeyError, ValueError, TypeError, pygit2.GitError) as error:
         raise ChainError(
             f"{what}: unreadable Git object ({type(error).__name__}: {error})"
         ) from None
+
+
+def bounded_commit(repo: pygit2.Repository, oid: pygit2.Oid, name: str) -> Any:
+    """The commit `oid`, refused unread when it is no commit or larger than any commit needs
+    to be (anyone with push rights can make a gigabyte commit message)."""
+    try:
+        kind, size = repo.odb.read_header(oid)
+    except (KeyError, ValueError, pygit2.GitError):
+        raise ChainError(f"{name}: not a commit of this repository") from None
+    if kind != pygit2.enums.ObjectType.COMMIT:
+        what = {
+            pygit2.enums.ObjectType.TAG: "a tag",
+            pygit2.enums.ObjectType.TREE: "a tree",
+            pygit2.enums.ObjectType.BLOB: "a blob",
+        }.get(kind, "no commit")
+        raise ChainError(f"{name} is {what}, not a commit")
+    if size > MAX_COMMIT_BYTES:
+        raise ChainError(f"{name} is a commit of {size} bytes, over the {MAX_COMMIT_BYTES} allowed")
+    return repo.get(oid)
 
 
 def commit_of(repo: pygit2.Repository, revision: str) -> Any:
@@ -60,10 +83,9 @@ def commit_of(repo: pygit2.Repository, revision: str) -> Any:
 def exact_commit(repo: pygit2.Repository, commit_id: str) -> Any:
     """The commit with exactly this full id: no abbreviation, no tag peeled to its commit, so
     one commit has one name on the chain."""
-    found: Any = repo.get(commit_id) if _FULL_ID.fullmatch(commit_id) else None
-    if not isinstance(found, pygit2.Commit):
+    if not _FULL_ID.fullmatch(commit_id):
         raise ChainError(f"{commit_id[:40]}: not a commit of this repository")
-    return found
+    return bounded_commit(repo, pygit2.Oid(hex=commit_id), commit_id[:12])
 
 
 def policy_at(repo: pygit2.Repository, commit: Any, tree: Any = None) -> bytes:
@@ -90,17 +112,30 @@ def policy_at(repo: pygit2.Repository, commit: Any, tree: Any = None) -> bytes:
 _FILE_MODES = (pygit2.GIT_FILEMODE_BLOB, pygit2.GIT_FILEMODE_BLOB_EXECUTABLE)
 
 
-def files_at(repo: pygit2.Repository, commit: Any, paths: tuple[str, ...]) -> dict[str, bytes]:
-    """The bytes of each of `paths` that is a file in `commit` (others are left out)."""
+def files_at(
+    repo: pygit2.Repository, commit: Any, paths: tuple[str, ...], read: Callable[[str], bool]
+) -> dict[str, bytes]:
+    """Each of `paths` that is a file in `commit`: its bytes where `read(path)` (at most
+    MAX_DOCUMENT_BYTES + 1 of them, enough for the parser to say it is too large), b"" for the
+    others (their presence is all that is asked)."""
     found: dict[str, bytes] = {}
     with reading(f"{str(commit.id)[:12]}: files"):
+        tree = commit.tree  # each `.tree` reads the object again: once here
         for path in paths:
             try:
-                blob = repo.get(commit.tree[path].id)
+                entry = tree[path]
             except KeyError:
                 continue
-            if isinstance(blob, pygit2.Blob):
-                found[path] = bytes(blob.data)
+            kind, size = repo.odb.read_header(entry.id)
+            if kind != pygit2.enums.ObjectType.BLOB:
+                continue
+            if not read(path):
+                found[path] = b""
+            elif size > MAX_DOCUMENT_BYTES:
+                found[path] = b"\0" * (MAX_DOCUMENT_BYTES + 1)  # refused by size, unread
+            else:
+                blob: Any = repo.get(entry.id)
+                found[path] = bytes(memoryview(blob))
     return found
 
 
@@ -121,7 +156,7 @@ class TreeReader:
             blob = self.repo.get(oid)
             if not isinstance(blob, pygit2.Blob):
                 raise ChainError(f"{oid} is not a blob")
-            digest = self._digests[oid] = hashlib.sha256(blob.data).hexdigest()
+            digest = self._digests[oid] = hashlib.sha256(memoryview(blob)).hexdigest()
         return digest
 
     def listing(self, tree: Any, after: Any = None) -> Listing:
@@ -198,30 +233,31 @@ class TreeReader:
             found = self._policies[oid] = policy_at(self.repo, commit, tree)
         return found
 
-    def _ends(self, from_commit: str | None, to_commit: str) -> tuple[Any, Any, bool]:
+    def _ends(self, from_commit: str | None, to_commit: str) -> tuple[Any, Any]:
         to = exact_commit(self.repo, to_commit)
         start: Any = None if from_commit is None else exact_commit(self.repo, from_commit)
-        if start is None:
-            return None, to, True
-        descends = start.id in to.parent_ids or self.repo.descendant_of(to.id, start.id)
-        return start, to, descends
+        return start, to
 
     def header(self, *, ref: str, seq: int, from_commit: str | None, to_commit: str) -> Header:
-        """What the commit objects say of `from_commit -> to_commit`: no tree of `to` is read
-        (the policy in force is `from`'s, already applied; for seq 1, `to`'s own)."""
+        """What the commit objects say of `from_commit -> to_commit`: no tree of `to` is read,
+        and no ancestry walked (the policy in force is `from`'s, already applied; for seq 1,
+        `to`'s own)."""
         with reading(f"seq {seq} ({to_commit[:12]})"):
-            start, to, descends = self._ends(from_commit, to_commit)
+            start, to = self._ends(from_commit, to_commit)
             in_force = to if start is None else start
             return Header(
                 ref, seq, None if start is None else str(start.id), str(to.id), str(to.tree_id),
-                descends, self._policy(in_force, in_force.tree),
+                self._policy(in_force, in_force.tree),
             )  # fmt: skip
 
     def transition(
         self, *, ref: str, seq: int, from_commit: str | None, to_commit: str
     ) -> Transition:
         with reading(f"seq {seq} ({to_commit[:12]})"):
-            start, to, descends = self._ends(from_commit, to_commit)
+            start, to = self._ends(from_commit, to_commit)
+            descends = start is None or (
+                start.id in to.parent_ids or self.repo.descendant_of(to.id, start.id)
+            )
             to_tree = to.tree  # each `.tree` reads the object again: once per commit here
             start_tree = None if start is None else start.tree
             old = None if start_tree is None else self.listing(start_tree)

@@ -32,15 +32,14 @@ class NodeState:
 
 @dataclass(frozen=True, slots=True)
 class Header:
-    """What one proposed step is, from its commit objects and ancestry alone: enough to place
-    it on the chain and to check who vouches for it (steps 1 to 3 of `verify`)."""
+    """What one proposed step is, from its commit objects alone (no tree read, no ancestry
+    walked): enough to place it on the chain and to check who vouches for it (rules 1 to 3)."""
 
     ref: str
     seq: int
     from_commit: str | None
     to_commit: str
     to_tree: str
-    descends: bool  # `to` descends from `from` (or, for seq 1, is the introduction's commit)
     policy_in_force: bytes  # circle.yaml at `from` (at `to` for seq 1)
 
 
@@ -64,7 +63,7 @@ class Transition:
     @property
     def header(self) -> Header:
         return Header(
-            self.ref, self.seq, self.from_commit, self.to_commit, self.to_tree, self.descends,
+            self.ref, self.seq, self.from_commit, self.to_commit, self.to_tree,
             self.policy_to if self.policy_from is None else self.policy_from,
         )  # fmt: skip
 

@@ -14,8 +14,8 @@ is never changed by one:
 1. Position (`Header`: the commit objects alone). With no state yet, the only acceptable
    transition is seq 1 to the introduction's own commit, whose circle.yaml hashes to the
    introduction's policy sha256. Otherwise the transition must be seq = state.seq + 1 (a lower
-   or equal seq is a `RollbackError`, a higher one a `SequenceGap`), start from the applied
-   commit, and lead to a descendant of it (`ForkError`).
+   or equal seq is a `RollbackError`, a higher one a `SequenceGap`) and start from the applied
+   commit (`ForkError`).
 2. Policy in force: the circle.yaml of the `from` commit, whose bytes must hash to the state's
    policy sha256 (for seq 1, the introduction's) before they are parsed (`PolicyError`). A
    commit never authorizes itself.
@@ -26,9 +26,10 @@ is never changed by one:
    circle-approval-v1, or a sigstore bundle) of a member of the policy in force
    (`NotAMember`). The others are excluded, each with its error. With no member's approval the
    candidate is refused here (`NotVouched`): nothing of its trees is read, nothing parsed.
-4. Tree facts (the shell reads them now): the sha256 manifest of the `to` tree each counted
-   approval names (`MisplacedApproval`), and no symbolic link or submodule unless the policy
-   allows them (`TreeRefused`).
+4. Ancestry and tree facts (the shell reads them now): `to` descends from the applied commit
+   (`ForkError`: not a jump to unrelated history), the sha256 manifest of the `to` tree each
+   counted approval names (`MisplacedApproval`), and no symbolic link or submodule unless the
+   policy allows them (`TreeRefused`).
 5. Policy evolution (circle.yaml changed): the quorum of the policy in force is evaluated
    first, and only once it is met is the proposed circle.yaml parsed (a parse failure is a
    `PolicyError`); it must keep the circle id, bump the version by one, name the sha256 of the
@@ -254,8 +255,6 @@ def _check_position(intro: Introduction, state: NodeState | None, step: Header) 
             f"seq {step.seq} starts from {str(step.from_commit)[:12]}, not the applied "
             f"{state.commit[:12]}"
         )
-    if not step.descends:
-        raise ForkError(f"{step.to_commit[:12]} does not descend from {state.commit[:12]}")
     if sha256(step.policy_in_force) != state.policy_sha256:
         raise PolicyError("circle.yaml at the applied commit does not match the node's state")
 
@@ -276,6 +275,8 @@ def _check_evolution(old: Policy, new: Circle) -> None:
 
 
 def _check_tree(policy: Circle, step: Transition) -> None:
+    if step.from_commit is not None and not step.descends:
+        raise ForkError(f"{step.to_commit[:12]} does not descend from {step.from_commit[:12]}")
     if step.links and not policy.consensus.allow_symlinks:
         raise TreeRefused(f"{step.links[0]} is a symbolic link, and the policy allows none")
     if step.submodules and not policy.consensus.allow_submodules:
@@ -502,7 +503,7 @@ class Verifier:
 
     # -- rules 1 to 3 -----------------------------------------------------------------------
 
-    def _in_force(self, state: NodeState | None, step: Header) -> Policy:
+    def place(self, state: NodeState | None, step: Header) -> Policy:
         """Rules 1 and 2: the transition's place, and the policy in force, parsed only once
         its bytes are the ones the state (or the introduction) pins."""
         _check_position(self.intro, state, step)
@@ -513,7 +514,7 @@ class Verifier:
     ) -> Vouched:
         """Rules 1 to 3: what may be known of a candidate before any of its content is read.
         NotVouched unless a member of the policy in force validly approved exactly this step."""
-        in_force = self._in_force(state, header)
+        in_force = self.place(state, header)
         counted, excluded = _signers(
             self.intro, header, in_force, in_force, evidence, now, self.identities, self.ssh
         )
@@ -545,7 +546,7 @@ class Verifier:
         (rule 5); otherwise it is reported on at once."""
         header = step.header
         if vouched is None:
-            vouched = Vouched(header, self._in_force(state, header), (), ())
+            vouched = Vouched(header, self.place(state, header), (), ())
             counted, excluded = _signers(
                 self.intro,
                 header,

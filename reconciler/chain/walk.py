@@ -12,6 +12,7 @@ every parsed policy), so a walk costs about one tree diff and the signature chec
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
 import time
@@ -24,7 +25,7 @@ import pygit2
 
 from builders import BuildError, sshsig
 from reconciler.chain import approvals
-from reconciler.chain.trees import TreeReader, commit_of, policy_at
+from reconciler.chain.trees import TreeReader, bounded_commit, commit_of, exact_commit, policy_at
 from reconciler.chain.values import (
     Evidence,
     IdentityVerifier,
@@ -35,6 +36,7 @@ from reconciler.chain.values import (
 )
 from reconciler.chain.verify import ChainError, Verdict, Verifier, check_ssh, parse_policy
 from reconciler.desired.model import Circle
+from reconciler.desired.model.circle import POLICY_FILE
 from reconciler.errors import CheckFailed
 
 MAIN = "refs/heads/main"
@@ -81,7 +83,9 @@ def find_introduction(repo: pygit2.Repository, ref: str = MAIN, *, now: int | No
         assert only is not None
         return Found(only)
     stamp = int(time.time()) if now is None else now
-    intros = [_introduction_at(repo, root, alone=False) for root in roots]
+    # Only a root some approval of seq 1 names can be the circle's: the others are not read.
+    filed = set(approvals.folders(repo, 1, approvals.snapshot(repo)))
+    intros = [_introduction_at(repo, root, alone=False) for root in roots if str(root.id) in filed]
     approved = [i for i in intros if i is not None and _genesis_approved(repo, i, ref, stamp)]
     names = ", ".join(str(root.id)[:12] for root in roots)
     if len(approved) != 1:
@@ -107,15 +111,19 @@ def _introduction_at(repo: pygit2.Repository, root: Any, *, alone: bool) -> Intr
 
 
 def _genesis_approved(repo: pygit2.Repository, intro: Introduction, ref: str, now: int) -> bool:
+    """Whether the first step to `intro`'s own commit is approved by its own policy (only the
+    approvals filed for that commit are read)."""
+    chain = Chain(repo, intro, ref)
     try:
-        return Chain(repo, intro, ref).next(None, now) is not None
+        chain.check(None, intro.commit, chain.evidence(1, intro.commit), now)
     except CheckFailed:
         return False
+    return True
 
 
 def tip_commit(repo: pygit2.Repository, ref: str = MAIN, *, display: str | None = None) -> Any:
-    """The commit `ref` points at; a ChainError for a missing ref, a tag, a tree or a blob (a
-    circle's main names its commits exactly: no tag is peeled)."""
+    """The commit `ref` points at; a ChainError for a missing ref, a tag, a tree, a blob or an
+    oversized commit (a circle's main names its commits exactly: no tag is peeled)."""
     shown = display or ref
     try:
         target = repo.references[ref].target
@@ -123,11 +131,11 @@ def tip_commit(repo: pygit2.Repository, ref: str = MAIN, *, display: str | None 
         raise ChainError(f"{shown} does not exist (no commits yet)") from None
     except (pygit2.GitError, ValueError) as error:
         raise ChainError(f"{shown} cannot be read: {error}") from None
-    found: Any = repo.get(target) if isinstance(target, pygit2.Oid) else None
-    if not isinstance(found, pygit2.Commit):
-        what = "nothing" if found is None else f"a {found.type_str}"
-        raise ChainError(f"{shown} points at {what} ({str(target)[:12]}), not a commit")
-    return found
+    if not isinstance(target, pygit2.Oid):
+        raise ChainError(f"{shown} is a symbolic reference, not a commit")
+    if target not in repo:
+        raise ChainError(f"{shown} points at nothing ({str(target)[:12]}), not a commit")
+    return bounded_commit(repo, target, f"{shown} ({str(target)[:12]})")
 
 
 class Chain:
@@ -167,11 +175,44 @@ class Chain:
                 continue
         return keys
 
+    def candidate_commits(self, seq: int) -> list[str]:
+        """The `to` commits approvals are filed for under `seq`: folders named by the full id
+        of a commit of this repository (another spelling of a commit is no second candidate,
+        and a name of nothing is no candidate at all)."""
+        if self._read is not None:
+            return sorted(self._read.get(seq, {}))
+        return [
+            to
+            for to in approvals.folders(self.repo, seq, self.approvals)
+            if _COMMIT_ID.fullmatch(to) and _is_commit(self.repo, to)
+        ]
+
+    def evidence(self, seq: int, to: str, signers: set[str] | None = None) -> list[Evidence]:
+        """The approvals filed for `seq: -> to` (only those by `signers`, file names' SIGNER
+        parts, when given: the others are not read)."""
+        if self._read is not None:
+            return self._read.get(seq, {}).get(to, [])
+        return [
+            Evidence(stored.statement, stored.signature)
+            for stored in approvals.read_folder(self.repo, seq, to, self.approvals, signers)
+        ]
+
     def candidates(self, seq: int) -> dict[str, list[Evidence]]:
         """The approvals filed for `seq`, by the `to` commit they approve."""
-        if self._read is not None:
-            return self._read.get(seq, {})
-        return candidates(self.repo, seq, self.approvals)
+        return {to: self.evidence(seq, to) for to in self.candidate_commits(seq)}
+
+    def _signer_names(self, state: NodeState | None) -> set[str] | None:
+        """The SIGNER file-name parts of the keys of the policy in force after `state`: pairs
+        by anyone else cannot count, so they are not read. None (read all) when the policy has
+        sigstore members, whose bundles are named by certificate, not by key."""
+        try:
+            commit = exact_commit(self.repo, self.intro.commit if state is None else state.commit)
+            policy = self.policies(policy_at(self.repo, commit))
+        except CheckFailed:
+            return None
+        if policy.by_identity:
+            return None
+        return {hashlib.sha256(blob).hexdigest()[:16] for blob in policy.by_key}
 
     def policy(self, data: bytes) -> Circle:
         """`data` parsed as a policy, once per distinct policy (PolicyError if it is none)."""
@@ -209,17 +250,34 @@ class Chain:
             state, self.transition(state, to), evidence, now, vouched=vouched
         )
 
+    def _judge(self, state: NodeState | None, to: str, names: set[str] | None, now: int) -> Verdict:
+        """`check` of one candidate as a node walks: its folder read now (by members' keys
+        only, until a policy change asks for its new members' approvals too), and dropped
+        after, so a seq with much junk costs one folder at a time."""
+        seq = state.seq + 1 if state else 1
+        header = self._trees.header(
+            ref=self.ref, seq=seq, from_commit=state.commit if state else None, to_commit=to
+        )
+        self.verifier.place(state, header)  # misplaced: refused before its folder is read
+        evidence = self.evidence(seq, to, names)
+        vouched = self.verifier.vouch(state, header, evidence, now)
+        step = self.transition(state, to)
+        if names is not None and POLICY_FILE in step.changed:
+            evidence = self.evidence(seq, to)  # the new policy's members count for it too
+        return self.verifier.verify(state, step, evidence, now, vouched=vouched)
+
     def next(self, state: NodeState | None, now: int) -> tuple[Step, NodeState] | None:
         """The approved step after `state`, or None if there is none (yet).
 
         Candidates that do not verify (unsigned, unreadable, invalid: whatever their content)
         are simply not this chain's next step; two that do are an equivocation."""
         seq = state.seq + 1 if state else 1
+        names = self._signer_names(state) if self._read is None else None
         chosen = self.verifier.choose(
             seq,
             [
-                (to, functools.partial(self.check, state, to, evidence, now))
-                for to, evidence in self.candidates(seq).items()
+                (to, functools.partial(self._judge, state, to, names, now))
+                for to in self.candidate_commits(seq)
             ],
         )
         if chosen is None:
@@ -339,17 +397,12 @@ def _read_all(
     return found
 
 
-def candidates(
-    repo: pygit2.Repository, seq: int, tree: pygit2.Tree | None
-) -> dict[str, list[Evidence]]:
-    """The approvals filed for `seq` in the approvals `tree`, by the `to` commit they approve."""
-    found: dict[str, list[Evidence]] = {}
-    if tree is not None:
-        for stored in approvals.read_seq(repo, seq, tree):
-            to = stored.path.split("/", 2)[1]
-            if _COMMIT_ID.fullmatch(to):  # another spelling of a commit is no second candidate
-                found.setdefault(to, []).append(Evidence(stored.statement, stored.signature))
-    return found
+def _is_commit(repo: pygit2.Repository, commit_id: str) -> bool:
+    try:
+        kind, _ = repo.odb.read_header(pygit2.Oid(hex=commit_id))
+    except (KeyError, ValueError, pygit2.GitError):
+        return False
+    return bool(kind == pygit2.enums.ObjectType.COMMIT)
 
 
 class Deferred:

@@ -54,8 +54,9 @@ def sign_and_file(
 
 
 def evidence(repo: pygit2.Repository, step: Transition) -> list[Evidence]:
-    found = chain_walk.candidates(repo, step.seq, approvals.snapshot(repo))
-    return found.get(step.to_commit, [])
+    tree = approvals.snapshot(repo)
+    filed = approvals.read_folder(repo, step.seq, step.to_commit, tree)
+    return [Evidence(stored.statement, stored.signature) for stored in filed]
 
 
 @pytest.fixture

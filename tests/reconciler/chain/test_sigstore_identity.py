@@ -8,6 +8,7 @@ sockets blocked, so a pass proves verification never touches the network.
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
 import re
@@ -18,9 +19,19 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
 from reconciler.chain.quorum import QuorumNotMet
-from reconciler.chain.sigstore import SigstoreError, SigstoreVerifier, bundle_name
+from reconciler.chain.sigstore import (
+    MAX_BUNDLE_BYTES,
+    SigstoreError,
+    SigstoreVerifier,
+    bundle_name,
+)
 from reconciler.chain.values import Evidence
 from reconciler.chain.verify import Verifier
 from tests.conftest import ROOT
@@ -163,7 +174,7 @@ def use_public_key(document: dict[str, Any]) -> None:
         (lambda b: "{}", "mediaType Field required"),
         (lambda b: edited(b, drop_certificate), "Exactly one of publicKey, x509CertificateChain"),
         (lambda b: edited(b, use_public_key), "expected certificate in bundle"),
-        (lambda b: " " * (1 << 20) + b, "bytes, at most 1048576 allowed"),
+        (lambda b: " " * MAX_BUNDLE_BYTES + b, f"bytes, at most {MAX_BUNDLE_BYTES} allowed"),
     ],
     ids=[
         "not-json",
@@ -298,3 +309,61 @@ def test_a_real_bundle_over_other_bytes_is_not_counted(
     sigstore's own reason, offline."""
     with pytest.raises(QuorumNotMet, match=r"#2: sigstore bundle does not verify: .*digest"):
         _carol_by_sigstore(staging, bundle)
+
+
+def _certificate(extensions: list[x509.ExtensionType]) -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    issuer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not fulcio")])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC))
+        .not_valid_after(datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC))
+    )
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=False)
+    return builder.sign(key, hashes.SHA256()).public_bytes(Encoding.DER)
+
+
+def _with_certificate(bundle: str, der: bytes) -> str:
+    def put(document: dict[str, Any]) -> None:
+        document["verificationMaterial"]["certificate"]["rawBytes"] = base64.b64encode(der).decode()
+
+    return edited(bundle, put)
+
+
+def _choking_certificates() -> dict[str, bytes]:
+    san = x509.SubjectAlternativeName([x509.RFC822Name("alice@example.org")])
+    alt = x509.IssuerAlternativeName([x509.RFC822Name("alice@example.org")])
+    both = _certificate([san, alt])
+    issuer = x509.UnrecognizedExtension(
+        x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.8"), b"\x0c\x05https"
+    )
+    plain = _certificate([san, issuer])
+    return {
+        # the issuer alternative name's OID made a second subject alternative name
+        "duplicate-extension": both.replace(b"\x06\x03\x55\x1d\x12", b"\x06\x03\x55\x1d\x11"),
+        "malformed-san": _certificate(
+            [x509.UnrecognizedExtension(x509.ObjectIdentifier("2.5.29.17"), b"\x30\x05\x81\x03")]
+        ),
+        "version-5": plain.replace(b"\xa0\x03\x02\x01\x02", b"\xa0\x03\x02\x01\x05", 1),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_choking_certificates()))
+def test_a_bundle_the_libraries_choke_on_is_an_exclusion(
+    staging: SigstoreVerifier, message: bytes, bundle: str, case: str
+) -> None:
+    """Anyone with push rights can file such a bundle: it must be a SigstoreError (that
+    approval excluded), never an exception from the X.509 code that halts a node."""
+    hostile = _with_certificate(bundle, _choking_certificates()[case])
+    with pytest.raises(SigstoreError):
+        staging.identify(message, hostile)
+    evidence = approve(CHANGE, "alice", "bob")
+    evidence.append(Evidence(evidence[0].statement, hostile))
+    verdict = Verifier(INTRO, identities=staging).verify(STATE_1, CHANGE, evidence, NOW)
+    assert verdict.signers == ("alice", "bob")
+    assert [type(item.error) for item in verdict.excluded] == [SigstoreError]
