@@ -8,7 +8,8 @@ plain data is built. The text is read in three passes, each of which may refuse 
     tokens      the library's tokens, checked where the library is known to read YAML 1.2
                 differently or to accept what YAML 1.2 forbids: directives, explicit keys, plain
                 scalars that start with an indicator in flow context, comments without a space
-                before them, flow lines indented less than their parent, nesting; every block
+                before them, flow lines indented less than their parent, nesting, escapes that
+                name no character (halves of surrogate pairs, beyond U+10FFFF); every block
                 scalar ('|', '>') is read a second time here and must come out the same
     events      folded into plain values: anchors and aliases, tags beyond the core schema,
                 keys that are not strings, duplicate keys and a second document are refused
@@ -40,6 +41,7 @@ from ruamel.yaml.events import (
     SequenceEndEvent,
     SequenceStartEvent,
 )
+from ruamel.yaml.scanner import Scanner
 from ruamel.yaml.tokens import (
     AliasToken,
     AnchorToken,
@@ -93,6 +95,10 @@ _NODE_STARTS = (
 _ENTRY_STARTS = (FlowMappingStartToken, FlowSequenceStartToken, FlowEntryToken)
 _FLOW_INDICATOR = re.compile(f"[{re.escape(_FLOW_INDICATORS)}]")
 _COLON_BEFORE = {":" + indicator for indicator in _FLOW_INDICATORS}
+# One escape of a double-quoted scalar (spec 5.7), so that `\\u` is not read as `\u`.
+_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8})|.)", re.DOTALL)
+_SURROGATES = range(0xD800, 0xE000)
+_LAST_CHARACTER = 0x10FFFF
 
 
 class YamlError(Exception):
@@ -129,8 +135,31 @@ def parse_yaml(text: str) -> ParsedYaml:
     An empty stream (nothing but comments) gives the value None.
     """
     _check_characters(text)
-    _TokenCheck(text).run(_guarded(YAML(typ="safe", pure=True).scan(text)))
-    return _build(_guarded(YAML(typ="safe", pure=True).parse(text)))
+    _TokenCheck(text).run(_guarded(_library().scan(text)))
+    return _build(_guarded(_library().parse(text)))
+
+
+class _Scanner(Scanner):
+    """The library's safe scanner, which crashes on an escape beyond U+10FFFF: refused here."""
+
+    def scan_flow_scalar_non_spaces(self, double: Any, start_mark: Any) -> Any:
+        try:
+            return super().scan_flow_scalar_non_spaces(double, start_mark)
+        except (ValueError, OverflowError):
+            # `chr()` of the code of '\U' and 8 hex digits; the reader stands at the digits.
+            where, digits = self.reader.get_mark(), str(self.reader.prefix(8))
+            if not re.fullmatch("[0-9a-fA-F]{8}", digits) or int(digits, 16) <= _LAST_CHARACTER:
+                raise  # pragma: no cover - no other escape fails so
+            raise YamlError(
+                f"escape '\\U{digits}' is beyond U+10FFFF, the last Unicode character",
+                Mark(int(where.line) + 1, int(where.column) - 1),
+            ) from None
+
+
+def _library() -> YAML:
+    yaml = YAML(typ="safe", pure=True)
+    yaml.Scanner = _Scanner
+    return yaml
 
 
 # -- the choke point -------------------------------------------------------------------------
@@ -150,6 +179,8 @@ def _guarded(items: Iterator[_Item]) -> Iterator[_Item]:
             item = next(items)
         except StopIteration:
             return
+        except YamlError:
+            raise
         except MarkedYAMLError as error:
             raise _library_error(error) from None
         except Exception as error:  # noqa: BLE001 - the point: no library exception escapes
@@ -440,6 +471,8 @@ class _TokenCheck:
                     _mark(token.start_mark),
                 )
         end = token.end_mark.index
+        if token.style == '"':
+            self._check_escapes(start, end)
         if token.plain and self.flow_depth > 0 and self.text[end - 1 : end + 1] in _COLON_BEFORE:
             # YAML 1.2 ends the scalar before ':' there (`{a:, b}` is {a: null, b: null}); the
             # library keeps the ':' in the text.
@@ -458,6 +491,27 @@ class _TokenCheck:
         if not token.plain:
             region.quoted.append((start, token.end_mark.index))
         self._check_flow_lines(region, token.end_mark.line)
+
+    def _check_escapes(self, start: int, end: int) -> None:
+        """No escape in a double-quoted scalar names half of a UTF-16 surrogate pair."""
+        for escape in _ESCAPE.finditer(self.text, start, end):
+            code = _escaped_code(escape)
+            if code is None or code not in _SURROGATES:
+                continue
+            # Not a character: the library reads a lone surrogate (which no UTF-8 text can
+            # hold), other readers refuse it, or join '\uD83D\uDE00' into one character.
+            after = _ESCAPE.match(self.text, escape.end(), end)
+            low = _escaped_code(after) if after is not None else None
+            if code < 0xDC00 and low is not None and 0xDC00 <= low < 0xE000:
+                joined = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
+                instead = f"write the character itself, or '\\U{joined:08X}'"
+            else:
+                instead = "write the character itself, or '\\U' and its 8-digit code"
+            raise YamlError(
+                f"escape '{escape.group()}' names half of a UTF-16 surrogate pair, not a "
+                f"character, and YAML readers disagree on it: {instead}",
+                _offset_mark(self.text, escape.start()),
+            )
 
     def _check_flow_lines(self, region: _FlowRegion, last_line: int) -> None:
         """Each line of a flow node after its first is indented by more than its parent's."""
@@ -523,6 +577,12 @@ class _TokenCheck:
             "and the blank lines at its end",
             _mark(token.start_mark),
         )
+
+
+def _escaped_code(escape: re.Match[str]) -> int | None:
+    """The code of a '\\u' or '\\U' escape matched by `_ESCAPE`; None for other escapes."""
+    digits = escape.group(1) or escape.group(2)
+    return None if digits is None else int(digits, 16)
 
 
 def _spaces(count: int) -> str:

@@ -416,6 +416,15 @@ SPEC_EXAMPLES: list[tuple[str, str, Any]] = [
             "a tab character where the YAML library only reads spaces",
         ),
     ),
+    (  # (the specification's text and value)
+        "spec-5.13-escaped-characters",
+        '"Fun with \\\\\n'
+        '\\" \\a \\b \\e \\f \\\n'
+        "\\n \\r \\t \\v \\0 \\\n"
+        "\\  \\_ \\N \\L \\P \\\n"
+        '\\x41 \\u0041 \\U00000041"\n',
+        'Fun with \\ " \a \b \x1b \f \n \r \t \v \x00 \x20 \xa0 \x85 \u2028 \u2029 A A A',
+    ),
     (  # 6HB6
         "spec-6.1-indentation-spaces",
         "  # Leading comment line spaces are\n"

@@ -2,8 +2,9 @@
 
 The specification's own examples are in `test_yaml_spec.py`; here are the loader's rules, the
 defects of the YAML library it guards against (each a case named after what the library got
-wrong), and two properties: any text gives a document or a `YamlError`, and plain data written
-as YAML in any style reads back exactly.
+wrong), double-quoted scalars where escapes, white space and line breaks meet, and properties:
+any text gives a document or a `YamlError`, plain data written as YAML in any style reads back
+exactly, and double-quoted scalars read as a second reading of the specification says.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 from typing import Any
 
 import pytest
@@ -18,11 +20,12 @@ import ruamel.yaml.scanner
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
+from ruamel.yaml.emitter import Emitter
 
 from reconciler.desired.problems import Mark
 from reconciler.desired.yamlparse import MAX_DEPTH, ParsedYaml, YamlError, parse_yaml
 from tests.conftest import EXAMPLE
-from tests.reconciler.desired.test_yaml_spec import Refused, check, exactly
+from tests.reconciler.desired.test_yaml_spec import SPEC_EXAMPLES, Refused, check, exactly
 
 EXAMPLE_TEXTS = sorted(path.read_text(encoding="utf-8") for path in EXAMPLE.rglob("*.yaml"))
 
@@ -319,6 +322,42 @@ LIBRARY_DEFECTS: list[tuple[str, str, Any]] = [
         "a:\n|\n  x\n",
         Refused(2, 1, "this value must be indented more than the key or '-' it belongs to"),
     ),
+    # Escapes that name no character: the library reads a lone surrogate (which no UTF-8 text
+    # holds; other readers refuse it, or join a pair into one character) or crashes.
+    (
+        "surrogate-escape",
+        'a: "\\uD800"\n',
+        Refused(1, 5, "escape '\\uD800' names half of a UTF-16 surrogate pair, not a character"),
+    ),
+    (
+        "surrogate-pair-escape",
+        'a: "x\\uD83D\\uDE00"\n',
+        Refused(1, 6, "YAML readers disagree on it: write the character itself, or '\\U0001F600'"),
+    ),
+    (
+        "low-surrogate-first",
+        'a: "\\uDE00\\uD83D"\n',
+        Refused(1, 5, "write the character itself, or '\\U' and its 8-digit code"),
+    ),
+    (
+        "surrogate-as-32-bit-escape-on-a-later-line",
+        'a: "x\n  \\U0000DFFF"\n',
+        Refused(2, 3, "escape '\\U0000DFFF' names half of a UTF-16 surrogate pair"),
+    ),
+    (
+        "escape-beyond-unicode",
+        'a: "\\U00110000"\n',
+        Refused(1, 5, "escape '\\U00110000' is beyond U+10FFFF, the last Unicode character"),
+    ),
+    (
+        "escape-far-beyond-unicode",
+        'a: 1\nb: [x, "y\\UFFFFFFFF"]\n',
+        Refused(2, 10, "escape '\\UFFFFFFFF' is beyond U+10FFFF"),
+    ),
+    ("last-unicode-escape", 'a: "\\U0010FFFF"\n', {"a": "\U0010ffff"}),
+    ("escaped-backslash-then-u-is-text", 'a: "\\\\uD800"\n', {"a": "\\uD800"}),
+    ("surrogate-escape-in-single-quotes-is-text", "a: '\\uD800'\n", {"a": "\\uD800"}),
+    ("surrogate-escape-in-plain-is-text", "a: x\\uD800\n", {"a": "x\\uD800"}),
     # Nesting is refused while scanning: the library's scanner slows with every open bracket.
     ("deep-flow-nesting", "[" * 200_000, Refused(1, 66, f"nesting deeper than {MAX_DEPTH}")),
     ("deep-block-nesting", "- " * 200_000, Refused(1, 131, f"nesting deeper than {MAX_DEPTH}")),
@@ -330,6 +369,67 @@ LIBRARY_DEFECTS: list[tuple[str, str, Any]] = [
     [pytest.param(text, expected, id=id_) for id_, text, expected in LIBRARY_DEFECTS],
 )
 def test_library_defects_are_read_exactly_or_refused(text: str, expected: Any) -> None:
+    check(text, expected)
+
+
+# (id, text, expected): double-quoted scalars (spec 7.3.1), where escapes, white space and line
+# breaks meet: a break folds to a space, or to n line feeds before n empty lines; white space
+# around it is dropped, escaped white space is not; '\' before the break joins the lines and
+# keeps the white space before it. The yaml-test-suite id, where it has the case, is in the id.
+DOUBLE_QUOTED: list[tuple[str, str, Any]] = [
+    ("leading-escaped-tab-3RLN-1", '"1 leading\n    \\ttab"\n', "1 leading \ttab"),
+    ("leading-backslash-tab-3RLN-2", '"2 leading\n    \\\ttab"\n', "2 leading \ttab"),
+    ("leading-tab-3RLN-3", '"3 leading\n    \ttab"\n', "3 leading tab"),
+    ("leading-escaped-tab-spaces-3RLN-4", '"4 leading\n    \\t  tab"\n', "4 leading \t  tab"),
+    ("leading-backslash-tab-spaces-3RLN-5", '"5 leading\n    \\\t  tab"\n', "5 leading \t  tab"),
+    ("leading-tab-spaces-3RLN-6", '"6 leading\n    \t  tab"\n', "6 leading tab"),
+    ("trailing-escaped-tab-DE56-1", '"1 trailing\\t\n    tab"\n', "1 trailing\t tab"),
+    ("trailing-escaped-tab-spaces-DE56-2", '"2 trailing\\t  \n    tab"\n', "2 trailing\t tab"),
+    ("trailing-backslash-tab-DE56-3", '"3 trailing\\\t\n    tab"\n', "3 trailing\t tab"),
+    ("trailing-backslash-tab-spaces-DE56-4", '"4 trailing\\\t  \n    tab"\n', "4 trailing\t tab"),
+    ("trailing-tab-DE56-5", '"5 trailing\t\n    tab"\n', "5 trailing tab"),
+    ("trailing-tab-spaces-DE56-6", '"6 trailing\t  \n    tab"\n', "6 trailing tab"),
+    (
+        "empty-or-newline-only-NAT4",
+        '---\nc: "\n  "\nd: "  \n  "\nf: "\n\n  "\nh: "\n\n\n  "\n',
+        {"c": " ", "d": " ", "f": "\n", "h": "\n\n"},
+    ),
+    ("on-the-document-start-line-KSS4", '--- "quoted\nstring"\n', "quoted string"),
+    # The text ruamel.yaml's dumper writes for '0\x1f\x1f0 0' at width 20 (see below): a fold.
+    ("escape-before-fold", "'00000000': \"0\\x1F\\x1F\n  0 0\"\n", {"00000000": "0\x1f\x1f 0 0"}),
+    ("escape-before-escaped-break", 'a: "0\\x1F\\x1F\\\n  0 0"\n', {"a": "0\x1f\x1f0 0"}),
+    ("escape-after-fold", 'a: "x\n  \\x1Fy"\n', {"a": "x \x1fy"}),
+    ("escape-after-escaped-break", 'a: "x\\\n  \\x1Fy"\n', {"a": "x\x1fy"}),
+    ("escaped-space-before-fold", 'a: "x\\ \n  y"\n', {"a": "x  y"}),
+    ("hex-space-before-fold", 'a: "x\\x20\n  y"\n', {"a": "x  y"}),
+    ("hex-tab-before-fold", 'a: "x\\x09 \n  y"\n', {"a": "x\t y"}),
+    ("escaped-line-feed-before-fold", 'a: "x\\n\n  y"\n', {"a": "x\n y"}),
+    ("escaped-backslash-before-fold", 'a: "x\\\\\n  y"\n', {"a": "x\\ y"}),
+    ("escaped-quote-before-fold", 'a: "x\\"\n  y"\n', {"a": 'x" y'}),
+    ("escaped-space-after-fold", 'a: "x\n  \\ y"\n', {"a": "x  y"}),
+    ("white-space-before-escaped-break-kept", 'a: "x \t\\\n  y"\n', {"a": "x \ty"}),
+    ("escaped-break-then-escaped-space", 'a: "x\\\n  \\ y"\n', {"a": "x y"}),
+    ("escaped-break-then-empty-lines", 'a: "x\\\n\n  \t\n  y"\n', {"a": "x\n\ny"}),
+    ("fold-then-empty-lines", 'a: "x  \n\n  \t\n  y"\n', {"a": "x\n\ny"}),
+    ("escaped-break-then-closing-quote", 'a: "x\\\n  "\n', {"a": "x"}),
+    ("escaped-break-on-the-first-line", 'a: "\\\n  x"\n', {"a": "x"}),
+    ("escaped-breaks-in-a-row", 'a: "x\\\n  y\\\n  z"\n', {"a": "xyz"}),
+    ("escaped-break-before-crlf", 'a: "x\\\r\n  y"\r\n', {"a": "xy"}),
+    ("fold-at-crlf", 'a: "x \r\n  y"\r\n', {"a": "x y"}),
+    ("escaped-breaks-in-flow", '[ "x\\\n  y", "p\n  q" ]\n', ["xy", "p q"]),
+    (  # an implicit key is one line (spec 7.4), an escaped break too
+        "escaped-break-in-a-key",
+        '"x\\\n  y": 1\n',
+        Refused(2, 5, "invalid YAML: mapping values are not allowed here"),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [pytest.param(text, expected, id=id_) for id_, text, expected in DOUBLE_QUOTED],
+)
+def test_double_quoted_scalars_read_as_yaml_1_2(text: str, expected: Any) -> None:
     check(text, expected)
 
 
@@ -503,9 +603,29 @@ def strings(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else []
 
 
-def dumped(value: Any, style: str) -> str:
+# What the dumper writes as an escape in a double-quoted scalar ('"', '\\', what it does not
+# print as it is), followed by anything but a space.
+ESCAPE_THEN_TEXT = re.compile(
+    '(?:["\\\\\x85\u2028\u2029\ufeff]'
+    "|[^\x20-\x7e\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff])[^ ]"
+)
+
+
+class NoFoldAfterEscapeEmitter(Emitter):
+    """ruamel.yaml's emitter, kept off its defect: where it breaks a long double-quoted line
+    right after an escape, it may leave out the '\\' that keeps the break from folding into a
+    space, though no space is there to fold (a text with another value: see
+    `test_the_dumper_folds_after_an_escape_where_the_value_has_no_space`). Such strings are
+    written on one line; all others are broken as the library breaks them."""
+
+    def write_double_quoted(self, text: Any, split: Any = True) -> None:
+        super().write_double_quoted(text, split and not ESCAPE_THEN_TEXT.search(text))
+
+
+def dumped(value: Any, style: str, emitter: type[Emitter] = NoFoldAfterEscapeEmitter) -> str:
     """`value` as YAML by ruamel.yaml's safe dumper: block, flow, or block folded at 20 columns."""
     yaml = YAML(typ="safe", pure=True)
+    yaml.Emitter = emitter
     yaml.default_flow_style = style == "flow"
     yaml.width = 20 if style == "narrow" else 4096
     yaml.representer.sort_base_mapping_type_on_output = False
@@ -618,8 +738,122 @@ def test_plain_data_round_trips_through_the_dumper(value: Any, style: str) -> No
     assert exactly(parse_yaml(text).value, value), text
 
 
+def test_the_dumper_folds_after_an_escape_where_the_value_has_no_space() -> None:
+    """The dumper's defect, not the loader's: the text it writes for this value at 20 columns
+    breaks the line after '\\x1F' with no '\\' before the break, and a break between two lines
+    of a double-quoted scalar is a space (spec 7.3.1, example 7.5). The loader reads the space."""
+    value = {"00000000": "0\x1f\x1f0 0"}
+    text = dumped(value, "narrow", emitter=Emitter)
+
+    assert text == "'00000000': \"0\\x1F\\x1F\n  0 0\"\n", (
+        "ruamel.yaml writes this differently now: if it reads back exactly, remove "
+        "NoFoldAfterEscapeEmitter (and this test)"
+    )
+    assert exactly(parse_yaml(text).value, {"00000000": "0\x1f\x1f 0 0"})
+    assert exactly(parse_yaml(dumped(value, "narrow")).value, value)
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plain_data(texts), st.sampled_from(["literal", "folded"]))
 def test_plain_data_round_trips_in_block_scalars(value: Any, style: str) -> None:
     text = "\n".join(["---", *written(value, style)]) + "\n"
     assert exactly(parse_yaml(text).value, value), text
+
+
+# -- double-quoted scalars, against a second reading of spec 7.3.1 ---------------------------
+
+# Each escape letter (spec 5.7), with the character it stands for.
+ESCAPES = dict(
+    zip('0abt\tnvfre "/\\N_LP', '\0\a\b\t\t\n\v\f\r\x1b "/\\\x85\xa0\u2028\u2029', strict=True)
+)
+HEX_DIGITS = {"x": 2, "u": 4, "U": 8}
+
+
+def double_quoted_line(line: str) -> tuple[list[tuple[bool, str]], bool]:
+    """The characters of one line of a double-quoted scalar, each with whether it is white
+    space as written (an escape is not), and whether the line ends with an escaped break."""
+    characters: list[tuple[bool, str]] = []
+    at = 0
+    while at < len(line):
+        if line[at] != "\\":
+            characters.append((line[at] in " \t", line[at]))
+            at += 1
+        elif at + 1 == len(line):
+            return characters, True
+        elif line[at + 1] in HEX_DIGITS:
+            width = HEX_DIGITS[line[at + 1]]
+            characters.append((False, chr(int(line[at + 2 : at + 2 + width], 16))))
+            at += 2 + width
+        else:
+            characters.append((False, ESCAPES[line[at + 1]]))
+            at += 2
+    return characters, False
+
+
+def double_quoted_value(body: str) -> str:
+    """The value of the double-quoted scalar `"body"` by spec 7.3.1, read without the library.
+
+    White space written around a line break is dropped, escaped white space is kept. A break is
+    a space, or n line feeds before n empty lines; an escaped break ('\\' at the end of the
+    line) keeps the white space before it and is nothing, or n line feeds before n empty lines.
+    """
+    lines = [double_quoted_line(line.removesuffix("\r")) for line in body.split("\n")]
+    value, escaped_before, empty_lines = "", False, 0
+    for number, (characters, escaped_break) in enumerate(lines):
+        last = number == len(lines) - 1
+        while number > 0 and characters and characters[0][0]:
+            characters.pop(0)
+        while not last and not escaped_break and characters and characters[-1][0]:
+            characters.pop()
+        if number > 0 and not last and not characters and not escaped_break:
+            empty_lines += 1
+            continue
+        if number > 0:
+            value += "\n" * empty_lines if empty_lines or escaped_before else " "
+        value += "".join(character for _, character in characters)
+        escaped_before, empty_lines = escaped_break, 0
+    return value
+
+
+# Pieces of a double-quoted scalar's text: each escape is whole, and no line starts a marker.
+DOUBLE_QUOTED_PIECES = [
+    *["a", "0", "é", "\U0001f600", "#", "'", ":", ",", "{", "]", " ", "  ", "\t", " \t"],
+    *["\n", "\r\n", "\n\n", "\n  ", "\n\t", "\n \n", "\\\n", "\\\r\n", "\\\n\n", " \\\n"],
+    *["\\t", "\\\t", "\\ ", "\\x20", "\\x09", "\\x1F", "\\x0a", "\\n", "\\r", "\\0", "\\e"],
+    *["\\\\", '\\"', "\\/", "\\N", "\\_", "\\L", "\\P", "\\u00e9", "\\U0001F600", "\\x41"],
+]
+double_quoted_bodies = st.lists(st.sampled_from(DOUBLE_QUOTED_PIECES), max_size=16).map("".join)
+
+
+def lone_double_quoted(text: str) -> str | None:
+    """The text between the quotes of a document that is one double-quoted scalar, or None."""
+    text = text.removeprefix("---").lstrip(" \n")
+    body = text[1:-2]
+    if len(text) < 3 or text[:1] + text[-2:] != '""\n':
+        return None
+    return None if '"' in re.sub(r"\\.", "", body, flags=re.DOTALL) else body
+
+
+SECOND_READING_CASES = [
+    pytest.param(body, expected, id=id_)
+    for id_, text, expected in [*SPEC_EXAMPLES, *DOUBLE_QUOTED]
+    if isinstance(expected, str) and (body := lone_double_quoted(text)) is not None
+]
+
+
+@pytest.mark.parametrize(("body", "expected"), SECOND_READING_CASES)
+def test_the_second_reading_reads_the_examples_as_they_say(body: str, expected: str) -> None:
+    assert double_quoted_value(body) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(double_quoted_bodies, st.sampled_from(["top", "key", "flow"]))
+def test_double_quoted_scalars_read_as_a_second_reading_of_the_spec(body: str, at: str) -> None:
+    value = double_quoted_value(body)
+    lines = body.replace("\n", "\n  ")  # continuation lines indented past the key or '-'
+    text, expected = {
+        "top": (f'"{body}"\n', value),
+        "key": (f'key: "{lines}"\n', {"key": value}),
+        "flow": (f'- [ "{lines}", x ]\n', [[value, "x"]]),
+    }[at]
+    assert exactly(parse_yaml(text).value, expected), text
