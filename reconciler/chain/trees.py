@@ -22,6 +22,7 @@ from typing import Any
 import pygit2
 
 from reconciler.chain.changes import (
+    MODE_LINK,
     MODE_SUBMODULE,
     Listing,
     changed_paths,
@@ -32,6 +33,8 @@ from reconciler.chain.values import Header, Transition
 from reconciler.chain.verify import ChainError, PolicyError
 from reconciler.desired.documents import MAX_DOCUMENT_BYTES
 from reconciler.desired.model.circle import POLICY_FILE
+from reconciler.desired.repository import PathRole, Report, analyse, classify
+from reconciler.desired.shipped import load_presets
 
 _FULL_ID = re.compile(r"[0-9a-f]{40}")
 _KEPT_LISTINGS = 4
@@ -286,3 +289,36 @@ def transition(
     return TreeReader(repo).transition(
         ref=ref, seq=seq, from_commit=from_commit, to_commit=to_commit
     )
+
+
+def desired_at(repo: pygit2.Repository, commit_id: str) -> Report:
+    """The desired state at commit `commit_id` (an approved step: trusted content), read from
+    Git as `circle validate` reads a working folder: documents bounded, links refused."""
+    commit = exact_commit(repo, commit_id)
+    files: set[str] = set()
+    documents: dict[str, bytes] = {}
+    refused: dict[str, str] = {}
+    with reading(f"{commit_id[:12]}: the desired state"):
+        pending: list[tuple[str, Any]] = [("", commit.tree)]
+        while pending:
+            prefix, tree = pending.pop()
+            for entry in tree:
+                path = f"{prefix}{entry.name}"
+                if entry.type_str == "tree":
+                    pending.append((path + "/", repo.get(entry.id)))
+                    continue
+                files.add(path)
+                if classify(path)[0] is not PathRole.DOCUMENT:
+                    continue
+                if entry.filemode == MODE_LINK:
+                    refused[path] = "is a symbolic link; circle documents must be regular files"
+                    continue
+                kind, size = repo.odb.read_header(entry.id)
+                if kind != pygit2.enums.ObjectType.BLOB:
+                    continue
+                if size > MAX_DOCUMENT_BYTES:
+                    documents[path] = b"\0" * (MAX_DOCUMENT_BYTES + 1)  # refused by size, unread
+                else:
+                    blob: Any = repo.get(entry.id)
+                    documents[path] = bytes(memoryview(blob))
+    return analyse(documents, files, load_presets().admission, refused=refused)

@@ -19,8 +19,10 @@ from reconciler.cli import (
     build,
     chain,
     describe,
+    get,
     init,
     keygen,
+    node,
     presets,
     qss,
     review,
@@ -67,6 +69,9 @@ cli.add_command(schemas.command)
 cli.add_command(presets.group)
 cli.add_command(qss.group)
 cli.add_command(artifact.group)
+cli.add_command(node.group)
+cli.add_command(get.group)
+cli.add_command(get.events_command)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

@@ -42,6 +42,16 @@ def print_error(message: str, as_json: bool, problems: Sequence[Problem] = ()) -
         stderr.print(f"circle: error: {message}", markup=False)
 
 
+def print_columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Aligned columns as kubectl prints them: upper-case headers, three spaces between
+    columns, nothing cut to the terminal's width."""
+    widths = [max([len(title), *(len(row[i]) for row in rows)]) for i, title in enumerate(header)]
+    for row in [header, *rows]:
+        line = "   ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        sys.stdout.write(line.rstrip() + "\n")
+    sys.stdout.flush()
+
+
 def print_problems(problems: Sequence[Problem]) -> None:
     for problem in problems:
         style = "yellow" if problem.severity is Severity.WARNING else "red"

@@ -1,0 +1,159 @@
+"""`circle node keygen|run|status`: a 3Node's identity, its agent, and what the agent says."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+import click
+
+from reconciler.chain.follow import load_introduction
+from reconciler.cli.context import output_option, settings
+from reconciler.cli.render import print_json, stdout
+from reconciler.errors import InputError
+from reconciler.node import view
+from reconciler.node.agent import Agent, AgentConfig
+from reconciler.node.identity import NodeKey
+from reconciler.store import resolve_store_url
+
+
+@click.group("node")
+def group() -> None:
+    """Run this machine as a node of a circle."""
+
+
+@group.command("keygen")
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--comment", "-C", default="", help="The comment of the public key line.")
+@output_option
+def keygen(path: Path, comment: str, output: str | None) -> int:
+    """Make a node key: PATH (0600) and PATH.pub, whose line is `publicKey` in nodes/NAME.yaml."""
+    key = NodeKey.generate(path, comment)
+    if settings(output).json:
+        print_json(
+            {"key": str(path), "publicKey": key.public_key_line, "fingerprint": key.fingerprint}
+        )
+    else:
+        stdout.print(f"node key {path}, public key {path}.pub ({key.fingerprint})", markup=False)
+        stdout.print(f"publicKey: {key.public_key_line}", markup=False)
+    return 0
+
+
+@group.command("run")
+@click.option("--source", required=True, help="The circle's repository: a path or a Git URL.")
+@click.option(
+    "--introduction",
+    "introduction_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="The circle's introduction (JSON from `circle introduction`): the trust anchor.",
+)
+@click.option(
+    "--state",
+    "state_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="The node's folder: its chain state, quarantine repository and status.",
+)
+@click.option(
+    "--key",
+    "key_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="The node key (circle node keygen); its public half is in nodes/NAME.yaml.",
+)
+@click.option(
+    "--store",
+    "store_url",
+    default=None,
+    metavar="URL",
+    help="sqlite:PATH or etcd://HOST:PORT[,HOST:PORT] (default: $CIRCLE_STORE).",
+)
+@click.option("--ttl", type=click.IntRange(2, 3600), default=10, show_default=True,
+              help="Seconds the node's lease lasts without a keep-alive.")  # fmt: skip
+@click.option("--keepalive", type=click.FloatRange(0.1, 600), default=3.0, show_default=True,
+              help="Seconds between keep-alives (well under --ttl).")  # fmt: skip
+@click.option("--fetch-interval", type=click.FloatRange(0.1, 3600), default=5.0,
+              show_default=True, help="Seconds between fetches of --source.")  # fmt: skip
+@click.option("--address", default=None, help="Where peers reach this node (default: nodes/).")
+def run(
+    source: str,
+    introduction_file: Path,
+    state_dir: Path,
+    key_file: Path,
+    store_url: str | None,
+    ttl: int,
+    keepalive: float,
+    fetch_interval: float,
+    address: str | None,
+) -> int:
+    """Run the node agent until SIGTERM or Ctrl-C: follow the chain, register, campaign, lead
+    when elected, and accept or refuse this node's assignments."""
+    if keepalive * 2 > ttl:
+        raise InputError(f"--keepalive {keepalive:g} must be at most half of --ttl {ttl}")
+    url = resolve_store_url(store_url)
+    if url is None:
+        raise InputError("no state store: give --store URL or set CIRCLE_STORE")
+    config = AgentConfig(
+        source=source,
+        introduction=load_introduction(introduction_file),
+        state_dir=state_dir,
+        key_file=key_file,
+        store_url=url,
+        ttl=ttl,
+        keepalive=keepalive,
+        fetch_interval=fetch_interval,
+        address=address,
+    )
+    agent = Agent(config)
+    stop = threading.Event()
+
+    def stopping(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, stopping)
+    signal.signal(signal.SIGINT, stopping)
+    return agent.run(stop)
+
+
+@group.command("status")
+@click.option(
+    "--state",
+    "state_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="The node's folder (as given to `circle node run`).",
+)
+@output_option
+def status(state_dir: Path, output: str | None) -> int:
+    """What this node's agent last said: its conditions, applied and attempted commit, role."""
+    found = view.status_file(state_dir)
+    if settings(output).json:
+        print_json(found)
+        return 0
+    applied = found.get("lastApplied") or {}
+    assert isinstance(applied, dict)
+    stdout.print(f"node:          {found.get('node') or '-'}", markup=False)
+    stdout.print(
+        f"circle:        {found.get('circle')}   store: {found.get('store')}", markup=False
+    )
+    stdout.print(
+        f"role:          {'leader' if found.get('leader') else 'follower'} "
+        f"(epoch {found.get('epoch')})",
+        markup=False,
+    )
+    stdout.print(
+        f"last applied:  seq {applied.get('seq', '-')} {str(applied.get('commit') or '-')[:12]}",
+        markup=False,
+    )
+    stdout.print(f"last attempted: {str(found.get('lastAttempted') or '-')[:12]}", markup=False)
+    conditions = found.get("conditions") or []
+    assert isinstance(conditions, list)
+    for condition in conditions:
+        stdout.print(
+            f"condition:     {condition['type']}={condition['status']} "
+            f"{condition['reason']}: {condition['message']}",
+            markup=False,
+        )
+    return 0

@@ -1,0 +1,618 @@
+"""The node agent: one level-triggered loop that brings this node's part of the circle to what
+its owners approved, from the desired state and what it observes, never from events alone.
+
+Each pass, in order (a step that fails stops the pass; the status is written at the end, and the
+next pass starts over from what is):
+
+1. Follow the Human Chain (`reconciler.chain.follow`): fetch SOURCE into quarantine, verify,
+   move the node state along approved steps. The desired state is the applied commit's.
+2. Know itself: the admitted node whose `publicKey` is this agent's key. Not admitted: Stalled.
+3. Be there: a lease (TTL `ttl`, kept alive every `keepalive` s) and a registration under it,
+   signed by the node key (inventory from psutil and NVML, the commit and seq it verified).
+4. Campaign: the leader key, under the lease, if nobody holds it; its create revision is the
+   leader's epoch.
+5. Lead, when leader (`reconciler.node.leader`): plan, write fenced by the epoch, tell.
+6. Judge its own assignments (`reconciler.plan.admission`): accept or refuse each, with an
+   event saying why, and report it in a signed status.
+
+A watch on the circle's prefix starts a pass at once when something changes; a pass also runs
+every `resync` seconds whatever happens. A failing fetch or store backs off exponentially, and
+a newer approved commit is taken up at the next pass, whatever failed before. SIGTERM (the
+caller sets `stop`) ends the pass, revokes the lease (so leadership passes at once) and exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pygit2
+
+from qss.durable import write_atomically
+from reconciler import __version__
+from reconciler.chain import follow
+from reconciler.chain.trees import desired_at
+from reconciler.chain.values import Introduction, NodeState
+from reconciler.chain.walk import Chain, Step
+from reconciler.desired.model.types import ed25519_key_blob
+from reconciler.desired.repository import DesiredState
+from reconciler.errors import ReconcilerError, Retry
+from reconciler.node import leader
+from reconciler.node.identity import ForgedRecord, NodeKey
+from reconciler.node.inventory import Inventory, read_inventory
+from reconciler.node.layout import Layout
+from reconciler.node.records import (
+    AssignmentStatus,
+    EventRecord,
+    EventType,
+    LeaderRecord,
+    Phase,
+    Registration,
+    fit_message,
+    open_assignment,
+    open_record,
+    sign_record,
+)
+from reconciler.plan import Assignment, CommitId, Move, NodeName, Place, Stop, Version
+from reconciler.plan.admission import Decision, Refused, admit
+from reconciler.store import (
+    Compare,
+    Delete,
+    LeaseId,
+    LeaseNotFound,
+    Put,
+    StateStore,
+    StoreError,
+    open_store,
+)
+
+STATUS_FILE = "agent.json"
+MAX_EVENTS = 1000
+EVENT_AGE_MS = 3600 * 1000
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    source: str
+    introduction: Introduction
+    state_dir: Path
+    key_file: Path
+    store_url: str
+    ttl: int = 10
+    keepalive: float = 3.0
+    fetch_interval: float = 5.0
+    resync: float = 30.0
+    address: str | None = None
+    settle: float | None = None  # a circle's first leader waits this long for its nodes (ttl)
+
+
+@dataclass
+class Condition:
+    type: str  # Ready, Reconciling, Stalled
+    status: bool
+    reason: str
+    message: str
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff of one failing thing: 1 s, 2 s, 4 s ... up to `cap`."""
+
+    cap: float = 60.0
+    failures: int = 0
+    until: float = 0.0
+
+    def ready(self, now: float) -> bool:
+        return now >= self.until
+
+    def failed(self, now: float) -> None:
+        self.failures += 1
+        self.until = now + min(self.cap, 2.0 ** (self.failures - 1))
+
+    def succeeded(self) -> None:
+        self.failures, self.until = 0, 0.0
+
+
+@dataclass
+class _Chain:
+    """The chain as this node verified it: its steps, the state, the desired state at it."""
+
+    state: NodeState | None = None
+    steps: list[Step] = field(default_factory=list)
+    desired: DesiredState | None = None
+    last_attempted: str | None = None
+    refusal: str | None = None
+
+
+class Agent:
+    """One node agent (see the module)."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        store: StateStore | None = None,
+        nvml: object | None = None,
+        clock: Callable[[], float] = time.time,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.key = NodeKey.load(config.key_file)
+        self.store = store or open_store(config.store_url)
+        self.layout = Layout(config.introduction.circle)
+        self.clock = clock
+        self.nvml = nvml
+        self.say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.chain = _Chain()
+        self.name: str | None = None
+        self.lease: LeaseId | None = None
+        self.kept_alive = 0.0
+        self.fetched = 0.0
+        self.registered: bytes | None = None
+        self.started = int(clock())
+        self.epoch = 0  # the newest leader epoch seen
+        self.leadership: leader.Leadership | None = None
+        self.decisions: dict[tuple[str, int], Decision] = {}  # by (store key, mod revision)
+        self.events = 0
+        self.fetch_backoff = Backoff()
+        self.store_backoff = Backoff()
+        self.conditions: list[Condition] = []
+        self.pending: list[tuple[float, EventType, str, str, str]] = []
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> int:
+        """Passes until `stop` is set; then revoke the lease and return 0."""
+        revision = 0
+        watch = None
+        try:
+            while not stop.is_set():
+                self.step()
+                if watch is None:
+                    with contextlib.suppress(StoreError):
+                        revision = self.store.revision()
+                        watch = self.store.watch(self.layout.root, revision + 1)
+                wait = min(self.config.keepalive, self.config.fetch_interval)
+                if watch is not None:
+                    try:
+                        watch.poll(wait)
+                    except StoreError:
+                        watch.close()
+                        watch = None  # compacted or gone: re-list (the next pass) and re-watch
+                else:
+                    stop.wait(wait)
+        finally:
+            if watch is not None:
+                watch.close()
+            self.leave()
+        return 0
+
+    def step(self) -> None:
+        """One pass (see the module)."""
+        now = self.clock()
+        try:
+            self._follow(now)
+            if self.chain.desired is None or self.chain.state is None:
+                self._condition("Stalled", "NoApprovedState", self.chain.refusal or "waiting")
+                return
+            name = self._identify(self.chain.desired)
+            if name is None:
+                return
+            if not self.store_backoff.ready(now):
+                return
+            self._be_there(now, name)
+            self._campaign(now, name)
+            if self.leadership is not None:
+                self._lead(now, name)
+            self._judge(now, name)
+            self.store_backoff.succeeded()
+            self._condition("Ready", "Reconciled", self._summary())
+        except StoreError as error:
+            self.store_backoff.failed(now)
+            self._condition("Reconciling", "StoreUnavailable", str(error))
+            self.say(f"store: {error}")
+        finally:
+            self._write_status(now)
+
+    def leave(self) -> None:
+        """Revoke the lease: registration, statuses and the leader key go with it."""
+        if self.lease is not None:
+            with contextlib.suppress(StoreError):
+                self.store.revoke(self.lease)
+            self.lease = None
+        self.store.close()
+
+    # -- 1. the chain -----------------------------------------------------------------------
+
+    def _follow(self, now: float) -> None:
+        if now - self.fetched < self.config.fetch_interval and self.chain.desired is not None:
+            return
+        if not self.fetch_backoff.ready(now):
+            return
+        self.fetched = now
+        try:
+            done = follow.follow_once(
+                self.config.source, self.config.introduction, self.config.state_dir, int(now)
+            )
+        except ReconcilerError as error:
+            self.chain.refusal = str(error)
+            if error.retry is Retry.TRANSIENT:
+                self.fetch_backoff.failed(now)
+            self.say(f"follow: {error}")
+            return
+        self.fetch_backoff.succeeded()
+        self.chain.last_attempted = done.target
+        self.chain.refusal = done.refusal
+        if done.state is None:
+            return
+        if self.chain.state is None or done.applied:
+            repo = pygit2.Repository(str(self.config.state_dir / follow.REPOSITORY))
+            if self.chain.state is None:
+                steps, _ = Chain(repo, self.config.introduction).walk(int(now))
+                self.chain.steps = [s for s in steps if s.seq <= done.state.seq]
+            else:
+                self.chain.steps += list(done.applied)
+            self.chain.desired = desired_at(repo, done.state.commit).state
+            for step in done.applied:
+                by = ", ".join(step.signers)
+                subject = f"commit/{step.commit[:12]}"
+                self._event(
+                    now, EventType.NORMAL, "CommitApplied", subject, f"seq {step.seq}, by {by}"
+                )
+        self.chain.state = done.state
+
+    # -- 2. who am I ------------------------------------------------------------------------
+
+    def _identify(self, desired: DesiredState) -> str | None:
+        mine = ed25519_key_blob(self.key.public_key_line)
+        for name, loaded in sorted(desired.nodes.items()):
+            if ed25519_key_blob(loaded.document.public_key) == mine:
+                self.name = name
+                return name
+        self.name = None
+        self._condition(
+            "Stalled",
+            "NodeNotAdmitted",
+            f"no nodes/*.yaml at {self.chain.state.commit[:12] if self.chain.state else '?'} "
+            f"has this agent's key ({self.key.fingerprint}): admit it, or give the node's key",
+        )
+        return None
+
+    def _keys(self) -> dict[str, str]:
+        assert self.chain.desired is not None
+        return {n: loaded.document.public_key for n, loaded in self.chain.desired.nodes.items()}
+
+    # -- 3. registration and lease ----------------------------------------------------------
+
+    def _be_there(self, now: float, name: str) -> None:
+        if self.lease is not None and now - self.kept_alive >= self.config.keepalive:
+            try:
+                self.store.keep_alive(self.lease)
+                self.kept_alive = now
+            except LeaseNotFound:
+                self.say("lease lost: registering again")
+                self.lease, self.registered, self.leadership = None, None, None
+        if self.lease is None:
+            self.lease = self.store.grant(self.config.ttl)
+            self.kept_alive = now
+            self.registered = None
+        assert self.chain.state is not None
+        assert self.chain.desired is not None
+        node = self.chain.desired.nodes[name].document
+        record = Registration(
+            node=NodeName(name),
+            circle=self.config.introduction.circle,
+            failure_domain=node.failure_domain,
+            address=self.config.address or node.address,
+            inventory=self._inventory(),
+            commit=CommitId(self.chain.state.commit),
+            seq=self.chain.state.seq,
+            started_at=self.started,
+            heartbeat_at=self.started,  # the lease is the heartbeat: no write per keep-alive
+            agent=__version__,
+        )
+        value = sign_record(self.key, name, record)
+        if value != self.registered:
+            first = self.registered is None
+            self.store.put(self.layout.node(name), value, lease=self.lease)
+            self.registered = value
+            if first:
+                where = f"at seq {self.chain.state.seq} in {node.failure_domain}"
+                self._event(
+                    now, EventType.NORMAL, "NodeRegistered", f"node/{name}", f"registered {where}"
+                )
+                pending, self.pending = self.pending, []
+                for event in pending:
+                    self._event(*event)
+
+    def _inventory(self) -> Inventory:
+        return read_inventory(self.config.state_dir, self.nvml)
+
+    # -- 4. leadership ----------------------------------------------------------------------
+
+    def _campaign(self, now: float, name: str) -> None:
+        assert self.lease is not None
+        current = self.store.get(self.layout.leader)
+        if current is None:
+            value = sign_record(self.key, name, LeaderRecord(NodeName(name), int(now)))
+            done = self.store.txn(
+                [Compare.absent(self.layout.leader)],
+                [Put(self.layout.leader, value, lease=self.lease)],
+            )
+            if done.succeeded:
+                self.epoch = max(self.epoch, done.revision)
+                self.leadership = leader.Leadership(done.revision, since=now)
+                self._event(
+                    now,
+                    EventType.NORMAL,
+                    "LeaderElected",
+                    f"node/{name}",
+                    f"{name} leads, epoch {done.revision}",
+                )
+                return
+            current = self.store.get(self.layout.leader)
+            if current is None:
+                return
+        try:
+            record_of = open_record(current.value, LeaderRecord, self._keys())
+        except ForgedRecord as error:
+            self.say(f"leader key: {error}")
+            self.leadership = None
+            return
+        self.epoch = max(self.epoch, current.create_revision)
+        mine = record_of.signer == name and current.lease == self.lease
+        if not mine:
+            self.leadership = None
+        elif self.leadership is None or self.leadership.epoch != current.create_revision:
+            self.leadership = leader.Leadership(current.create_revision, since=now)
+
+    def _leaders(self) -> dict[int, str]:
+        current = self.store.get(self.layout.leader)
+        if current is None:
+            return {}
+        try:
+            opened = open_record(current.value, LeaderRecord, self._keys())
+        except ForgedRecord:
+            return {}
+        return {current.create_revision: opened.signer}
+
+    # -- 5. leading -------------------------------------------------------------------------
+
+    def _lead(self, now: float, name: str) -> None:
+        assert self.leadership is not None
+        assert self.chain.state is not None
+        assert self.chain.desired is not None
+        term = self.leadership
+        seen = leader.observe(self.store, self.layout, self._keys())
+        for key in seen.forged:
+            if key not in term.said_forged:
+                term.said_forged.add(key)
+                self._event(
+                    now,
+                    EventType.WARNING,
+                    "ForgedRecord",
+                    self.layout.subject_of(key),
+                    "a record that no admitted node signed was ignored",
+                )
+        joined = set(seen.registrations) - term.known_nodes
+        lost = term.known_nodes - set(seen.registrations)
+        for node in sorted(joined):
+            self._event(
+                now,
+                EventType.NORMAL,
+                "NodeJoined",
+                f"node/{node}",
+                f"{node} joined ({seen.registrations[node].failure_domain})",
+            )
+        for node in sorted(lost):
+            self._event(
+                now,
+                EventType.WARNING,
+                "NodeLost",
+                f"node/{node}",
+                f"{node}'s lease expired: its replicas are rescheduled",
+            )
+        term.known_nodes = set(seen.registrations)
+        everyone = set(self.chain.desired.nodes) <= set(seen.registrations)
+        settle = self.config.ttl if self.config.settle is None else self.config.settle
+        if not seen.assignments and not everyone and now - term.since < settle:
+            return  # the first leader of a circle lets its nodes register first
+        repo = pygit2.Repository(str(self.config.state_dir / follow.REPOSITORY))
+        found = leader.plan_pass(
+            self.chain.desired,
+            seen,
+            head=Version(self.chain.state.commit, self.chain.state.seq),  # type: ignore[arg-type]
+            versions=leader.workload_versions(repo, self.chain.steps, self.chain.desired),
+            epoch=term.epoch,
+            now=int(now),
+            ttl=self.config.ttl,
+        )
+        ops = leader.operations(found, seen, self.key, name, self.layout, term.epoch)
+        if ops and not leader.write(self.store, self.layout, term.epoch, ops):
+            self.say(f"epoch {term.epoch} is over: another agent leads")
+            self.leadership = None
+            return
+        for action in found.actions:
+            said = {"place": "Scheduled", "move": "Rescheduled", "stop": "Stopped"}[action.kind]
+            where = _where(action)
+            self._event(
+                now,
+                EventType.NORMAL,
+                said,
+                f"assignment/{action.workload}/{action.slot}",
+                f"{where}: {action.detail}",
+            )
+        for item in found.unschedulable:
+            slot = (str(item.workload), item.slot)
+            if term.said_unschedulable.get(slot) != item.message:
+                term.said_unschedulable[slot] = item.message
+                self._event(
+                    now,
+                    EventType.WARNING,
+                    "Unschedulable",
+                    f"assignment/{item.workload}/{item.slot}",
+                    item.message,
+                )
+        self._bound_events(now)
+
+    def _bound_events(self, now: float) -> None:
+        """Keep the newest MAX_EVENTS events of the last hour."""
+        assert self.leadership is not None
+        events = self.store.range(self.layout.events).kvs
+        cutoff = self.layout.event(int(now * 1000) - EVENT_AGE_MS, "", 0)
+        old = [kv.key for kv in events if kv.key < cutoff]
+        extra = [kv.key for kv in events[: max(0, len(events) - MAX_EVENTS)]]
+        doomed = sorted(set(old) | set(extra))
+        if doomed:
+            ops = [Delete(key) for key in doomed]
+            leader.write(self.store, self.layout, self.leadership.epoch, ops)
+
+    # -- 6. this node's assignments ---------------------------------------------------------
+
+    def _judge(self, now: float, name: str) -> None:
+        assert self.chain.desired is not None
+        assert self.chain.state is not None
+        keys = self._keys()
+        chain = {step.commit: step.seq for step in self.chain.steps}
+        leaders = self._leaders()
+        repo = pygit2.Repository(str(self.config.state_dir / follow.REPOSITORY))
+        my_gpus = {gpu.uuid for gpu in self._inventory().gpus}
+        for kv in self.store.range(self.layout.assignments).kvs:
+            if self.layout.assignment_of(kv.key) is None:
+                continue
+            seen = (kv.key, kv.mod_revision)
+            try:
+                opened = open_assignment(kv.value, keys)
+            except ForgedRecord as error:
+                if seen not in self.decisions:
+                    self.decisions[seen] = Decision(Refused.UNSIGNED, str(error))  # said once
+                    self._event(
+                        now,
+                        EventType.WARNING,
+                        "AssignmentRefused",
+                        self.layout.subject_of(kv.key),
+                        f"not signed by an admitted node: {error}",
+                    )
+                continue
+            assignment = opened.record
+            if assignment.node != name or seen in self.decisions:
+                continue
+            at = _desired_or_none(repo, assignment.commit, chain) or self.chain.desired
+            decision = admit(
+                assignment,
+                signer=opened.signer,
+                me=name,
+                chain=chain,
+                desired=at,
+                leaders=leaders,
+                newest_epoch=self.epoch,
+                my_gpus=my_gpus,
+            )
+            self.decisions[seen] = decision
+            subject = f"assignment/{assignment.workload}/{assignment.slot}"
+            if decision.accepted:
+                self._event(
+                    now,
+                    EventType.NORMAL,
+                    "AssignmentAccepted",
+                    subject,
+                    f"seq {assignment.seq}, artifact {assignment.digest[:19]}",
+                )
+            else:
+                self._event(
+                    now,
+                    EventType.WARNING,
+                    "AssignmentRefused",
+                    subject,
+                    f"{decision.refused}: {decision.message}; nothing runs",
+                )
+            self._report(now, name, assignment, decision)
+
+    def _report(self, now: float, name: str, assignment: Assignment, decision: Decision) -> None:
+        status = AssignmentStatus(
+            node=NodeName(name),
+            workload=assignment.workload,
+            slot=assignment.slot,
+            seq=assignment.seq,
+            phase=Phase.ACCEPTED if decision.accepted else Phase.REFUSED,
+            reason="Accepted" if decision.accepted else str(decision.refused),
+            message=fit_message(decision.message),
+            commit=assignment.commit,
+            observed_at=int(now),
+        )
+        value = sign_record(self.key, name, status)
+        where = self.layout.status(name, assignment.workload, assignment.slot, assignment.seq)
+        self.store.put(where, value, lease=self.lease)
+
+    # -- events and status ------------------------------------------------------------------
+
+    def _event(self, now: float, kind: EventType, reason: str, subject: str, message: str) -> None:
+        if self.name is None or self.lease is None:
+            self.pending.append((now, kind, reason, subject, message))  # told once registered
+            return
+        self.events += 1
+        record = EventRecord(
+            time_ms=int(now * 1000),
+            type=kind,
+            reason=reason,
+            object=fit_message(subject),
+            node=NodeName(self.name),
+            commit=CommitId(self.chain.state.commit) if self.chain.state else None,
+            message=fit_message(message),
+        )
+        value = sign_record(self.key, self.name, record)
+        with contextlib.suppress(StoreError):
+            self.store.put(self.layout.event(int(now * 1000), self.name, self.events), value)
+        self.say(f"{kind.value} {reason} {subject}: {message}")
+
+    def _condition(self, kind: str, reason: str, message: str) -> None:
+        self.conditions = [Condition(kind, True, reason, message)]
+
+    def _summary(self) -> str:
+        role = f"leader (epoch {self.leadership.epoch})" if self.leadership else "follower"
+        accepted = sum(1 for decision in self.decisions.values() if decision.accepted)
+        return f"{self.name}: {role}, {accepted} assignment(s) accepted"
+
+    def _write_status(self, now: float) -> None:
+        state = self.chain.state
+        document = {
+            "node": self.name,
+            "circle": self.config.introduction.circle,
+            "store": self.store.url,
+            "leader": self.leadership is not None,
+            "epoch": self.epoch,
+            "lastApplied": None if state is None else {"commit": state.commit, "seq": state.seq},
+            "lastAttempted": self.chain.last_attempted,
+            "refusal": self.chain.refusal,
+            "conditions": [vars(c) for c in self.conditions],
+            "updatedAt": int(now),
+        }
+        with contextlib.suppress(OSError):
+            write_atomically(
+                self.config.state_dir / STATUS_FILE,
+                json.dumps(document, indent=2) + "\n",
+                mode=0o600,
+            )
+
+
+def _where(action: Place | Move | Stop) -> str:
+    if isinstance(action, Move):
+        return f"{action.old.node} -> {action.new.node}"
+    return f"on {action.assignment.node}"
+
+
+def _desired_or_none(
+    repo: pygit2.Repository, commit: str, chain: dict[str, int]
+) -> DesiredState | None:
+    """The desired state at an approved commit of the chain; None for any other commit."""
+    if commit not in chain:
+        return None
+    with contextlib.suppress(ReconcilerError):
+        return desired_at(repo, commit).state
+    return None

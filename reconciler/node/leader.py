@@ -1,0 +1,272 @@
+"""What the leader does on each pass: observe the nodes and the assignments through their
+signed records, plan within the approved state, and write the plan as signed assignments in
+transactions fenced by its epoch.
+
+Every write of the leader is a transaction that also compares the leader key's create revision
+with its epoch: once another agent has taken the leader key (this one's lease expired, it was
+frozen, the store lost it), every write of this one fails and it steps down. Records that do not
+verify (a store writer speaking for a node, a key that is no admitted node's) are left out of
+the plan, and reported once as a Warning event.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pygit2
+
+from reconciler.chain.walk import Step
+from reconciler.desired.repository import DesiredState
+from reconciler.node.identity import ForgedRecord, NodeKey
+from reconciler.node.layout import Layout
+from reconciler.node.records import (
+    AssignmentStatus,
+    Phase,
+    Registration,
+    open_assignment,
+    open_record,
+    sign_assignment,
+)
+from reconciler.plan import (
+    Assignment,
+    AssignmentKey,
+    CommitId,
+    Move,
+    NodeName,
+    ObservedGpu,
+    ObservedNode,
+    Place,
+    Plan,
+    Readiness,
+    ReadyState,
+    Stop,
+    Version,
+    plan,
+    planning_inputs,
+)
+from reconciler.store import Compare, Delete, Put, StateStore, TxnOp
+
+MAX_OPS = 100  # per transaction, under etcd's 128, with room for the fence
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """What the leader read from the store on one pass, verified."""
+
+    registrations: dict[str, Registration]
+    assignments: dict[AssignmentKey, tuple[str, Assignment]]  # by key: (store key, value)
+    readiness: dict[AssignmentKey, Readiness]
+    forged: tuple[str, ...]  # store keys of records that did not verify
+
+
+def observe(store: StateStore, layout: Layout, keys: Mapping[str, str]) -> Observed:
+    """Read registrations, assignments and statuses, keeping what verifies: signed by an
+    admitted node, about the node that signed it, under the key its content names."""
+    forged: list[str] = []
+    registrations: dict[str, Registration] = {}
+    for kv in store.range(layout.nodes).kvs:
+        try:
+            opened = open_record(kv.value, Registration, keys)
+        except ForgedRecord:
+            forged.append(kv.key)
+            continue
+        if layout.node_of(kv.key) != opened.record.node:
+            forged.append(kv.key)
+            continue
+        registrations[opened.record.node] = opened.record
+    assignments: dict[AssignmentKey, tuple[str, Assignment]] = {}
+    for kv in store.range(layout.assignments).kvs:
+        try:
+            assignment = open_assignment(kv.value, keys).record
+        except ForgedRecord:
+            forged.append(kv.key)
+            continue
+        if layout.assignment_of(kv.key) != (assignment.workload, assignment.slot, assignment.seq):
+            forged.append(kv.key)
+            continue
+        assignments[assignment.key] = (kv.key, assignment)
+    readiness: dict[AssignmentKey, Readiness] = {}
+    for kv in store.range(layout.statuses).kvs:
+        try:
+            status = open_record(kv.value, AssignmentStatus, keys).record
+        except ForgedRecord:
+            forged.append(kv.key)
+            continue
+        if layout.status_of(kv.key) != (status.node, status.workload, status.slot, status.seq):
+            forged.append(kv.key)
+            continue
+        readiness[status.key] = Readiness(_READINESS[status.phase], status.observed_at)
+    return Observed(registrations, assignments, readiness, tuple(forged))
+
+
+# Accepted is not running: until a replica is reported Ready, it is not proven ready.
+_READINESS = {
+    Phase.READY: ReadyState.READY,
+    Phase.ACCEPTED: ReadyState.UNKNOWN,
+    Phase.PENDING: ReadyState.UNKNOWN,
+    Phase.RUNNING: ReadyState.UNKNOWN,
+    Phase.REFUSED: ReadyState.NOT_READY,
+    Phase.FAILED: ReadyState.NOT_READY,
+}
+
+
+def observed_nodes(
+    registrations: Mapping[str, Registration], now: int, ttl: int
+) -> list[ObservedNode]:
+    """The planner's view of the registered nodes: a registration exists while its lease
+    runs, so a registered node is alive for now."""
+    return [
+        ObservedNode(
+            NodeName(name),
+            registration.inventory.cpu,
+            registration.inventory.memory,
+            tuple(
+                ObservedGpu(gpu.uuid, gpu.model, gpu.memory, gpu.healthy)
+                for gpu in registration.inventory.gpus
+            ),
+            lease_expires_at=now + ttl,
+            verified_seq=registration.seq,
+        )
+        for name, registration in sorted(registrations.items())
+    ]
+
+
+def workload_versions(
+    repo: pygit2.Repository, steps: Sequence[Step], desired: DesiredState
+) -> dict[str, Version]:
+    """Per workload, the approved step at which its definition last changed: its document, or
+    the build whose lock it takes when it pins no digest. A step that changes something else
+    is no new version of it (no rolling update for an unrelated change)."""
+    versions: dict[str, Version] = {}
+    previous: str | None = None
+    for step in steps:
+        changed = _changed(repo, previous, step.commit)
+        for name, loaded in desired.workloads.items():
+            build = loaded.document.artifact.build
+            if f"workloads/{name}.yaml" in changed or f"builds/{build}.yaml" in changed:
+                versions[name] = Version(CommitId(step.commit), step.seq)
+        previous = step.commit
+    return versions
+
+
+def _changed(repo: pygit2.Repository, start: str | None, end: str) -> set[str]:
+    new: Any = repo.get(end)
+    if start is None:
+        return set(_paths(repo, new.tree))
+    old: Any = repo.get(start)
+    diff = repo.diff(old, new)
+    found: set[str] = set()
+    for delta in diff.deltas:
+        found.add(delta.old_file.path)
+        found.add(delta.new_file.path)
+    return found
+
+
+def _paths(repo: pygit2.Repository, tree: Any) -> Iterable[str]:
+    pending = [("", tree)]
+    while pending:
+        prefix, current = pending.pop()
+        for entry in current:
+            if entry.type_str == "tree":
+                pending.append((f"{prefix}{entry.name}/", repo.get(entry.id)))
+            else:
+                yield f"{prefix}{entry.name}"
+
+
+@dataclass
+class Leadership:
+    """One agent's term as leader: its epoch, and what it has told already (events once)."""
+
+    epoch: int
+    since: float = 0.0  # when this agent took the leader key
+    said_unschedulable: dict[tuple[str, int], str] = field(default_factory=dict)
+    said_forged: set[str] = field(default_factory=set)
+    known_nodes: set[str] = field(default_factory=set)
+
+
+def fence(layout: Layout, epoch: int) -> Compare:
+    """The compare every leader write carries: the leader key is still the one of `epoch`."""
+    return Compare.create_revision(layout.leader, "=", epoch)
+
+
+def write(store: StateStore, layout: Layout, epoch: int, ops: Sequence[TxnOp]) -> bool:
+    """Apply `ops` in fenced transactions of at most MAX_OPS; False once the fence fails (this
+    agent is no longer the leader: nothing more is written)."""
+    for start in range(0, len(ops), MAX_OPS):
+        done = store.txn([fence(layout, epoch)], ops[start : start + MAX_OPS])
+        if not done.succeeded:
+            return False
+    return True
+
+
+def plan_pass(
+    desired: DesiredState,
+    observed: Observed,
+    *,
+    head: Version,
+    versions: Mapping[str, Version],
+    epoch: int,
+    now: int,
+    ttl: int,
+) -> Plan:
+    """The plan of one pass, from what was observed (pure)."""
+    inputs = planning_inputs(
+        desired,
+        observed_nodes(observed.registrations, now, ttl),
+        now,
+        head=head,
+        versions=versions,
+    )
+    current = [assignment for _, assignment in observed.assignments.values()]
+    return plan(
+        inputs.workloads, inputs.nodes, current, now, epoch=epoch, readiness=observed.readiness
+    )
+
+
+def operations(
+    found: Plan,
+    observed: Observed,
+    key: NodeKey,
+    me: str,
+    layout: Layout,
+    epoch: int,
+) -> list[TxnOp]:
+    """The store writes of a plan, and the re-signing under this epoch of every assignment
+    kept from an older one (nodes refuse a deposed leader's epoch). One operation per key: a
+    move that stays under its key (same workload, slot and seq, another node) is one put."""
+    ops: dict[str, TxnOp] = {}
+    touched: set[AssignmentKey] = set()
+
+    def put(assignment: Assignment) -> None:
+        where = layout.assignment(assignment.workload, assignment.slot, assignment.seq)
+        ops[where] = Put(where, sign_assignment(key, me, assignment))
+
+    def delete(assignment: Assignment) -> None:
+        where = _store_key(observed, assignment, layout)
+        ops.setdefault(where, Delete(where))
+
+    for action in found.actions:
+        if isinstance(action, Place):
+            put(action.assignment)
+            touched.add(action.assignment.key)
+        elif isinstance(action, Move):
+            delete(action.old)
+            put(action.new)
+            touched |= {action.old.key, action.new.key}
+        elif isinstance(action, Stop):
+            delete(action.assignment)
+            touched.add(action.assignment.key)
+    for assignment_key, (_, assignment) in sorted(observed.assignments.items()):
+        if assignment_key not in touched and assignment.epoch < epoch:
+            put(dataclasses.replace(assignment, epoch=epoch))
+    return list(ops.values())
+
+
+def _store_key(observed: Observed, assignment: Assignment, layout: Layout) -> str:
+    found = observed.assignments.get(assignment.key)
+    if found is not None:
+        return found[0]
+    return layout.assignment(assignment.workload, assignment.slot, assignment.seq)

@@ -1,0 +1,87 @@
+"""A real circle for the node agent's tests: the example circle with fresh owner keys and one
+node key per node (made by the `circle` command), its first commit approved by every owner, and
+the introduction its nodes pin."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.conftest import EXAMPLE, Result, git
+
+OWNERS = ("alice", "bob", "carol")
+NODES = ("node-a", "node-b", "node-c")
+
+
+@dataclass(frozen=True)
+class World:
+    root: Path
+    circle: Path  # the owners' repository (SOURCE for the nodes)
+    intro: Path
+    keys: Path
+
+    def node_key(self, name: str) -> Path:
+        return self.keys / name
+
+    def store(self) -> str:
+        return f"sqlite:{self.root / 'state.db'}"
+
+
+def make_world(root: Path, circle: Callable[..., Result]) -> World:
+    repo = root / "circle"
+    shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns("__pycache__", ".*cache"))
+    keys = root / "keys"
+    keys.mkdir()
+    text = (repo / "circle.yaml").read_text()
+    for name in OWNERS:
+        assert circle("keygen", str(keys / name), "-C", name).code == 0
+        line = (keys / f"{name}.pub").read_text().strip()
+        text = re.sub(rf"ssh-ed25519 \S+ {name}@example-circle", line, text)
+    (repo / "circle.yaml").write_text(text)
+    for name in NODES:
+        assert circle("node", "keygen", str(keys / name), "-C", name).code == 0
+        document = repo / "nodes" / f"{name}.yaml"
+        line = (keys / f"{name}.pub").read_text().strip()
+        document.write_text(re.sub(r"publicKey: .*", f"publicKey: {line}", document.read_text()))
+    git(root, "init", "-q", "-b", "main", str(repo))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "the circle")
+    for name in OWNERS:
+        done = circle("approve", "--repo", str(repo), "--key", str(keys / name))
+        assert done.code == 0, done.stderr
+    intro = root / "intro.json"
+    intro.write_text(circle("introduction", "--repo", str(repo)).stdout)
+    return World(root, repo, intro, keys)
+
+
+def commit_change(
+    world: World, circle: Callable[..., Result], path: str, old: str, new: str
+) -> str:
+    """Edit `path` in the owners' repository, commit it, approve it by every owner; its id."""
+    target = world.circle / path
+    text = target.read_text()
+    assert old in text, (old, path)
+    target.write_text(text.replace(old, new, 1))
+    git(world.circle, "commit", "-q", "-am", f"{path}: {new}")
+    for name in OWNERS:  # until its rules are met: then the commit is the approved head
+        done = circle("approve", "--repo", str(world.circle), "--key", str(world.keys / name))
+        assert done.code == 0 or "is the approved head already" in done.stderr, done.stderr
+    return git(world.circle, "rev-parse", "HEAD")
+
+
+def run_agent(world: World, name: str, *extra: str) -> subprocess.Popen[str]:
+    """`circle node run` for node `name` as a real process (short leases for tests); its
+    stderr goes to ROOT/NAME.log."""
+    command = [
+        sys.executable, "-m", "reconciler", "node", "run", "--source", str(world.circle),
+        "--introduction", str(world.intro), "--state", str(world.root / name),
+        "--key", str(world.node_key(name)), "--store", world.store(),
+        "--ttl", "3", "--keepalive", "0.5", "--fetch-interval", "0.5", *extra,
+    ]  # fmt: skip
+    with (world.root / f"{name}.log").open("w") as log:  # the child keeps its own copy
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True)
