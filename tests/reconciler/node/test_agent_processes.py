@@ -5,6 +5,8 @@ twice; a node stopped with SIGTERM exits 0 and gives its lease back at once."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import signal
 import subprocess
 import time
@@ -17,6 +19,7 @@ from reconciler.node import view
 from reconciler.store import open_store
 from tests.conftest import Result
 from tests.reconciler.node.world import NODES, World, make_world, run_agent
+from tests.reconciler.store.etcd_process import find_etcd, running_etcd
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +50,22 @@ def placed(world: World) -> dict[int, str]:
 def test_three_agents_form_a_circle_heal_and_hand_over(
     tmp_path: Path, circle: Callable[..., Result]
 ) -> None:
-    world = make_world(tmp_path, circle)
+    converge_and_heal(make_world(tmp_path, circle))
+
+
+def test_the_same_circle_on_a_real_etcd(tmp_path: Path, circle: Callable[..., Result]) -> None:
+    executable = find_etcd()
+    if executable is None:
+        if os.environ.get("CI"):
+            pytest.fail("etcd not found: bash .ci/setup --test fetches it")
+        pytest.skip("etcd not found (bash .ci/setup --test fetches it)")
+    (tmp_path / "etcd").mkdir()
+    with running_etcd(executable, tmp_path / "etcd") as server:
+        world = dataclasses.replace(make_world(tmp_path, circle), store_url=server.url)
+        converge_and_heal(world)
+
+
+def converge_and_heal(world: World) -> None:
     agents: dict[str, subprocess.Popen[str]] = {name: run_agent(world, name) for name in NODES}
     try:
         wait_for(lambda: len(seen(world).nodes) == 3 and len(placed(world)) == 2)

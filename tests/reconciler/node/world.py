@@ -24,12 +24,13 @@ class World:
     circle: Path  # the owners' repository (SOURCE for the nodes)
     intro: Path
     keys: Path
+    store_url: str | None = None  # default: a SQLite file in root
 
     def node_key(self, name: str) -> Path:
         return self.keys / name
 
     def store(self) -> str:
-        return f"sqlite:{self.root / 'state.db'}"
+        return self.store_url or f"sqlite:{self.root / 'state.db'}"
 
 
 def make_world(root: Path, circle: Callable[..., Result]) -> World:
