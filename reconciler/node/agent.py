@@ -16,8 +16,9 @@ next pass starts over from what is):
    event saying why, and report it in a signed status.
 
 A watch on the circle's prefix starts a pass at once when something changes; a pass also runs
-every `resync` seconds whatever happens. A failing fetch or store backs off exponentially, and
-a newer approved commit is taken up at the next pass, whatever failed before. SIGTERM (the
+at every keep-alive (or fetch, if sooner) whatever happens: the periodic resync. A failing
+fetch or store backs off exponentially, and a newer approved commit is taken up at the next
+pass, whatever failed before. SIGTERM (the
 caller sets `stop`) ends the pass, revokes the lease (so leadership passes at once) and exits.
 """
 
@@ -87,7 +88,6 @@ class AgentConfig:
     ttl: int = 10
     keepalive: float = 3.0
     fetch_interval: float = 5.0
-    resync: float = 30.0
     address: str | None = None
     settle: float | None = None  # a circle's first leader waits this long for its nodes (ttl)
 
