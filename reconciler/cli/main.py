@@ -22,6 +22,7 @@ from reconciler.cli import (
     get,
     init,
     keygen,
+    logs,
     node,
     presets,
     qss,
@@ -72,6 +73,7 @@ cli.add_command(artifact.group)
 cli.add_command(node.group)
 cli.add_command(get.group)
 cli.add_command(get.events_command)
+cli.add_command(logs.command)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
