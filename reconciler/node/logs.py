@@ -25,11 +25,13 @@ The files, in a replica's log folder (`replica_log_dir`):
     follow_log(folder, stop=, poll=, tail=, skipped=)    like `tail -F`, until `stop` is set
     follow_logs({key: folder}, ...) -> (key, LogLine)    several replicas, merged by time
     merge_by_time({key: lines}) -> (key, LogLine)        several replicas' lines, by time
-    replica_log_dir(state, workload, slot), replica_slots(state, workload), replica_workloads
+    replica_log_dir(state, workload, slot)   the one place that knows the runtime's folders;
+    replica_slots, replica_workloads, has_log, is_name   what there is, names checked first
 
 The writer writes each record with one write(2), so the two streams' lines never interleave
-mid-line, and rotates when the current file would pass `max_bytes`: .N-1 -> .N (the oldest is
-dropped), ..., current -> .1, then a new current. A rename keeps the inode, so no line is lost
+mid-line, and rotates when the current file would pass `max_bytes`: it makes the next file as
+`replica.log.next` (readers ignore it), shifts .N-1 -> .N (the oldest is dropped), ...,
+current -> .1, and renames the next file current. A rename keeps the inode, so no line is lost
 and a follower holding the old file finishes it before it turns to the new one. A writer
 started after a restart appends to the same files; it first ends a line left torn or a piece
 left pending by a writer that was killed, so that damage stays on one line.
