@@ -19,10 +19,11 @@ NVML delivers them only as events to a waiting listener, which this one-shot rea
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar, cast
 
@@ -31,9 +32,18 @@ import pynvml  # type: ignore[import-untyped]  # nvidia-ml-py ships no type info
 
 from reconciler.errors import InputError
 from reconciler.node.records import GpuInfo, Inventory
+from reconciler.node.sandbox import NVIDIA_CONTROL, SandboxError
 from reconciler.plan.inputs import GpuUuid
 
-__all__ = ["GpuInfo", "Inventory", "InventoryError", "Nvml", "read_gpus", "read_inventory"]
+__all__ = [
+    "GpuInfo",
+    "Inventory",
+    "InventoryError",
+    "Nvml",
+    "gpu_device_nodes",
+    "read_gpus",
+    "read_inventory",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +86,7 @@ class Nvml(Protocol):
     def nvmlDeviceGetUtilizationRates(self, handle: object) -> _Utilization: ...  # noqa: N802
     def nvmlDeviceGetRetiredPagesPendingStatus(self, handle: object) -> int: ...  # noqa: N802
     def nvmlDeviceGetRemappedRows(self, handle: object) -> tuple[int, int, int, int]: ...  # noqa: N802
+    def nvmlDeviceGetMinorNumber(self, handle: object) -> int: ...  # noqa: N802
 
 
 def read_inventory(state_dir: Path, nvml: object | None = None) -> Inventory:
@@ -160,6 +171,37 @@ def _read_gpu(nvml: Nvml, index: int) -> GpuInfo | None:
         utilization=None if utilization is None else max(0, min(int(utilization.gpu), 100)),
         memory_used=None if memory is None else int(memory.used),
     )
+
+
+def gpu_device_nodes(nvml: object | None, uuids: Sequence[str]) -> tuple[str, ...]:
+    """The device nodes a replica given the GPUs `uuids` needs: `/dev/nvidia<minor>` of each
+    (NVML's minor number) and the NVIDIA control devices this host has. SandboxError when a
+    GPU is not there (or NVML cannot say where)."""
+    if not uuids:
+        return ()
+    library = cast(Nvml, pynvml if nvml is None else nvml)
+    wanted = set(uuids)
+    found: dict[str, str] = {}
+    try:
+        library.nvmlInit()
+    except library.NVMLError as error:
+        raise SandboxError(f"NVML did not start, so GPUs cannot be given: {error}") from None
+    try:
+        for index in range(library.nvmlDeviceGetCount()):
+            handle = library.nvmlDeviceGetHandleByIndex(index)
+            uuid = _decoded(library.nvmlDeviceGetUUID(handle))
+            if uuid in wanted:
+                found[uuid] = f"/dev/nvidia{int(library.nvmlDeviceGetMinorNumber(handle))}"
+    except library.NVMLError as error:
+        raise SandboxError(f"NVML cannot say where the GPUs are: {error}") from None
+    finally:
+        with contextlib.suppress(library.NVMLError):
+            library.nvmlShutdown()
+    missing = sorted(wanted - set(found))
+    if missing:
+        raise SandboxError(f"GPU {', '.join(missing)} is not on this node")
+    control = tuple(path for path in NVIDIA_CONTROL if os.path.exists(path))
+    return (*(found[uuid] for uuid in sorted(found)), *control)
 
 
 def _decoded(value: str | bytes) -> str:

@@ -31,6 +31,7 @@ class FakeGpu:
     retired_pages_pending: bool = False
     # corrected, uncorrected, pending, failed: what nvmlDeviceGetRemappedRows returns
     remapped_rows: tuple[int, int, int, int] = (0, 0, 0, 0)
+    minor: int | None = None  # /dev/nvidia<minor>; the device's index unless given
     failing: Mapping[str, int] = field(default_factory=dict)
 
 
@@ -116,6 +117,10 @@ class FakeNvml:
 
     def nvmlDeviceGetRemappedRows(self, handle: _Handle) -> tuple[int, int, int, int]:  # noqa: N802
         return self._device(handle, "nvmlDeviceGetRemappedRows").remapped_rows
+
+    def nvmlDeviceGetMinorNumber(self, handle: _Handle) -> int:  # noqa: N802
+        gpu = self._device(handle, "nvmlDeviceGetMinorNumber")
+        return handle.index if gpu.minor is None else gpu.minor
 
     # --- the library's rules ---------------------------------------------------------------
 

@@ -1,0 +1,191 @@
+"""A workload's volumes on this node: each volume's objects read from its Quantum Safe Storage
+backends with the circle's storage key, verified, and kept in a read-only cache that the
+replicas see at their mount paths.
+
+    STATE/volumes/<volume>/<view>/<object name>   one verified view of a volume's objects
+
+An object is pinned by the approved commit: by its QSS `id` (the hash of its manifest, share
+hashes included), or by its `build`, whose approved artifact digest fixes the file's sha256
+(the artifact's file of the object's name, or its only file). Every share is hashed before it
+is decoded and every segment authenticated (`qss.store`); the decrypted bytes are then hashed
+against the pin. An object with neither pin is the one object of its name that the storage
+key authenticates; two such objects are ambiguous and refused. A view is written into a
+private staging folder and renamed into place whole: a replica never sees half a volume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from qss.errors import StorageError
+from qss.manifest import Manifest
+from qss.store import Store
+from reconciler.desired.model.volume import Volume, VolumeObject
+from reconciler.desired.repository import DesiredState
+from reconciler.errors import InputError, ReconcilerError, Retry
+from reconciler.node.artifacts import Artifacts, ArtifactUnavailable
+from reconciler.wiring import volume_store
+
+_BLOCK = 1 << 20
+
+
+class VolumeUnavailable(ReconcilerError):
+    """A volume's objects cannot be read, or do not match what the commit pins."""
+
+    retry = Retry.TRANSIENT
+
+
+@dataclass(frozen=True)
+class Pin:
+    """What an object must be: its QSS id, or the sha256 of its bytes (from a build)."""
+
+    name: str
+    object_id: str | None
+    sha256: str | None
+
+    @property
+    def label(self) -> str:
+        if self.object_id is not None:
+            return f"id {self.object_id[:12]}"
+        return f"sha256 {self.sha256[:12]}" if self.sha256 else "unpinned"
+
+
+class Volumes:
+    """The node's volume cache (see the module)."""
+
+    def __init__(self, state_dir: Path, storage_key: bytes | None, artifacts: Artifacts) -> None:
+        self.root = state_dir / "volumes"
+        self.storage_key = storage_key
+        self.artifacts = artifacts
+
+    def ensure(self, name: str, desired: DesiredState) -> Path:
+        """The folder holding volume `name`'s objects, verified; VolumeUnavailable."""
+        loaded = desired.volumes.get(name)
+        if loaded is None:
+            raise VolumeUnavailable(f"volume {name!r} is not in the approved commit")
+        volume = loaded.document
+        pins = [self._pin(item, desired) for item in volume.objects]
+        view = hashlib.sha256(
+            repr([(volume.name, p.name, p.object_id, p.sha256) for p in pins]).encode()
+        ).hexdigest()[:24]
+        target = self.root / volume.name / view
+        if target.is_dir() and all(self._intact(target / p.name, p) for p in pins):
+            return target
+        if self.storage_key is None:
+            raise VolumeUnavailable(
+                f"volume {name}: no storage key on this node (give the agent --storage-key)"
+            )
+        self._fill(volume, desired, pins, target)
+        return target
+
+    def _pin(self, item: VolumeObject, desired: DesiredState) -> Pin:
+        if item.id is not None or item.build is None:
+            return Pin(item.name, item.id, None)
+        build = desired.builds.get(item.build)
+        digest = build.document.digest if build is not None else None
+        if digest is None:
+            raise VolumeUnavailable(f"object {item.name}: build {item.build} has no digest")
+        try:
+            manifest = self.artifacts.manifest(digest)
+        except (ArtifactUnavailable, StorageError) as error:
+            raise VolumeUnavailable(f"object {item.name}: {error}") from error
+        files = list(manifest.files())
+        match = [f for f in files if f.path == item.name] or (files if len(files) == 1 else [])
+        if not match or match[0].sha256 is None:
+            raise VolumeUnavailable(
+                f"object {item.name}: artifact {digest[:19]} of build {item.build} has no "
+                f"file {item.name!r} (and not exactly one file)"
+            )
+        return Pin(item.name, None, match[0].sha256)
+
+    def _intact(self, path: Path, pin: Pin) -> bool:
+        """A cached object still hashes to its pin (the id's pins were checked on fill)."""
+        if pin.sha256 is None:
+            return path.is_file() and not path.is_symlink()
+        return _file_sha256(path) == pin.sha256
+
+    def _fill(self, volume: Volume, desired: DesiredState, pins: list[Pin], target: Path) -> None:
+        assert self.storage_key is not None
+        try:
+            opened = volume_store(desired, volume.name, timeout=30.0)
+        except (InputError, StorageError) as error:
+            raise VolumeUnavailable(f"volume {volume.name}: {error}") from error
+        store = opened.store
+        staging = target.parent / f".staging-{secrets.token_hex(6)}"
+        try:
+            staging.mkdir(parents=True, mode=0o700)
+            for pin in pins:
+                self._fetch(store, volume.name, pin, staging / pin.name)
+            os.chmod(staging, 0o555)  # noqa: S103 - read-only to all: replicas only read it
+            with contextlib.suppress(FileNotFoundError):
+                old = target.parent / f".old-{secrets.token_hex(6)}"
+                os.rename(target, old)
+                _remove(old)
+            os.rename(staging, target)
+        except OSError as error:
+            raise VolumeUnavailable(f"volume {volume.name}: {error.strerror}") from error
+        finally:
+            _remove(staging)
+
+    def _fetch(self, store: Store, volume: str, pin: Pin, out: Path) -> None:
+        try:
+            if pin.object_id is not None:
+                candidates = [store.find_manifest(pin.object_id)]
+            else:
+                listing = store.list_objects()
+                candidates = [m for m in listing.manifests if m.content.name == pin.name]
+            if not candidates:
+                raise VolumeUnavailable(f"volume {volume}: no object named {pin.name!r}")
+            if pin.sha256 is None and pin.object_id is None and len(candidates) > 1:
+                raise VolumeUnavailable(
+                    f"volume {volume}: {len(candidates)} objects are named {pin.name!r}; pin "
+                    "one with `id` (or `build`) in volumes/"
+                )
+            problems: list[str] = []
+            for manifest in candidates:
+                problem = self._get(store, manifest, pin, out)
+                if problem is None:
+                    os.chmod(out, 0o444)
+                    return
+                problems.append(problem)
+            raise VolumeUnavailable(f"volume {volume}: object {pin.name}: {'; '.join(problems)}")
+        except StorageError as error:
+            raise VolumeUnavailable(f"volume {volume}: object {pin.name}: {error}") from error
+
+    def _get(self, store: Store, manifest: Manifest, pin: Pin, out: Path) -> str | None:
+        assert self.storage_key is not None
+        store.get(manifest.object_id, out, storage_key=self.storage_key)
+        if pin.sha256 is not None:
+            found = _file_sha256(out)
+            if found != pin.sha256:
+                out.unlink()
+                return (
+                    f"{manifest.object_id[:12]} holds sha256 {str(found)[:12]}, the approved "
+                    f"build pins {pin.sha256[:12]}"
+                )
+        return None
+
+
+def _file_sha256(path: Path) -> str | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    digest = hashlib.sha256()
+    with os.fdopen(fd, "rb") as handle:
+        while block := handle.read(_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _remove(path: Path) -> None:
+    if path.exists():
+        with contextlib.suppress(OSError):
+            os.chmod(path, 0o700)
+        shutil.rmtree(path, ignore_errors=True)
