@@ -15,6 +15,7 @@ from reconciler.errors import InputError
 from reconciler.node import view
 from reconciler.node.agent import Agent, AgentConfig
 from reconciler.node.identity import NodeKey
+from reconciler.node.uids import parse_range
 from reconciler.store import resolve_store_url
 
 
@@ -76,7 +77,26 @@ def keygen(path: Path, comment: str, output: str | None) -> int:
               help="Seconds between keep-alives (well under --ttl).")  # fmt: skip
 @click.option("--fetch-interval", type=click.FloatRange(0.1, 3600), default=5.0,
               show_default=True, help="Seconds between fetches of --source.")  # fmt: skip
-@click.option("--address", default=None, help="Where peers reach this node (default: nodes/).")
+@click.option("--address", default=None,
+              help="Where peers reach this node's chunk store (default: its nodes/ address); "
+              "port 0 picks a free one.")  # fmt: skip
+@click.option("--artifact-source", "artifact_sources", multiple=True, metavar="DIR|URL",
+              help="Where artifacts come from after this node's store and its peers: a chunk "
+              "store folder or a `circle artifact serve` URL (repeatable).")  # fmt: skip
+@click.option("--storage-key", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="The circle's QSS storage key (0600), to read workloads' volumes.")  # fmt: skip
+@click.option("--uids", "uid_range", default="420000-429999", show_default=True,
+              metavar="START-END",
+              help="The uids workloads run as (one per workload; a range per agent).")  # fmt: skip
+@click.option("--cgroup-parent", default="circle", show_default=True,
+              help="The control group (below the agent's) of its replicas' groups.")  # fmt: skip
+@click.option("--publish-address", default="127.0.0.1", show_default=True,
+              help="The host address declared ports are published on.")  # fmt: skip
+@click.option("--grace", type=click.FloatRange(0, 3600), default=10.0, show_default=True,
+              help="Seconds a stopping replica has between SIGTERM and SIGKILL.")  # fmt: skip
+@click.option("--stop-workloads/--leave-workloads", default=False, show_default=True,
+              help="When the agent exits: stop its replicas, or let them run for the next "
+              "agent to adopt.")  # fmt: skip
 def run(
     source: str,
     introduction_file: Path,
@@ -87,9 +107,17 @@ def run(
     keepalive: float,
     fetch_interval: float,
     address: str | None,
+    artifact_sources: tuple[str, ...],
+    storage_key: Path | None,
+    uid_range: str,
+    cgroup_parent: str,
+    publish_address: str,
+    grace: float,
+    stop_workloads: bool,
 ) -> int:
     """Run the node agent until SIGTERM or Ctrl-C: follow the chain, register, campaign, lead
-    when elected, and accept or refuse this node's assignments."""
+    when elected, accept or refuse this node's assignments, and run the accepted ones, each
+    replica in its sandbox (bubblewrap; the agent runs as root)."""
     if keepalive * 2 > ttl:
         raise InputError(f"--keepalive {keepalive:g} must be at most half of --ttl {ttl}")
     url = resolve_store_url(store_url)
@@ -105,6 +133,13 @@ def run(
         keepalive=keepalive,
         fetch_interval=fetch_interval,
         address=address,
+        artifact_sources=artifact_sources,
+        storage_key=storage_key,
+        uids=parse_range(uid_range),
+        cgroup_parent=_cgroup_name(cgroup_parent),
+        publish_host=publish_address,
+        grace=grace,
+        stop_workloads=stop_workloads,
     )
     agent = Agent(config)
     stop = threading.Event()
@@ -115,6 +150,13 @@ def run(
     signal.signal(signal.SIGTERM, stopping)
     signal.signal(signal.SIGINT, stopping)
     return agent.run(stop)
+
+
+def _cgroup_name(text: str) -> str:
+    parts = text.split("/")
+    if not text or any(part in ("", ".", "..") or not part.isprintable() for part in parts):
+        raise InputError(f"--cgroup-parent {text!r}: expected a relative group name like circle")
+    return text
 
 
 @group.command("status")

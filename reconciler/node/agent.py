@@ -14,28 +14,39 @@ next pass starts over from what is):
 5. Lead, when leader (`reconciler.node.leader`): plan, write fenced by the epoch, tell.
 6. Judge its own assignments (`reconciler.plan.admission`): accept or refuse each, with an
    event saying why, and report it in a signed status.
+7. Run the accepted ones (`reconciler.node.runtime`): each replica in its sandbox, supervised
+   in a thread of its own; the agent signs and stores what the runtime says of them (their
+   status, their events). The agent serves its chunk store at its address, so that peers
+   fetch artifacts from each other.
 
 A watch on the circle's prefix starts a pass at once when something changes; a pass also runs
-at every keep-alive (or fetch, if sooner) whatever happens: the periodic resync. A failing
+at every keep-alive (or fetch, if sooner) whatever happens: the periodic resync; a change in a
+replica's status starts one at once too. A failing
 fetch or store backs off exponentially, and a newer approved commit is taken up at the next
 pass, whatever failed before. SIGTERM (the
-caller sets `stop`) ends the pass, revokes the lease (so leadership passes at once) and exits.
+caller sets `stop`) ends the pass, revokes the lease (so leadership passes at once) and exits;
+the replicas run on (the next agent adopts them) unless `stop_workloads` says otherwise.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pygit2
 
+from builders.chunks import ChunkError, ChunkSource, ChunkStore
+from builders.http_chunks import ChunkServer, HttpChunkSource
 from qss.durable import write_atomically
+from qss.keys import read_key_file
 from reconciler import __version__
 from reconciler.chain import follow
 from reconciler.chain.trees import desired_at
@@ -44,9 +55,11 @@ from reconciler.chain.walk import Chain, Step
 from reconciler.desired.model.types import ed25519_key_blob
 from reconciler.desired.repository import DesiredState
 from reconciler.errors import ReconcilerError, Retry
-from reconciler.node import leader
+from reconciler.node import leader, sandbox
+from reconciler.node.artifacts import Artifacts
+from reconciler.node.cgroups import Cgroups
 from reconciler.node.identity import ForgedRecord, NodeKey
-from reconciler.node.inventory import Inventory, read_inventory
+from reconciler.node.inventory import Inventory, gpu_device_nodes, read_inventory
 from reconciler.node.layout import Layout
 from reconciler.node.records import (
     AssignmentStatus,
@@ -60,6 +73,10 @@ from reconciler.node.records import (
     open_record,
     sign_record,
 )
+from reconciler.node.replica import SandboxFailed
+from reconciler.node.runtime import Runtime, RuntimeConfig, Work
+from reconciler.node.uids import DEFAULT_RANGE, UidTable
+from reconciler.node.volumes import Volumes
 from reconciler.plan import Assignment, CommitId, Move, NodeName, Place, Stop, Version
 from reconciler.plan.admission import Decision, Refused, admit
 from reconciler.store import (
@@ -74,6 +91,7 @@ from reconciler.store import (
 )
 
 STATUS_FILE = "agent.json"
+_SLICE = 0.25  # seconds: how often a waiting agent looks whether a replica changed
 MAX_EVENTS = 1000
 EVENT_AGE_MS = 3600 * 1000
 
@@ -90,6 +108,13 @@ class AgentConfig:
     fetch_interval: float = 5.0
     address: str | None = None
     settle: float | None = None  # a circle's first leader waits this long for its nodes (ttl)
+    artifact_sources: tuple[str, ...] = ()  # chunk store folders or http:// chunk servers
+    storage_key: Path | None = None  # the circle's QSS storage key (volumes)
+    uids: tuple[int, int] = DEFAULT_RANGE
+    cgroup_parent: str = "circle"
+    publish_host: str = "127.0.0.1"  # where declared ports are published
+    grace: float = 10.0  # seconds between SIGTERM and SIGKILL when a replica stops
+    stop_workloads: bool = False  # stop the replicas when the agent exits
 
 
 @dataclass
@@ -164,6 +189,18 @@ class Agent:
         self.store_backoff = Backoff()
         self.conditions: list[Condition] = []
         self.pending: list[tuple[float, EventType, str, str, str]] = []
+        # the runtime (made once the node knows its name) and what feeds it
+        self.wake = threading.Event()  # set by the runtime when a replica's status changes
+        self.peers: tuple[str, ...] = ()
+        self._sources: dict[str, ChunkSource] = {}
+        self.artifacts = Artifacts(config.state_dir, self._chunk_sources, say=self.say)
+        storage_key = read_key_file(config.storage_key) if config.storage_key else None
+        self.volumes = Volumes(config.state_dir, storage_key, self.artifacts)
+        self.runtime: Runtime | None = None
+        self.runtime_error: str | None = None
+        self.chunk_server: ChunkServer | None = None
+        self.reported: dict[tuple[str, int, int], AssignmentStatus] = {}
+        self._desired_by_commit: dict[str, DesiredState | None] = {}
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -178,15 +215,21 @@ class Agent:
                     with contextlib.suppress(StoreError):
                         revision = self.store.revision()
                         watch = self.store.watch(self.layout.root, revision + 1)
-                wait = min(self.config.keepalive, self.config.fetch_interval)
-                if watch is not None:
+                deadline = time.monotonic() + min(self.config.keepalive, self.config.fetch_interval)
+                self.wake.clear()
+                while not stop.is_set() and not self.wake.is_set():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    if watch is None:
+                        self.wake.wait(min(left, _SLICE))
+                        continue
                     try:
-                        watch.poll(wait)
+                        if watch.poll(min(left, _SLICE)):
+                            break
                     except StoreError:
                         watch.close()
                         watch = None  # compacted or gone: re-list (the next pass) and re-watch
-                else:
-                    stop.wait(wait)
         finally:
             if watch is not None:
                 watch.close()
@@ -210,7 +253,7 @@ class Agent:
             self._campaign(now, name)
             if self.leadership is not None:
                 self._lead(now, name)
-            self._judge(now, name)
+            self._run(now, name, self._judge(now, name))
             self.store_backoff.succeeded()
             self._condition("Ready", "Reconciled", self._summary())
         except StoreError as error:
@@ -221,7 +264,12 @@ class Agent:
             self._write_status(now)
 
     def leave(self) -> None:
-        """Revoke the lease: registration, statuses and the leader key go with it."""
+        """Let the replicas be (or stop them, as configured), stop serving chunks, and revoke
+        the lease: registration, statuses and the leader key go with it."""
+        if self.runtime is not None:
+            self.runtime.close()
+        if self.chunk_server is not None:
+            self.chunk_server.stop()
         if self.lease is not None:
             with contextlib.suppress(StoreError):
                 self.store.revoke(self.lease)
@@ -302,6 +350,7 @@ class Agent:
             self.lease = self.store.grant(self.config.ttl)
             self.kept_alive = now
             self.registered = None
+            self.reported = {}  # the statuses went with the old lease
         assert self.chain.state is not None
         assert self.chain.desired is not None
         node = self.chain.desired.nodes[name].document
@@ -309,7 +358,7 @@ class Agent:
             node=NodeName(name),
             circle=self.config.introduction.circle,
             failure_domain=node.failure_domain,
-            address=self.config.address or node.address,
+            address=self._serve_chunks(self.config.address or node.address),
             inventory=self._inventory(),
             commit=CommitId(self.chain.state.commit),
             seq=self.chain.state.seq,
@@ -475,7 +524,9 @@ class Agent:
 
     # -- 6. this node's assignments ---------------------------------------------------------
 
-    def _judge(self, now: float, name: str) -> None:
+    def _judge(self, now: float, name: str) -> dict[tuple[str, int], Work]:
+        """Judge each new assignment of this node once; the accepted ones, as work to run (the
+        newest seq of each slot)."""
         assert self.chain.desired is not None
         assert self.chain.state is not None
         keys = self._keys()
@@ -483,7 +534,9 @@ class Agent:
         leaders = self._leaders()
         repo = pygit2.Repository(str(self.config.state_dir / follow.REPOSITORY))
         my_gpus = {gpu.uuid for gpu in self._inventory().gpus}
-        for kv in self.store.range(self.layout.assignments).kvs:
+        wanted: dict[tuple[str, int], Work] = {}
+        listed = self.store.range(self.layout.assignments).kvs
+        for kv in listed:
             if self.layout.assignment_of(kv.key) is None:
                 continue
             seen = (kv.key, kv.mod_revision)
@@ -501,54 +554,234 @@ class Agent:
                     )
                 continue
             assignment = opened.record
-            if assignment.node != name or seen in self.decisions:
+            if assignment.node != name:
                 continue
-            at = _desired_or_none(repo, assignment.commit, chain) or self.chain.desired
-            decision = admit(
-                assignment,
-                signer=opened.signer,
-                me=name,
-                chain=chain,
-                desired=at,
-                leaders=leaders,
-                newest_epoch=self.epoch,
-                my_gpus=my_gpus,
-            )
-            self.decisions[seen] = decision
-            subject = f"assignment/{assignment.workload}/{assignment.slot}"
-            if decision.accepted:
-                self._event(
-                    now,
-                    EventType.NORMAL,
-                    "AssignmentAccepted",
-                    subject,
-                    f"seq {assignment.seq}, artifact {assignment.digest[:19]}",
+            at = self._desired_at(repo, assignment.commit, chain)
+            decision = self.decisions.get(seen)
+            if decision is None:
+                decision = admit(
+                    assignment,
+                    signer=opened.signer,
+                    me=name,
+                    chain=chain,
+                    desired=at or self.chain.desired,
+                    leaders=leaders,
+                    newest_epoch=self.epoch,
+                    my_gpus=my_gpus,
                 )
-            else:
-                self._event(
-                    now,
-                    EventType.WARNING,
-                    "AssignmentRefused",
-                    subject,
-                    f"{decision.refused}: {decision.message}; nothing runs",
-                )
-            self._report(now, name, assignment, decision)
+                self.decisions[seen] = decision
+                self._told(now, name, assignment, decision)
+            if not decision.accepted or at is None:
+                continue
+            loaded = at.workloads.get(assignment.workload)
+            slot = (str(assignment.workload), assignment.slot)
+            if loaded is not None and (
+                slot not in wanted or wanted[slot].assignment.seq < assignment.seq
+            ):
+                wanted[slot] = Work(assignment, loaded.document, at)
+        live = {kv.key for kv in listed}
+        self.decisions = {seen: d for seen, d in self.decisions.items() if seen[0] in live}
+        return wanted
 
-    def _report(self, now: float, name: str, assignment: Assignment, decision: Decision) -> None:
+    def _desired_at(
+        self, repo: pygit2.Repository, commit: str, chain: dict[str, int]
+    ) -> DesiredState | None:
+        if commit not in self._desired_by_commit:
+            if len(self._desired_by_commit) > 64:
+                self._desired_by_commit.clear()
+            self._desired_by_commit[commit] = _desired_or_none(repo, commit, chain)
+        return self._desired_by_commit[commit]
+
+    def _told(self, now: float, name: str, assignment: Assignment, decision: Decision) -> None:
+        subject = f"assignment/{assignment.workload}/{assignment.slot}"
+        if decision.accepted:
+            self._event(
+                now,
+                EventType.NORMAL,
+                "AssignmentAccepted",
+                subject,
+                f"seq {assignment.seq}, artifact {assignment.digest[:19]}",
+            )
+            return
+        self._event(
+            now,
+            EventType.WARNING,
+            "AssignmentRefused",
+            subject,
+            f"{decision.refused}: {decision.message}; nothing runs",
+        )
+        self._report(
+            now,
+            name,
+            assignment,
+            phase=Phase.REFUSED,
+            reason=str(decision.refused),
+            message=decision.message,
+        )
+
+    # -- 7. running them --------------------------------------------------------------------
+
+    def _run(self, now: float, name: str, wanted: dict[tuple[str, int], Work]) -> None:
+        runtime = self._runtime(name)
+        if runtime is None:
+            for work in wanted.values():
+                self._report(
+                    now,
+                    name,
+                    work.assignment,
+                    phase=Phase.PENDING,
+                    reason="SandboxFailed",
+                    message=f"this node cannot run workloads: {self.runtime_error}",
+                )
+            return
+        if wanted:
+            self.peers = self._peer_addresses(name)
+        runtime.sync(wanted)
+        for event in runtime.take_events():
+            self._event(now, event.type, event.reason, event.subject, event.message)
+        current = {(s.workload, s.slot, s.seq): s for s in runtime.statuses()}
+        for status in current.values():
+            a = wanted.get((status.workload, status.slot))
+            if a is None or a.assignment.seq != status.seq:
+                continue
+            self._report(
+                now,
+                name,
+                a.assignment,
+                phase=status.phase,
+                reason=status.reason,
+                message=status.message,
+                restarts=status.restarts,
+                endpoints=status.endpoints,
+            )
+        for gone in set(self.reported) - set(current):
+            if self.reported[gone].phase is Phase.REFUSED:
+                continue  # told once; it stays while the node's lease lives, as before
+            if any(
+                (w.assignment.workload, w.assignment.slot, w.assignment.seq) == gone
+                for w in wanted.values()
+            ):
+                continue
+            workload, slot, seq = gone
+            self.store.delete(self.layout.status(name, workload, slot, seq))
+            del self.reported[gone]
+
+    def _runtime(self, name: str) -> Runtime | None:
+        if self.runtime is not None or self.runtime_error is not None:
+            return self.runtime
+        config = self.config
+        try:
+            if not os.access(sandbox.BWRAP, os.X_OK):
+                raise SandboxFailed(f"{sandbox.BWRAP} is missing: install bubblewrap")
+            cgroups = Cgroups.detect(config.cgroup_parent)
+            self.runtime = Runtime(
+                RuntimeConfig(
+                    config.state_dir,
+                    name,
+                    publish_host=config.publish_host,
+                    grace=config.grace,
+                    stop_on_exit=config.stop_workloads,
+                ),
+                artifacts=self.artifacts,
+                volumes=self.volumes,
+                cgroups=cgroups,
+                uids=UidTable(config.state_dir / "uids.json", config.uids),
+                gpu_devices=lambda uuids: gpu_device_nodes(self.nvml, uuids),
+                on_change=self.wake.set,
+                clock=self.clock,
+            )
+        except ReconcilerError as error:
+            self.runtime_error = str(error)
+            self.say(f"runtime: {error}")
+            return None
+        adopted = self.runtime.adopt()
+        if adopted:
+            self.say(f"adopted {adopted} running replica(s)")
+        return self.runtime
+
+    def _peer_addresses(self, name: str) -> tuple[str, ...]:
+        """Where the other registered nodes serve their chunk stores."""
+        keys = self._keys()
+        found = []
+        for kv in self.store.range(self.layout.nodes).kvs:
+            node = self.layout.node_of(kv.key)
+            if node is None or node == name:
+                continue
+            try:
+                record = open_record(kv.value, Registration, keys).record
+            except ForgedRecord:
+                continue
+            if record.address:
+                found.append(record.address)
+        return tuple(sorted(found))
+
+    def _chunk_sources(self) -> list[ChunkSource]:
+        """Peers first, then the configured sources (materialize asks the local store first)."""
+        sources: list[ChunkSource] = []
+        for where in (*self.peers, *self.config.artifact_sources):
+            source = self._sources.get(where)
+            if source is None:
+                try:
+                    source = (
+                        HttpChunkSource(where, timeout=30.0)
+                        if where.startswith(("http://", "https://"))
+                        else ChunkStore(Path(where), create=False)
+                    )
+                except ChunkError as error:
+                    self.say(f"artifact source {where}: {error}")
+                    continue
+                self._sources[where] = source
+            sources.append(source)
+        return sources
+
+    def _serve_chunks(self, address: str | None) -> str | None:
+        """Serve the chunk store at `address` (port 0: any); the address peers reach it at."""
+        if self.chunk_server is not None:
+            return self.chunk_server.url
+        if address is None:
+            return None
+        parts = urlsplit(address)
+        try:
+            server = ChunkServer(self.artifacts.store, parts.hostname or "127.0.0.1",
+                                 parts.port or 80).start()  # fmt: skip
+        except (ChunkError, OSError) as error:
+            self.say(f"cannot serve the chunk store at {address}: {error}")
+            return address
+        self.chunk_server = server
+        return server.url
+
+    def _report(
+        self,
+        now: float,
+        name: str,
+        assignment: Assignment,
+        *,
+        phase: Phase,
+        reason: str,
+        message: str,
+        restarts: int = 0,
+        endpoints: tuple[str, ...] = (),
+    ) -> None:
         status = AssignmentStatus(
             node=NodeName(name),
             workload=assignment.workload,
             slot=assignment.slot,
             seq=assignment.seq,
-            phase=Phase.ACCEPTED if decision.accepted else Phase.REFUSED,
-            reason="Accepted" if decision.accepted else str(decision.refused),
-            message=fit_message(decision.message),
+            phase=phase,
+            reason=reason,
+            message=fit_message(message),
             commit=assignment.commit,
-            observed_at=int(now),
+            observed_at=0,
+            restarts=restarts,
+            endpoints=endpoints,
         )
-        value = sign_record(self.key, name, status)
+        said = (assignment.workload, assignment.slot, assignment.seq)
+        if self.reported.get(said) == status:
+            return  # said already: a status is written when it changes
+        value = sign_record(self.key, name, replace(status, observed_at=int(now)))
         where = self.layout.status(name, assignment.workload, assignment.slot, assignment.seq)
         self.store.put(where, value, lease=self.lease)
+        self.reported[said] = status
 
     # -- events and status ------------------------------------------------------------------
 
@@ -577,7 +810,16 @@ class Agent:
     def _summary(self) -> str:
         role = f"leader (epoch {self.leadership.epoch})" if self.leadership else "follower"
         accepted = sum(1 for decision in self.decisions.values() if decision.accepted)
-        return f"{self.name}: {role}, {accepted} assignment(s) accepted"
+        if self.runtime is None:
+            said = f"cannot run workloads: {self.runtime_error}" if self.runtime_error else ""
+            return f"{self.name}: {role}, {accepted} assignment(s) accepted" + (
+                f"; {said}" if said else ""
+            )
+        statuses = self.runtime.statuses()
+        ready = sum(1 for status in statuses if status.phase is Phase.READY)
+        return (
+            f"{self.name}: {role}, {accepted} assignment(s) accepted, {ready}/{len(statuses)} ready"
+        )
 
     def _write_status(self, now: float) -> None:
         state = self.chain.state

@@ -7,8 +7,9 @@ camelCase, as everywhere in a circle; every body names its own `format`:
 
     registration  circle-registration/1       {node, circle, failureDomain, address, inventory,
                                                commit, seq, startedAt, heartbeatAt, agent}
-    status        circle-assignment-status/1  {node, workload, slot, seq, phase, reason,
-                                               message, commit, observedAt}
+    status        circle-assignment-status/2  {node, workload, slot, seq, phase, reason,
+                                               message, commit, observedAt, restarts,
+                                               endpoints}
     leader        circle-leader/1             {node, since}
     event         circle-event/1              {timeMs, type, reason, object, node, commit,
                                                message}
@@ -45,6 +46,7 @@ from reconciler.plan.inputs import CommitId, GpuUuid, NodeName, WorkloadName
 
 MAX_GPUS = 64
 MAX_MESSAGE_BYTES = 1024
+MAX_ENDPOINTS = 16
 _INT_LIMIT = 2**53  # JSON integers every reader agrees on
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _GPU_UUID = re.compile(r"GPU-[0-9a-fA-F-]{8,64}")
@@ -52,6 +54,7 @@ _REASON = re.compile(r"[A-Z][A-Za-z0-9]{0,63}")
 _VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}")
 _ADDRESS = re.compile(r"https?://[!-.0-~]{1,250}/?")  # printable ASCII, no space or `/`
 _OBJECT = re.compile(r"[a-z]{1,32}(/[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?){1,3}")
+_ENDPOINT = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?=[!-~]{1,253}:[0-9]{1,5}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # no line breaks, no escapes
 
 
@@ -219,7 +222,7 @@ class AssignmentStatus:
     """What a node reports about one assignment it was given."""
 
     KIND: ClassVar[RecordKind] = RecordKind.STATUS
-    FORMAT: ClassVar[str] = "circle-assignment-status/1"
+    FORMAT: ClassVar[str] = "circle-assignment-status/2"
 
     node: NodeName
     workload: WorkloadName
@@ -230,6 +233,8 @@ class AssignmentStatus:
     message: str  # one line, at most 1 KiB of UTF-8
     commit: CommitId
     observed_at: int  # unix seconds
+    restarts: int = 0  # starts of the replica after its first
+    endpoints: tuple[str, ...] = ()  # "NAME=HOST:PORT": where its declared ports are published
 
     @property
     def subject(self) -> str:
@@ -251,13 +256,21 @@ class AssignmentStatus:
             "message": self.message,
             "commit": self.commit,
             "observedAt": self.observed_at,
+            "restarts": self.restarts,
+            "endpoints": list(self.endpoints),
         }
 
     @classmethod
     def from_body(cls, body: object) -> Self:
         fields = _Body(body, "status body", ("format", "node", "workload", "slot", "seq",
-                       "phase", "reason", "message", "commit", "observedAt"),
-                       cls.FORMAT)  # fmt: skip
+                       "phase", "reason", "message", "commit", "observedAt", "restarts",
+                       "endpoints"), cls.FORMAT)  # fmt: skip
+        endpoints = fields.items("endpoints", MAX_ENDPOINTS)
+        for endpoint in endpoints:
+            fields.need(
+                isinstance(endpoint, str) and _ENDPOINT.fullmatch(endpoint) is not None,
+                f"endpoints: {_show(endpoint)} is not NAME=HOST:PORT",
+            )
         return cls(
             node=NodeName(fields.text("node", NAME)),
             workload=WorkloadName(fields.text("workload", NAME)),
@@ -268,6 +281,8 @@ class AssignmentStatus:
             message=fields.words("message", MAX_MESSAGE_BYTES, empty=True),
             commit=CommitId(fields.text("commit", _COMMIT)),
             observed_at=fields.whole("observedAt"),
+            restarts=fields.whole("restarts"),
+            endpoints=tuple(str(endpoint) for endpoint in endpoints),
         )
 
 

@@ -18,7 +18,7 @@ import pytest
 from reconciler.node import view
 from reconciler.store import open_store
 from tests.conftest import Result
-from tests.reconciler.node.world import NODES, World, make_world, run_agent
+from tests.reconciler.node.world import NODES, World, make_world, release, run_agent
 from tests.reconciler.store.etcd_process import find_etcd, running_etcd
 
 pytestmark = pytest.mark.slow
@@ -94,3 +94,4 @@ def converge_and_heal(world: World) -> None:
             if process.poll() is None:
                 process.kill()
                 process.wait(timeout=30)
+        release(world)

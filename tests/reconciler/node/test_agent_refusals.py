@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,12 +30,14 @@ from reconciler.node.records import (
 from reconciler.plan import Assignment, CommitId, NodeName, WorkloadName
 from reconciler.store import StateStore, open_store
 from tests.conftest import Result, git
-from tests.reconciler.node.world import World, commit_change, make_world
+from tests.reconciler.node.world import World, commit_change, make_world, release, uid_range
 
 
 @pytest.fixture
-def world(tmp_path: Path, circle: Callable[..., Result]) -> World:
-    return make_world(tmp_path, circle)
+def world(tmp_path: Path, circle: Callable[..., Result]) -> Iterator[World]:
+    made = make_world(tmp_path, circle)
+    yield made
+    release(made)
 
 
 def agent(world: World, name: str, key: Path | None = None) -> Agent:
@@ -49,6 +51,11 @@ def agent(world: World, name: str, key: Path | None = None) -> Agent:
         keepalive=1.0,
         fetch_interval=0.0,
         settle=0.0,
+        address="http://127.0.0.1:0",
+        cgroup_parent=world.cgroup_parent,
+        uids=tuple(int(n) for n in uid_range(name).split("-")),  # type: ignore[arg-type]
+        stop_workloads=True,
+        grace=1.0,
     )
     return Agent(config, say=lambda line: None)
 
@@ -79,7 +86,7 @@ class Scene:
 
 
 @pytest.fixture
-def scene(world: World) -> Scene:
+def scene(world: World) -> Iterator[Scene]:
     """node-a registered at seq 1; node-b holds the leader key (epoch)."""
     store = open_store(world.store())
     layout = Layout("example-ai-circle")
@@ -97,7 +104,8 @@ def scene(world: World) -> Scene:
         WorkloadName("langid"), 0, NodeName("node-a"), CommitId(head), 1,
         workload.artifact.digest, workload.resources.cpu, workload.resources.memory, (), epoch,
     )  # type: ignore[arg-type]  # fmt: skip
-    return Scene(world, node, store, leader_key, epoch, good)
+    yield Scene(world, node, store, leader_key, epoch, good)
+    node.leave()
 
 
 def put_assignment(scene: Scene, assignment: Assignment, key: NodeKey, signer: str) -> None:
@@ -116,12 +124,21 @@ def status_of(scene: Scene, assignment: Assignment) -> AssignmentStatus | None:
 
 
 def test_the_leaders_assignment_for_the_applied_commit_is_accepted(scene: Scene) -> None:
+    """Accepted, the node tries to run it: no source has its artifact here, which it says."""
     put_assignment(scene, scene.good, scene.leader_key, "node-b")
-    scene.node.step()
-    status = status_of(scene, scene.good)
-    assert status is not None
-    assert (status.phase, status.reason) == (Phase.ACCEPTED, "Accepted")
-    assert [e.reason for e in events(scene.store, scene.world)][-1] == "AssignmentAccepted"
+    deadline = time.monotonic() + 30
+    while True:
+        scene.node.step()
+        status = status_of(scene, scene.good)
+        if status is not None and status.reason == "ArtifactUnavailable":
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(0.05)
+    assert status.phase is Phase.PENDING
+    assert "no source has the manifest of sha256:ad937c19661" in status.message
+    reasons = [e.reason for e in events(scene.store, scene.world)]
+    assert "AssignmentAccepted" in reasons
+    assert "AssignmentRefused" not in reasons
 
 
 def unapproved_commit(scene: Scene) -> Assignment:

@@ -4,8 +4,12 @@ the introduction its nodes pin."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import secrets
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -25,6 +29,7 @@ class World:
     intro: Path
     keys: Path
     store_url: str | None = None  # default: a SQLite file in root
+    cgroup_parent: str = "circle-test"  # this world's replicas' control groups, removed after
 
     def node_key(self, name: str) -> Path:
         return self.keys / name
@@ -57,7 +62,37 @@ def make_world(root: Path, circle: Callable[..., Result]) -> World:
         assert done.code == 0, done.stderr
     intro = root / "intro.json"
     intro.write_text(circle("introduction", "--repo", str(repo)).stdout)
-    return World(root, repo, intro, keys)
+    return World(root, repo, intro, keys, cgroup_parent=f"circle-test-{secrets.token_hex(4)}")
+
+
+def uid_range(name: str) -> str:
+    """Each agent of a world its own uids, as agents sharing a machine must have."""
+    base = 420_000 + 1000 * (NODES.index(name) if name in NODES else len(NODES))
+    return f"{base}-{base + 999}"
+
+
+def release(world: World) -> None:
+    """Kill whatever still runs in this world's control groups and remove them."""
+    from reconciler.node.cgroups import CgroupError, Cgroups
+
+    try:
+        bases = Cgroups.detect(world.cgroup_parent).bases.values()
+    except CgroupError:
+        return
+    for base in bases:
+        if not base.is_dir():
+            continue
+        for folder, _, _ in sorted(os.walk(base), key=lambda entry: -len(entry[0])):
+            procs = Path(folder) / "cgroup.procs"
+            for _ in range(100):
+                pids = [int(p) for p in procs.read_text().split()] if procs.exists() else []
+                if not pids:
+                    break
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
 
 
 def commit_change(
@@ -82,7 +117,9 @@ def run_agent(world: World, name: str, *extra: str) -> subprocess.Popen[str]:
         sys.executable, "-m", "reconciler", "node", "run", "--source", str(world.circle),
         "--introduction", str(world.intro), "--state", str(world.root / name),
         "--key", str(world.node_key(name)), "--store", world.store(),
-        "--ttl", "3", "--keepalive", "0.5", "--fetch-interval", "0.5", *extra,
+        "--ttl", "3", "--keepalive", "0.5", "--fetch-interval", "0.5",
+        "--address", "http://127.0.0.1:0", "--cgroup-parent", world.cgroup_parent,
+        "--uids", uid_range(name), "--stop-workloads", "--grace", "2", *extra,
     ]  # fmt: skip
     with (world.root / f"{name}.log").open("w") as log:  # the child keeps its own copy
         return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True)
