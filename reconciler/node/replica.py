@@ -33,6 +33,7 @@ from qss.durable import write_atomically
 from reconciler.errors import ReconcilerError, Retry
 from reconciler.node import shim
 from reconciler.node.cgroups import Cgroup, CgroupError
+from reconciler.node.logs import replica_log_dir
 
 START_TIMEOUT = 10.0  # seconds for the shim to report the sandbox's pid
 LOG_MAX_BYTES = 10 * 1024 * 1024
@@ -53,7 +54,7 @@ class ReplicaPaths:
 
     @classmethod
     def of(cls, state_dir: Path, workload: str, slot: int) -> ReplicaPaths:
-        return cls(state_dir / "replicas" / workload / str(slot))
+        return cls(replica_log_dir(state_dir, workload, slot).parent)
 
     @property
     def spec(self) -> Path:
