@@ -4,12 +4,9 @@ the introduction its nodes pin."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -73,26 +70,9 @@ def uid_range(name: str) -> str:
 
 def release(world: World) -> None:
     """Kill whatever still runs in this world's control groups and remove them."""
-    from reconciler.node.cgroups import CgroupError, Cgroups
+    from tests.reconciler.node.runtime_world import release_cgroups
 
-    try:
-        bases = Cgroups.detect(world.cgroup_parent).bases.values()
-    except CgroupError:
-        return
-    for base in bases:
-        if not base.is_dir():
-            continue
-        for folder, _, _ in sorted(os.walk(base), key=lambda entry: -len(entry[0])):
-            procs = Path(folder) / "cgroup.procs"
-            for _ in range(100):
-                pids = [int(p) for p in procs.read_text().split()] if procs.exists() else []
-                if not pids:
-                    break
-                for pid in pids:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(OSError):
-                os.rmdir(folder)
+    release_cgroups(world.cgroup_parent)
 
 
 def commit_change(
