@@ -23,7 +23,6 @@ import json
 import os
 import select
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -126,7 +125,7 @@ class RunningReplica:
         paths: ReplicaPaths,
         cgroup: Cgroup,
         run: dict[str, object],
-        child: subprocess.Popen[bytes] | None,
+        child: _Child | None,
     ) -> None:
         self.paths = paths
         self.cgroup = cgroup
@@ -159,16 +158,9 @@ class RunningReplica:
             "infoFd": INFO_FD,
         }
         write_atomically(paths.spec, json.dumps(spec) + "\n", mode=0o600)
-        with open(paths.shim_log, "ab") as shim_log:
-            child = subprocess.Popen(
-                [sys.executable, "-m", "reconciler.node.shim", str(paths.spec)],
-                stdin=subprocess.DEVNULL,
-                stdout=shim_log,
-                stderr=shim_log,
-                start_new_session=True,  # Ctrl-C at the agent's terminal never reaches it
-                close_fds=True,
-                env=_shim_env(),
-            )
+        child = _Child.spawn(
+            [sys.executable, "-m", "reconciler.node.shim", str(paths.spec)], paths.shim_log
+        )
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             run = _read_record(paths.run, shim.RUN_FORMAT)
@@ -181,7 +173,6 @@ class RunningReplica:
                 raise SandboxFailed(f"the shim exited with code {code}: {_tail(paths.shim_log)}")
             if time.monotonic() > deadline:
                 child.kill()
-                child.wait()
                 with contextlib.suppress(CgroupError):
                     cgroup.kill()
                 raise SandboxFailed(f"the sandbox did not start within {START_TIMEOUT:g} s")
@@ -281,6 +272,58 @@ class RunningReplica:
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None
+
+
+class _Child:
+    """The shim as this agent's child: spawned in a session of its own (Ctrl-C at the agent's
+    terminal never reaches it) and reaped once it ends. Not `subprocess.Popen`, so that an
+    agent that lets its replicas run on leaves no half-owned process object behind."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    @classmethod
+    def spawn(cls, argv: list[str], log: Path) -> _Child:
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            pid = os.posix_spawn(
+                argv[0],
+                argv,
+                _shim_env(),
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, null, 0),
+                    (os.POSIX_SPAWN_DUP2, out, 1),
+                    (os.POSIX_SPAWN_DUP2, out, 2),
+                ],
+                setsid=True,
+            )
+        finally:
+            os.close(null)
+            os.close(out)
+        return cls(pid)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            with contextlib.suppress(ChildProcessError):
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+                if pid == 0:
+                    return None
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self) -> int | None:
+        if self.returncode is None:
+            with contextlib.suppress(ChildProcessError):
+                _, status = os.waitpid(self.pid, 0)
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        self.wait()
 
 
 def _exited(ended: dict[str, object], oom: bool) -> Exited:

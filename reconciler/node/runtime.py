@@ -267,6 +267,7 @@ class _Worker:
         self._health: _Health | None = None
         self._timers = _Timers()
         self._crash = CrashLoop()
+        self._starts = 0
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._mutex = threading.Lock()
@@ -322,6 +323,8 @@ class _Worker:
             self._current = wanted  # adopted: the replica of this assignment, if it fits
             if _read_identity(self.paths) != _identity_json(wanted):
                 self._stop("Killing", "the adopted replica runs another version: replaced")
+            else:
+                self._adopted(wanted)
         if (
             self.running is not None
             and self._current is not None
@@ -345,7 +348,6 @@ class _Worker:
     # -- starting ------------------------------------------------------------------------
 
     def _start(self, work: Work) -> None:
-        first = self.status is None or (self._crash.restarts == 0 and self._crash.crashes == 0)
         try:
             self._set(work, Phase.PENDING, "Preparing", "fetching and checking the artifact")
             installed = self._artifact(work)
@@ -363,10 +365,8 @@ class _Worker:
         except SandboxFailed as error:
             self._failed(work, "SandboxFailed", str(error))
             return
-        now = self.runtime.clock()
-        self._crash.started(now, first=first)
-        self._installed = installed
-        self._publish(work)
+        self._crash.started(self.runtime.clock(), first=self._starts == 0)
+        self._starts += 1
         uid = self.runtime.uids.uid_of(self.key[0])
         self.runtime.event(
             EventType.NORMAL,
@@ -374,8 +374,29 @@ class _Worker:
             self.subject,
             f"seq {work.assignment.seq} in its sandbox as uid {uid} (shim {self.running.shim_pid})",
         )
-        self._timers = _Timers(now + self.runtime.config.check_interval,
-                               now + self.runtime.config.full_check_interval)  # fmt: skip
+        self._watch(work, installed, "Started")
+
+    def _adopted(self, work: Work) -> None:
+        """An adopted replica of this very assignment: check its artifact, publish its ports,
+        watch it as if this agent had started it."""
+        assert self.running is not None
+        self._starts = 1
+        try:
+            installed = self._artifact(work)
+        except StepFailed as failed:
+            self._set(work, Phase.RUNNING, failed.reason, str(failed))
+            return
+        if installed.tampered is not None:
+            self._stop("Killing", "its artifact had changed on disk: restarted from a good copy")
+            return
+        self._watch(work, installed, "Adopted")
+
+    def _watch(self, work: Work, installed: Installed, how: str) -> None:
+        now = self.runtime.clock()
+        self._installed = installed
+        self._publish(work)
+        config = self.runtime.config
+        self._timers = _Timers(now + config.check_interval, now + config.full_check_interval)
         check = work.workload.health
         if check is None:
             self._health = None
@@ -384,7 +405,7 @@ class _Worker:
             self._health = _Health(
                 health.Verdicts(check.failure_threshold), next_at=now + check.initial_delay
             )
-            self._set(work, Phase.RUNNING, "Started", "running; waiting for its health check")
+            self._set(work, Phase.RUNNING, how, "running; waiting for its health check")
 
     def _artifact(self, work: Work) -> Installed:
         digest = work.assignment.digest
