@@ -166,6 +166,8 @@ def assignments(
             "phase": placed.status.phase.value if placed.status else None,
             "reason": placed.status.reason if placed.status else None,
             "message": placed.status.message if placed.status else None,
+            "restarts": placed.status.restarts if placed.status else 0,
+            "endpoints": list(placed.status.endpoints) if placed.status else [],
         }
         for placed in sorted(
             seen.assignments,
@@ -176,16 +178,17 @@ def assignments(
     if mode == "json":
         print_json({"circle": circle.id, "assignments": rows, "unverified": seen.forged})
         return 0
-    columns = ["WORKLOAD", "SLOT", "NODE", "SEQ", "STATUS", "REASON", "EPOCH"]
+    columns = ["WORKLOAD", "SLOT", "NODE", "SEQ", "STATUS", "REASON", "RESTARTS", "EPOCH"]
     if mode == "wide":
-        columns += ["DIGEST", "CPU", "MEMORY", "GPUS"]
+        columns += ["ENDPOINTS", "DIGEST", "CPU", "MEMORY", "GPUS"]
     lines = []
     for row in rows:
         cells = [row["workload"], str(row["slot"]), row["node"], str(row["seq"]),
-                 row["phase"] or "Pending", row["reason"] or "-", str(row["epoch"])]  # fmt: skip
+                 row["phase"] or "Pending", row["reason"] or "-", str(row["restarts"]),
+                 str(row["epoch"])]  # fmt: skip
         if mode == "wide":
-            cells += [row["digest"][:19], f"{row['cpu']}m", _bytes(row["memory"]),
-                      ",".join(row["gpus"]) or "-"]  # fmt: skip
+            cells += [",".join(row["endpoints"]) or "-", row["digest"][:19], f"{row['cpu']}m",
+                      _bytes(row["memory"]), ",".join(row["gpus"]) or "-"]  # fmt: skip
         lines.append(cells)
     print_columns(columns, lines)
     _note_forged(seen.forged)
@@ -215,7 +218,7 @@ def workloads(
                 if workload.autoscale is None
                 else {"min": workload.autoscale.min, "max": workload.autoscale.max},
                 "placed": len(mine),
-                "accepted": sum(1 for phase in phases if phase in ("Accepted", "Running", "Ready")),
+                "accepted": sum(1 for phase in phases if phase != "Refused"),
                 "ready": sum(1 for phase in phases if phase == "Ready"),
                 "nodes": sorted({p.assignment.node for p in mine}),
                 "digest": workload.artifact.digest,
@@ -231,7 +234,7 @@ def workloads(
     lines = []
     for row in rows:
         cells = [row["name"], str(row["replicas"]), str(row["placed"]), str(row["accepted"]),
-                 str(row["ready"]), ",".join(row["nodes"]) or "-"]  # fmt: skip
+                 f"{row['ready']}/{row['replicas']}", ",".join(row["nodes"]) or "-"]  # fmt: skip
         if mode == "wide":
             bounds = row["autoscale"]
             cells += [f"{bounds['min']}..{bounds['max']}" if bounds else "-",

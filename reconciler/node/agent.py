@@ -742,8 +742,9 @@ class Agent:
             return None
         parts = urlsplit(address)
         try:
-            server = ChunkServer(self.artifacts.store, parts.hostname or "127.0.0.1",
-                                 parts.port or 80).start()  # fmt: skip
+            port = 80 if parts.port is None else parts.port  # 0: any free port
+            server = ChunkServer(self.artifacts.store, parts.hostname or "127.0.0.1", port)
+            server.start()
         except (ChunkError, OSError) as error:
             self.say(f"cannot serve the chunk store at {address}: {error}")
             return address

@@ -35,9 +35,15 @@ class World:
         return self.store_url or f"sqlite:{self.root / 'state.db'}"
 
 
-def make_world(root: Path, circle: Callable[..., Result]) -> World:
+def make_world(
+    root: Path, circle: Callable[..., Result], edit: Callable[[Path], None] | None = None
+) -> World:
+    """The example circle with fresh keys; `edit` may change its files before the first
+    commit (which every owner approves)."""
     repo = root / "circle"
     shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns("__pycache__", ".*cache"))
+    if edit is not None:
+        edit(repo)
     keys = root / "keys"
     keys.mkdir()
     text = (repo / "circle.yaml").read_text()
