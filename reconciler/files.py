@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -38,3 +39,63 @@ def read_bounded(path: Path, limit: int, *, display: str | None = None) -> bytes
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def remove_tree(path: Path) -> None:
+    """Remove `path` and everything below it, never following a link (a link is removed, its
+    target left alone) and without recursion, so a tree of any depth goes (`shutil.rmtree`
+    recurses: a hostile tree nested past Python's recursion limit stops it). A missing path
+    is nothing to do; OSError as the system says otherwise."""
+    parent, name = os.path.split(os.path.abspath(path))
+    try:
+        top = os.open(parent, _DIR_FLAGS)
+    except FileNotFoundError:
+        return
+    try:
+        remove_entry(top, name)
+    finally:
+        os.close(top)
+
+
+def remove_entry(top: int, name: str) -> None:
+    """`remove_tree` of `name` in the folder open as `top`."""
+    # Depth first, with an explicit stack of open folders and their names in the one above.
+    stack: list[tuple[int, str]] = []
+    try:
+        entry: str | None = name
+        while True:
+            here = stack[-1][0] if stack else top
+            if entry is None:  # the folder on top of the stack is empty now
+                folder, folder_name = stack.pop()
+                os.close(folder)
+                os.rmdir(folder_name, dir_fd=stack[-1][0] if stack else top)
+                if not stack:
+                    return
+            else:
+                try:
+                    inner = os.open(entry, _DIR_FLAGS, dir_fd=here)
+                except FileNotFoundError:
+                    if not stack:
+                        return
+                except OSError as error:
+                    if error.errno not in (errno.ENOTDIR, errno.ELOOP):
+                        raise
+                    os.unlink(entry, dir_fd=here)  # a file or a link: never followed
+                    if not stack:
+                        return
+                else:
+                    stack.append((inner, entry))
+            entry = _first_entry(stack[-1][0]) if stack else None
+    finally:
+        for folder, _ in stack:
+            os.close(folder)
+
+
+def _first_entry(folder: int) -> str | None:
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            return entry.name
+    return None

@@ -137,7 +137,7 @@ class Artifacts:
         raise ArtifactUnavailable(f"no source has the manifest of {artifact_id[:19]} ({said})")
 
     def _verify(self, path: Path, manifest: ArtifactManifest, *, full: bool) -> str | None:
-        if not full and self._seen(path) == _snapshot(path):
+        if not full and self._seen(path) == tree_facts(path):
             return None
         try:
             verify_tree(path, manifest)
@@ -158,11 +158,12 @@ class Artifacts:
     def _remember(self, path: Path) -> None:
         target = self._seen_file(path)
         target.parent.mkdir(mode=0o700, exist_ok=True)
-        write_atomically(target, json.dumps(_snapshot(path)), mode=0o600)
+        write_atomically(target, json.dumps(tree_facts(path)), mode=0o600)
 
 
-def _snapshot(root: Path) -> list[list[object]] | None:
-    """Every entry below `root` (never following a symlink) with what a change would touch."""
+def tree_facts(root: Path) -> list[list[object]] | None:
+    """Every entry below `root` (never following a symlink) with what a change would touch:
+    type and mode, size, inode, mtime, ctime and link count. None if it cannot be read."""
     found: list[list[object]] = []
     try:
         _walk(root, "", found)

@@ -86,6 +86,13 @@ class Cgroups:
             bases[controller] = found.mount / found.own / parent
         return cls(1, bases)
 
+    def tidy(self, node: str) -> None:
+        """Remove the node's folder and the base folder where they hold no group any more."""
+        for base in self.bases.values():
+            for folder in (base / node, base):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+
     def group(self, node: str, name: str) -> Cgroup:
         """The group `<parent>/<node>/<name>` (which may not exist yet)."""
         return Cgroup(self.version, {c: base / node / name for c, base in self.bases.items()})

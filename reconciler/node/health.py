@@ -57,11 +57,12 @@ def http_check(pid: int, port: int, path: str, timeout: float) -> Result:
     return Result(False, f"GET {path}: HTTP {status}")
 
 
-def command_check(argv: Sequence[str], timeout: float) -> Result:
+def command_check(argv: Sequence[str], timeout: float, pass_fds: Sequence[int] = ()) -> Result:
     """Run `argv` (a command already wrapped to run inside the sandbox): passes on exit 0."""
     try:
         done = subprocess.run(
             list(argv),
+            pass_fds=tuple(pass_fds),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -38,6 +38,7 @@ START_TIMEOUT = 10.0  # seconds for the shim to report the sandbox's pid
 LOG_MAX_BYTES = 10 * 1024 * 1024
 LOG_MAX_FILES = 5
 INFO_FD = 3
+SECCOMP_FD = 4
 _MAX_RECORD = 64 * 1024
 
 
@@ -140,9 +141,12 @@ class RunningReplica:
     # -- starting --------------------------------------------------------------------------
 
     @classmethod
-    def start(cls, paths: ReplicaPaths, argv: list[str], cgroup: Cgroup) -> RunningReplica:
-        """Spawn the shim for `argv` (a sandbox command line whose `--info-fd` is INFO_FD)
-        and wait until it reports the sandbox's pid. SandboxFailed when it does not."""
+    def start(
+        cls, paths: ReplicaPaths, argv: list[str], cgroup: Cgroup, seccomp: Path | None = None
+    ) -> RunningReplica:
+        """Spawn the shim for `argv` (a sandbox command line whose `--info-fd` is INFO_FD
+        and, with a `seccomp` filter file, whose `--seccomp` is SECCOMP_FD) and wait until it
+        reports the sandbox's pid. SandboxFailed when it does not."""
         for stale in (paths.run, paths.exit):
             with contextlib.suppress(FileNotFoundError):
                 stale.unlink()
@@ -156,10 +160,12 @@ class RunningReplica:
             "runFile": str(paths.run),
             "exitFile": str(paths.exit),
             "infoFd": INFO_FD,
+            "seccompFile": None if seccomp is None else str(seccomp),
+            "seccompFd": SECCOMP_FD,
         }
         write_atomically(paths.spec, json.dumps(spec) + "\n", mode=0o600)
         child = _Child.spawn(
-            [sys.executable, "-m", "reconciler.node.shim", str(paths.spec)], paths.shim_log
+            [sys.executable, "-S", "-m", "reconciler.node.shim", str(paths.spec)], paths.shim_log
         )
         deadline = time.monotonic() + START_TIMEOUT
         while True:

@@ -30,25 +30,33 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
 import select
-import shutil
 import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from qss.durable import write_atomically
 from reconciler.desired.model.workload import Workload
 from reconciler.desired.repository import DesiredState
 from reconciler.errors import ReconcilerError
-from reconciler.node import health, sandbox
+from reconciler.files import remove_entry, remove_tree
+from reconciler.node import health, sandbox, seccomp
 from reconciler.node.artifacts import Artifacts, ArtifactUnavailable, Installed
 from reconciler.node.cgroups import Cgroup, CgroupError, Cgroups
 from reconciler.node.netns import NamespaceError, PortProxy
 from reconciler.node.records import EventType, Phase
-from reconciler.node.replica import INFO_FD, Exited, ReplicaPaths, RunningReplica, SandboxFailed
+from reconciler.node.replica import (
+    INFO_FD,
+    SECCOMP_FD,
+    Exited,
+    ReplicaPaths,
+    RunningReplica,
+    SandboxFailed,
+)
 from reconciler.node.supervisor import CrashLoop
 from reconciler.node.uids import UidError, UidTable
 from reconciler.node.volumes import Volumes, VolumeUnavailable
@@ -56,6 +64,7 @@ from reconciler.plan import Assignment
 
 PIDS_LIMIT = 1024
 _FAST_FIRST_CHECK = 0.05  # seconds: until a replica first passes its check, checks come fast
+_FAST_FOR = 5.0  # seconds of start-up checked that often, then the pace doubles to `interval`
 
 
 @dataclass(frozen=True)
@@ -138,6 +147,12 @@ class Runtime:
         self.on_change = on_change
         self.clock = clock
         self.host = _measure_host()
+        try:
+            program = seccomp.program(seccomp.arch_of(platform.machine()))
+        except seccomp.UnknownArch as error:
+            raise SandboxFailed(f"{error}: replicas cannot be confined here") from None
+        self.seccomp = config.state_dir / "seccomp.bpf"
+        write_atomically(self.seccomp, program, mode=0o600)
         self._workers: dict[tuple[str, int], _Worker] = {}
         self._lock = threading.Lock()
         self._events: list[RuntimeEvent] = []
@@ -181,13 +196,11 @@ class Runtime:
                 return
             for key, work in wanted.items():
                 worker = self._workers.get(key)
-                if worker is None or worker.finished:
+                if worker is None or not worker.want(work):
                     worker = _Worker(self, key, ReplicaPaths.of(self.config.state_dir, *key))
                     self._workers[key] = worker
                     worker.want(work)
                     worker.start()
-                else:
-                    worker.want(work)
             for key, worker in list(self._workers.items()):
                 if key not in wanted:
                     worker.want(None)
@@ -214,6 +227,8 @@ class Runtime:
             worker.leave(stop=stopping)
         for worker in workers:
             worker.join(timeout=self.config.grace + 15)
+        if stopping:
+            self.cgroups.tidy(self.config.node)
 
     # -- for the workers -----------------------------------------------------------------
 
@@ -265,6 +280,7 @@ class _Worker:
         self._installed: Installed | None = None
         self._proxies: list[PortProxy] = []
         self._health: _Health | None = None
+        self._plan: sandbox.SandboxPlan | None = None
         self._timers = _Timers()
         self._crash = CrashLoop()
         self._starts = 0
@@ -280,11 +296,15 @@ class _Worker:
     def join(self, timeout: float) -> None:
         self.thread.join(timeout)
 
-    def want(self, work: Work | None) -> None:
+    def want(self, work: Work | None) -> bool:
+        """Give the worker its work (None: retire); False when it has finished already."""
         with self._mutex:
+            if self.finished:
+                return False
             self._wanted = work
         self._has_wanted.set()
         self._wake()
+        return True
 
     def leave(self, *, stop: bool) -> None:
         with self._mutex:
@@ -301,18 +321,28 @@ class _Worker:
     def _run(self) -> None:
         try:
             self._has_wanted.wait()  # an adopted replica waits to hear whether it is wanted
+            retired = False
             while True:
                 with self._mutex:
                     wanted, leaving = self._wanted, self._leaving
                 if leaving is not None:
                     self._leave(stop=leaving)
                     return
-                if wanted is None:
-                    self._retire()
-                    return
-                self._step(wanted)
+                if wanted is not None:
+                    retired = False
+                    self._step(wanted)
+                    continue
+                if not retired:
+                    self._retire()  # then look again: it may be wanted back meanwhile
+                    retired = True
+                    continue
+                with self._mutex:
+                    if self._wanted is None and self._leaving is None:
+                        self.finished = True  # `want` sees it from now on
+                        return
         finally:
-            self.finished = True
+            with self._mutex:
+                self.finished = True
             for fd in (self._wake_r, self._wake_w):
                 with contextlib.suppress(OSError):
                     os.close(fd)
@@ -356,7 +386,7 @@ class _Worker:
             self._set(work, Phase.PENDING, "Starting", "starting the sandbox")
             try:
                 write_atomically(self.paths.identity, _identity_json(work), mode=0o600)
-                self.running = RunningReplica.start(self.paths, argv, cgroup)
+                self.running = RunningReplica.start(self.paths, argv, cgroup, self.runtime.seccomp)
             except OSError as error:
                 raise StepFailed("SandboxFailed", f"cannot start the shim: {error}") from error
         except StepFailed as failed:
@@ -389,6 +419,11 @@ class _Worker:
         if installed.tampered is not None:
             self._stop("Killing", "its artifact had changed on disk: restarted from a good copy")
             return
+        try:
+            self._plan = self._make_plan(work, installed, self._volumes(work))
+        except (StepFailed, sandbox.SandboxError) as error:
+            self._plan = None  # it runs on; only a command check cannot be made
+            self.runtime.event(EventType.WARNING, "SandboxUnknown", self.subject, str(error))
         self._watch(work, installed, "Adopted")
 
     def _watch(self, work: Work, installed: Installed, how: str) -> None:
@@ -442,32 +477,40 @@ class _Worker:
             work_dir = _work_folder(runtime.config.state_dir, workload, slot, uid)
             for bind in binds:
                 _mount_point(work_dir, bind.path, uid)
-            hostname = f"{workload}-{slot}"
-            _write_etc(self.paths.etc, sandbox.etc_files(uid, uid, workload, hostname))
+            _write_etc(self.paths.etc, sandbox.etc_files(uid, uid, workload, f"{workload}-{slot}"))
             self.paths.log.mkdir(parents=True, exist_ok=True, mode=0o700)
             limits = sandbox.Limits(
                 memory=work.assignment.memory, cpu=work.assignment.cpu, pids=runtime.config.pids
             )
             cgroup = runtime._cgroup(workload, slot)
             cgroup.create(limits)
-            gpus = tuple(work.assignment.gpus)
-            plan = sandbox.SandboxPlan(
-                uid=uid,
-                gid=uid,
-                hostname=hostname,
-                artifact=str(installed.path),
-                work=str(work_dir),
-                files=str(self.paths.etc),
-                command=(*work.workload.command, *work.workload.args),
-                env=sandbox.environment(work.workload.env, builder=installed.builder, gpus=gpus),
-                volumes=binds,
-                devices=runtime.gpu_devices(gpus) if gpus else (),
-                info_fd=INFO_FD,
-                tmp_size=work.assignment.memory,
-            )
-            return sandbox.bwrap_argv(plan, runtime.host), cgroup
+            self._plan = self._make_plan(work, installed, binds)
+            return sandbox.bwrap_argv(self._plan, runtime.host), cgroup
         except (OSError, CgroupError, UidError, sandbox.SandboxError) as error:
             raise StepFailed("SandboxFailed", f"cannot prepare the sandbox: {error}") from error
+
+    def _make_plan(
+        self, work: Work, installed: Installed, binds: tuple[sandbox.VolumeBind, ...]
+    ) -> sandbox.SandboxPlan:
+        runtime = self.runtime
+        workload, slot = self.key
+        uid = runtime.uids.uid_of(workload)
+        gpus = tuple(work.assignment.gpus)
+        return sandbox.SandboxPlan(
+            uid=uid,
+            gid=uid,
+            hostname=f"{workload}-{slot}",
+            artifact=str(installed.path),
+            work=str(runtime.config.state_dir / "work" / workload / str(slot)),
+            files=str(self.paths.etc),
+            command=(*work.workload.command, *work.workload.args),
+            env=sandbox.environment(work.workload.env, builder=installed.builder, gpus=gpus),
+            volumes=binds,
+            devices=runtime.gpu_devices(gpus) if gpus else (),
+            info_fd=INFO_FD,
+            seccomp_fd=SECCOMP_FD,
+            tmp_size=work.assignment.memory,
+        )
 
     def _publish(self, work: Work) -> None:
         assert self.running is not None
@@ -556,7 +599,8 @@ class _Worker:
             return
         self._crash.unwell()
         if not state.passed_once:
-            state.fast = min(check.interval, state.fast * 2)
+            if now - self.running.started_at > _FAST_FOR:
+                state.fast = min(check.interval, state.fast * 2)  # a slow start: fewer checks
             state.next_at = now + state.fast
             grace = check.initial_delay + check.failure_threshold * check.interval
             if now - self.running.started_at < grace:
@@ -588,20 +632,20 @@ class _Worker:
             except NamespaceError as error:
                 return health.Result(False, f"cannot enter the sandbox: {error.strerror}")
         assert check.command is not None
-        uid = self.runtime.uids.uid_of(self.key[0])
-        plan = sandbox.SandboxPlan(
-            uid=uid, gid=uid, hostname=f"{self.key[0]}-{self.key[1]}", artifact="/",
-            work="/", files="/", command=tuple(check.command),
-            env=sandbox.environment(work.workload.env, builder=self._builder(),
-                                    gpus=tuple(work.assignment.gpus)),
-        )  # fmt: skip
-        argv = sandbox.joined_argv(
-            self.running.cgroup.procs_files(), sandbox.enter_argv(pid, plan, check.command)
-        )
-        return health.command_check(argv, check.timeout)
-
-    def _builder(self) -> str:
-        return self._installed.builder if self._installed is not None else "archive"
+        if self._plan is None:
+            return health.Result(False, "the replica's sandbox is not known to this agent")
+        filter_fd = os.open(self.runtime.seccomp, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            plan = replace(
+                self._plan, command=tuple(check.command), info_fd=None, seccomp_fd=filter_fd
+            )
+            argv = sandbox.joined_argv(
+                self.running.cgroup.procs_files(),
+                sandbox.check_argv(pid, plan, self.runtime.host),
+            )
+            return health.command_check(argv, check.timeout, pass_fds=(filter_fd,))
+        finally:
+            os.close(filter_fd)
 
     def _tamper_check(self, work: Work, now: float) -> None:
         if self._installed is None:
@@ -669,9 +713,13 @@ class _Worker:
     def _retire(self) -> None:
         """The assignment is gone: stop the replica, remove its work folder and group."""
         self._stop("Killing", "its assignment is gone")
+        self._current = None
         workload, slot = self.key
-        with contextlib.suppress(OSError):
-            shutil.rmtree(self.runtime.config.state_dir / "work" / workload / str(slot))
+        try:
+            remove_tree(self.runtime.config.state_dir / "work" / workload / str(slot))
+        except OSError as error:
+            self.runtime.event(EventType.WARNING, "CleanupFailed", self.subject,
+                               f"its work folder could not be removed: {error}")  # fmt: skip
         with contextlib.suppress(CgroupError):
             cgroup = self.runtime._cgroup(workload, slot)
             cgroup.kill()
@@ -752,10 +800,7 @@ def _mount_point(work_dir: Path, relative: str, uid: int) -> None:
                 child = None
             except OSError:  # a symlink (ELOOP), a file (ENOTDIR): the workload's, removed
                 child = None
-                try:
-                    os.unlink(part, dir_fd=fd)
-                except IsADirectoryError:
-                    shutil.rmtree(part, dir_fd=fd)
+                remove_entry(fd, part)
             if child is None:
                 os.mkdir(part, 0o755, dir_fd=fd)
                 os.chown(part, uid, uid, dir_fd=fd, follow_symlinks=False)

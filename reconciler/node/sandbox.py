@@ -23,7 +23,9 @@ nodes), which leaves the command running as uid 0 without capabilities: able to 
 root-owned file bound in, and to change any root-owned file not read-only. So the first thing
 run inside is `setpriv`, which takes the workload's uid and gid, clears the supplementary
 groups, empties the inheritable, ambient and bounding capability sets and sets no_new_privs,
-then execs the workload. Nothing the workload runs can gain a privilege again.
+then execs the workload. Nothing the workload runs can gain a privilege again, and its seccomp
+filter (`reconciler.node.seccomp`, loaded by bubblewrap) keeps it from new namespaces, mounts
+and the kernel interfaces that need none.
 """
 
 from __future__ import annotations
@@ -98,18 +100,20 @@ class SandboxPlan:
     volumes: tuple[VolumeBind, ...] = ()
     devices: tuple[str, ...] = ()  # /dev/nvidia* device nodes to bind
     info_fd: int | None = None  # bwrap writes {"child-pid": N} there once the sandbox is up
+    seccomp_fd: int | None = None  # the filter (`reconciler.node.seccomp`) bwrap loads
     tmp_size: int = 64 * 1024 * 1024  # bytes of /tmp (its pages count against the memory limit)
 
 
-def bwrap_argv(plan: SandboxPlan, host: Host) -> list[str]:
-    """The bubblewrap command line that runs `plan.command` in its sandbox."""
+def bwrap_argv(plan: SandboxPlan, host: Host, *, own_network: bool = True) -> list[str]:
+    """The bubblewrap command line that runs `plan.command` in its sandbox; `own_network=False`
+    keeps the network namespace it is started in (a check joins the replica's)."""
     _check_plan(plan)
     argv = [
         BWRAP,
         "--unshare-pid",
         "--unshare-ipc",
         "--unshare-uts",
-        "--unshare-net",
+        *(["--unshare-net"] if own_network else []),
         "--unshare-cgroup-try",
         "--new-session",  # no TIOCSTI into the agent's terminal
         "--hostname",
@@ -118,6 +122,8 @@ def bwrap_argv(plan: SandboxPlan, host: Host) -> list[str]:
     ]
     if plan.info_fd is not None:
         argv += ["--info-fd", str(plan.info_fd)]
+    if plan.seccomp_fd is not None:
+        argv += ["--seccomp", str(plan.seccomp_fd)]
     for name in SYSTEM_TOP:
         if name not in host.top:
             continue
@@ -158,31 +164,12 @@ def drop_privileges(uid: int, gid: int) -> list[str]:
     ]
 
 
-def enter_argv(sandbox_pid: int, plan: SandboxPlan, command: Sequence[str]) -> list[str]:
-    """Run `command` inside a running replica's sandbox (a command health check): its
-    namespaces, its user, its environment, in /work."""
-    _check_plan(plan)
-    env = [f"{name}={value}" for name, value in sorted(plan.env.items())]
-    return [
-        NSENTER,
-        f"--target={sandbox_pid}",
-        "--mount",
-        "--pid",
-        "--net",
-        "--ipc",
-        "--uts",
-        "--",
-        "/usr/bin/env",
-        "-i",
-        *env,
-        *drop_privileges(plan.uid, plan.gid),
-        # nsenter's --wd names a host folder, so the change of folder happens inside
-        "/bin/sh",
-        "-c",
-        f'cd {WORK} || exit 126; exec "$@"',
-        "sh",
-        *command,
-    ]
+def check_argv(sandbox_pid: int, plan: SandboxPlan, host: Host) -> list[str]:
+    """A command health check: `plan.command` in a sandbox like the replica's (its files, its
+    user, its environment, its filter), inside the replica's network namespace (entered by
+    nsenter first: the sandbox's own filter then forbids entering any namespace)."""
+    return [NSENTER, f"--net=/proc/{sandbox_pid}/ns/net", "--",
+            *bwrap_argv(plan, host, own_network=False)]  # fmt: skip
 
 
 def joined_argv(procs_files: Sequence[str], command: Sequence[str]) -> list[str]:

@@ -9,13 +9,19 @@ touching its workloads, and it keeps what a restarted agent needs:
 - it records the sandbox's pids once they are known (`run.json`) and how the replica ended
   (`exit.json`), each written atomically, then exits.
 
-Run as `python -m reconciler.node.shim SPEC.json`, detached (its own session) by the agent. It
-imports the standard library and `reconciler.node.logs` only, so it starts in milliseconds.
+Run as `python -S -m reconciler.node.shim SPEC.json`, detached (its own session) by the agent.
+It imports a few standard modules and `reconciler.node.logfile` only: it is paid for at every
+start of a replica.
 It ignores SIGTERM, SIGINT and SIGHUP: a replica is stopped through its control group, and the
 shim leaves when the sandbox has. Its spec (`circle-shim/1`, written by the agent, 0600):
 
     {"format": "circle-shim/1", "argv": [...], "cgroupProcs": [path, ...], "logDir": path,
-     "logMaxBytes": n, "logMaxFiles": n, "runFile": path, "exitFile": path, "infoFd": 3}
+     "logMaxBytes": n, "logMaxFiles": n, "runFile": path, "exitFile": path, "infoFd": 3,
+     "seccompFile": path, "seccompFd": 4}
+
+The shim is a child subreaper: a process of the sandbox whose parent dies first (bubblewrap's
+init, when the outer bubblewrap is killed before it) is the shim's to reap, and the shim
+leaves only once every one of them has ended.
 
 `run.json`: {"format": "circle-shim-run/1", "shim": pid, "shimStart": ticks, "bwrap": pid,
 "sandbox": pid or null, "startedAt": unix seconds}; `sandbox` is the sandbox's first process
@@ -26,18 +32,21 @@ shim leaves when the sandbox has. Its spec (`circle-shim/1`, written by the agen
 
 from __future__ import annotations
 
-import contextlib
+import ctypes
 import json
 import os
 import selectors
 import signal
 import sys
 import time
-from pathlib import Path
-from typing import Any
 
-from reconciler.node.logs import LogWriter
+from reconciler.node.logfile import LogWriter
 
+TYPE_CHECKING = False  # typing itself costs an import at every start; type checkers see True
+if TYPE_CHECKING:
+    from typing import Any
+
+PR_SET_CHILD_SUBREAPER = 36
 SPEC_FORMAT = "circle-shim/1"
 RUN_FORMAT = "circle-shim-run/1"
 EXIT_FORMAT = "circle-shim-exit/1"
@@ -91,13 +100,12 @@ def main(argv: list[str]) -> int:
     spec = read_spec(argv[1])
     for signum in _QUIET:
         signal.signal(signum, signal.SIG_IGN)
-    log = LogWriter(
-        Path(spec["logDir"]), max_bytes=spec["logMaxBytes"], max_files=spec["logMaxFiles"]
-    )
+    log = LogWriter(spec["logDir"], max_bytes=spec["logMaxBytes"], max_files=spec["logMaxFiles"])
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     info_r, info_w = os.pipe()
     info_fd = int(spec["infoFd"])
+    _libc_prctl(PR_SET_CHILD_SUBREAPER, 1)
     pid = os.fork()
     if pid == 0:  # the child: join the groups, then become the sandbox
         _exec_child(spec, out_w, err_w, info_w, info_fd)
@@ -114,6 +122,7 @@ def main(argv: list[str]) -> int:
     write_json(spec["runFile"], run)
     _pump(log, run, spec["runFile"], {out_r: "stdout", err_r: "stderr"}, info_r)
     _, status = os.waitpid(pid, 0)
+    _reap_the_rest()
     log.close()
     write_json(
         spec["exitFile"],
@@ -135,11 +144,19 @@ def _exec_child(spec: dict[str, Any], out_w: int, err_w: int, info_w: int, info_
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
         os.dup2(info_w, info_fd)
-        os.closerange(max(3, info_fd + 1), 1 << 16)
-        for fd in range(3, info_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        os.set_inheritable(info_fd, True)
+        keep = [info_fd]
+        if spec.get("seccompFile"):
+            seccomp_fd = int(spec["seccompFd"])
+            filter_fd = os.open(spec["seccompFile"], os.O_RDONLY | os.O_CLOEXEC)
+            os.dup2(filter_fd, seccomp_fd)
+            keep.append(seccomp_fd)
+        previous = 3
+        for fd in sorted(keep):  # close everything else the shim holds
+            os.closerange(previous, fd)
+            previous = fd + 1
+        os.closerange(previous, 1 << 16)
+        for fd in keep:
+            os.set_inheritable(fd, True)
         for procs in spec["cgroupProcs"]:
             with open(procs, "w") as handle:
                 handle.write(str(os.getpid()))
@@ -192,6 +209,23 @@ def _pump(
                 os.close(fd)
                 open_streams.discard(fd)
     selector.close()
+
+
+def _reap_the_rest() -> None:
+    """Wait for every orphan of the sandbox that came to the shim (it is their subreaper)."""
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+        except InterruptedError:
+            continue
+
+
+def _libc_prctl(option: int, value: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl")
 
 
 def _child_pid(info: bytes) -> int | None:

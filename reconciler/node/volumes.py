@@ -10,29 +10,34 @@ hashes included), or by its `build`, whose approved artifact digest fixes the fi
 is decoded and every segment authenticated (`qss.store`); the decrypted bytes are then hashed
 against the pin. An object with neither pin is the one object of its name that the storage
 key authenticates; two such objects are ambiguous and refused. A view is written into a
-private staging folder and renamed into place whole: a replica never sees half a volume.
+private staging folder and renamed into place whole: a replica never sees half a volume. A
+view is hashed again before a start only when its stat facts changed (as artifacts are,
+`reconciler.node.artifacts`), so a restart does not rehash a large model.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import secrets
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from qss.durable import write_atomically
 from qss.errors import StorageError
 from qss.manifest import Manifest
 from qss.store import Store
 from reconciler.desired.model.volume import Volume, VolumeObject
 from reconciler.desired.repository import DesiredState
 from reconciler.errors import InputError, ReconcilerError, Retry
-from reconciler.node.artifacts import Artifacts, ArtifactUnavailable
+from reconciler.files import read_bounded, remove_tree
+from reconciler.node.artifacts import Artifacts, ArtifactUnavailable, tree_facts
 from reconciler.wiring import volume_store
 
 _BLOCK = 1 << 20
+_MAX_SEEN = 1 << 20
 
 
 class VolumeUnavailable(ReconcilerError):
@@ -75,13 +80,18 @@ class Volumes:
             repr([(volume.name, p.name, p.object_id, p.sha256) for p in pins]).encode()
         ).hexdigest()[:24]
         target = self.root / volume.name / view
+        seen = self.root / volume.name / f".seen-{view}.json"
+        if target.is_dir() and _recorded(seen) == tree_facts(target):
+            return target  # nothing changed since it was last hashed: not hashed again
         if target.is_dir() and all(self._intact(target / p.name, p) for p in pins):
+            _record(seen, target)
             return target
         if self.storage_key is None:
             raise VolumeUnavailable(
                 f"volume {name}: no storage key on this node (give the agent --storage-key)"
             )
         self._fill(volume, desired, pins, target)
+        _record(seen, target)
         return target
 
     def _pin(self, item: VolumeObject, desired: DesiredState) -> Pin:
@@ -172,6 +182,17 @@ class Volumes:
         return None
 
 
+def _recorded(path: Path) -> object:
+    try:
+        return json.loads(read_bounded(path, _MAX_SEEN))
+    except (ReconcilerError, ValueError):
+        return None
+
+
+def _record(path: Path, target: Path) -> None:
+    write_atomically(path, json.dumps(tree_facts(target)), mode=0o600)
+
+
 def _file_sha256(path: Path) -> str | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -185,7 +206,5 @@ def _file_sha256(path: Path) -> str | None:
 
 
 def _remove(path: Path) -> None:
-    if path.exists():
-        with contextlib.suppress(OSError):
-            os.chmod(path, 0o700)
-        shutil.rmtree(path, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        remove_tree(path)

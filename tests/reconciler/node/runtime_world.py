@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -29,6 +28,7 @@ from builders.chunks import ChunkStore
 from builders.tree import TreeBuild, build_tree
 from reconciler.desired.model.workload import Workload
 from reconciler.desired.repository import DesiredState
+from reconciler.files import remove_tree
 from reconciler.node.artifacts import Artifacts
 from reconciler.node.cgroups import CgroupError, Cgroups
 from reconciler.node.identity import NodeKey
@@ -277,4 +277,4 @@ def runtime_world(root: Path, **options: Any) -> Iterator[RuntimeWorld]:
         yield world
     finally:
         world.close()
-        shutil.rmtree(world.state / "work", ignore_errors=True)
+        remove_tree(world.state / "work")
