@@ -192,6 +192,7 @@ class Agent:
         # the runtime (made once the node knows its name) and what feeds it
         self.wake = threading.Event()  # set by the runtime when a replica's status changes
         self.peers: tuple[str, ...] = ()
+        self._peers_seen: dict[str, tuple[int, str | None, str | None]] = {}
         self._sources: dict[str, ChunkSource] = {}
         self.artifacts = Artifacts(config.state_dir, self._chunk_sources, say=self.say)
         storage_key = read_key_file(config.storage_key) if config.storage_key else None
@@ -700,20 +701,24 @@ class Agent:
         return self.runtime
 
     def _peer_addresses(self, name: str) -> tuple[str, ...]:
-        """Where the other registered nodes serve their chunk stores."""
+        """Where the other registered nodes serve their chunk stores (a registration is
+        verified once per revision of it and of the node's approved key)."""
         keys = self._keys()
-        found = []
+        known: dict[str, tuple[int, str | None, str | None]] = {}
         for kv in self.store.range(self.layout.nodes).kvs:
             node = self.layout.node_of(kv.key)
             if node is None or node == name:
                 continue
-            try:
-                record = open_record(kv.value, Registration, keys).record
-            except ForgedRecord:
-                continue
-            if record.address:
-                found.append(record.address)
-        return tuple(sorted(found))
+            seen = self._peers_seen.get(kv.key)
+            if seen is None or seen[:2] != (kv.mod_revision, keys.get(node)):
+                try:
+                    address = open_record(kv.value, Registration, keys).record.address
+                except ForgedRecord:
+                    address = None
+                seen = (kv.mod_revision, keys.get(node), address)
+            known[kv.key] = seen
+        self._peers_seen = known
+        return tuple(sorted(address for *_, address in known.values() if address))
 
     def _chunk_sources(self) -> list[ChunkSource]:
         """Peers first, then the configured sources (materialize asks the local store first)."""
