@@ -29,6 +29,7 @@ from reconciler.cli import (
     review,
     schemas,
     sync,
+    up,
     validate,
 )
 from reconciler.cli.context import Settings, output_option
@@ -74,6 +75,9 @@ cli.add_command(node.group)
 cli.add_command(get.group)
 cli.add_command(get.events_command)
 cli.add_command(logs.command)
+cli.add_command(up.up_command)
+cli.add_command(up.status_command)
+cli.add_command(up.down_command)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

@@ -20,7 +20,7 @@ _PACKAGE = Path(__file__).resolve().parent.parent
 
 
 def shipped_dir(name: str) -> Path:
-    """The folder of shipped data `name` (`policies` or `schemas`)."""
+    """The folder of shipped data `name` (`policies`, `schemas`, `example-circle-repo`)."""
     for candidate in (_PACKAGE / "_shipped" / name, _PACKAGE.parent / name):
         if candidate.is_dir():
             return candidate

@@ -75,6 +75,7 @@ from reconciler.node.records import (
 )
 from reconciler.node.replica import SandboxFailed
 from reconciler.node.runtime import Runtime, RuntimeConfig, Work
+from reconciler.node.source_watch import SourceWatch, local_refs
 from reconciler.node.uids import DEFAULT_RANGE, UidTable
 from reconciler.node.volumes import Volumes
 from reconciler.plan import Assignment, CommitId, Move, NodeName, Place, Stop, Version
@@ -191,6 +192,7 @@ class Agent:
         self.pending: list[tuple[float, EventType, str, str, str]] = []
         # the runtime (made once the node knows its name) and what feeds it
         self.wake = threading.Event()  # set by the runtime when a replica's status changes
+        self.source_changed = threading.Event()  # set by the source watch: fetch now
         self.peers: tuple[str, ...] = ()
         self._peers_seen: dict[str, tuple[int, str | None, str | None]] = {}
         self._sources: dict[str, ChunkSource] = {}
@@ -209,6 +211,10 @@ class Agent:
         """Passes until `stop` is set; then revoke the lease and return 0."""
         revision = 0
         watch = None
+        refs = local_refs(self.config.source)
+        source_watch = None if refs is None else SourceWatch(refs, self._source_moved, self.say)
+        if source_watch is not None:
+            source_watch.start()
         try:
             while not stop.is_set():
                 self.step()
@@ -234,8 +240,14 @@ class Agent:
         finally:
             if watch is not None:
                 watch.close()
+            if source_watch is not None:
+                source_watch.stop()
             self.leave()
         return 0
+
+    def _source_moved(self) -> None:
+        self.source_changed.set()
+        self.wake.set()
 
     def step(self) -> None:
         """One pass (see the module)."""
@@ -280,11 +292,13 @@ class Agent:
     # -- 1. the chain -----------------------------------------------------------------------
 
     def _follow(self, now: float) -> None:
-        if now - self.fetched < self.config.fetch_interval and self.chain.desired is not None:
+        due = now - self.fetched >= self.config.fetch_interval or self.source_changed.is_set()
+        if not due and self.chain.desired is not None:
             return
         if not self.fetch_backoff.ready(now):
             return
         self.fetched = now
+        self.source_changed.clear()
         try:
             done = follow.follow_once(
                 self.config.source, self.config.introduction, self.config.state_dir, int(now)
@@ -469,6 +483,8 @@ class Agent:
                 f"{node}'s lease expired: its replicas are rescheduled",
             )
         term.known_nodes = set(seen.registrations)
+        if self._catching_up(now, term, seen):
+            return
         everyone = set(self.chain.desired.nodes) <= set(seen.registrations)
         settle = self.config.ttl if self.config.settle is None else self.config.settle
         if not seen.assignments and not everyone and now - term.since < settle:
@@ -510,6 +526,17 @@ class Agent:
                     item.message,
                 )
         self._bound_events(now)
+
+    def _catching_up(self, now: float, term: leader.Leadership, seen: leader.Observed) -> bool:
+        """A newly approved seq is planned once every live node has verified it too (or
+        after a fetch interval and a keep-alive): a node still on the previous seq cannot
+        take the new version's replicas, and a plan made without it would pile them onto
+        the nodes that were quicker, against the workload's spread."""
+        assert self.chain.state is not None
+        head = self.chain.state.seq
+        first = term.head_seen.setdefault(head, now)
+        lagging = [node for node, r in seen.registrations.items() if r.seq < head]
+        return bool(lagging) and now - first < self.config.fetch_interval + self.config.keepalive
 
     def _bound_events(self, now: float) -> None:
         """Keep the newest MAX_EVENTS events of the last hour."""

@@ -20,6 +20,7 @@ import pygit2
 
 from reconciler.chain.walk import Step
 from reconciler.desired.repository import DesiredState
+from reconciler.desired.yamlparse import YamlError, parse_yaml
 from reconciler.node.identity import ForgedRecord, NodeKey
 from reconciler.node.layout import Layout
 from reconciler.node.records import (
@@ -139,17 +140,56 @@ def workload_versions(
 ) -> dict[str, Version]:
     """Per workload, the approved step at which its definition last changed: its document, or
     the build whose lock it takes when it pins no digest. A step that changes something else
-    is no new version of it (no rolling update for an unrelated change)."""
+    is no new version of it (no rolling update for an unrelated change), and neither is one
+    that only scales it (`replicas`, `autoscale`) or redescribes it: as a Deployment's pod
+    template hash, the version is what its replicas run, not how many of them there are."""
     versions: dict[str, Version] = {}
     previous: str | None = None
     for step in steps:
         changed = _changed(repo, previous, step.commit)
         for name, loaded in desired.workloads.items():
             build = loaded.document.artifact.build
-            if f"workloads/{name}.yaml" in changed or f"builds/{build}.yaml" in changed:
+            document = f"workloads/{name}.yaml"
+            if (
+                document in changed and _template_changed(repo, previous, step.commit, document)
+            ) or f"builds/{build}.yaml" in changed:
                 versions[name] = Version(CommitId(step.commit), step.seq)
         previous = step.commit
     return versions
+
+
+SCALE_ONLY = ("replicas", "autoscale", "description")
+
+
+def _template_changed(repo: pygit2.Repository, start: str | None, end: str, path: str) -> bool:
+    """Whether `path` differs between the commits in more than SCALE_ONLY (or is new)."""
+    if start is None:
+        return True
+    before, after = _template(repo, start, path), _template(repo, end, path)
+    return before is None or after is None or before != after
+
+
+_TEMPLATES: dict[tuple[str, str], dict[str, Any] | None] = {}  # commits never change
+_TEMPLATES_KEPT = 4096
+
+
+def _template(repo: pygit2.Repository, commit: str, path: str) -> dict[str, Any] | None:
+    if (commit, path) not in _TEMPLATES:
+        if len(_TEMPLATES) >= _TEMPLATES_KEPT:
+            _TEMPLATES.clear()
+        _TEMPLATES[commit, path] = _read_template(repo, commit, path)
+    return _TEMPLATES[commit, path]
+
+
+def _read_template(repo: pygit2.Repository, commit: str, path: str) -> dict[str, Any] | None:
+    try:
+        blob: Any = repo.get(commit).peel(pygit2.Commit).tree[path]  # type: ignore[union-attr]
+        value = parse_yaml(bytes(blob.data).decode("utf-8")).value
+    except (KeyError, UnicodeDecodeError, YamlError):
+        return None
+    if not isinstance(value, dict):
+        return None
+    return {key: item for key, item in value.items() if key not in SCALE_ONLY}
 
 
 def _changed(repo: pygit2.Repository, start: str | None, end: str) -> set[str]:
@@ -185,6 +225,7 @@ class Leadership:
     said_unschedulable: dict[tuple[str, int], str] = field(default_factory=dict)
     said_forged: set[str] = field(default_factory=set)
     known_nodes: set[str] = field(default_factory=set)
+    head_seen: dict[int, float] = field(default_factory=dict)  # seq -> when this leader had it
 
 
 def fence(layout: Layout, epoch: int) -> Compare:

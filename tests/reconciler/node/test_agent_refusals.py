@@ -253,6 +253,21 @@ def test_a_new_approved_commit_is_followed_registered_and_planned(
     registration = open_record(kv.value, Registration, keys_of(world)).record
     assert registration.seq == 2
     placed = node_assignments(store, world)
-    # The new slot comes at seq 2; the two running ones roll only once a replacement is
-    # reported Ready (the runtime reports readiness), so they stay at seq 1 meanwhile.
-    assert sorted((a.slot, a.seq) for _, a in placed) == [(0, 1), (1, 1), (2, 2)]
+    # Scaling is no new version (as a Deployment's pod template hash): the new slot runs the
+    # definition the others run, of seq 1, and nothing rolls.
+    assert sorted((a.slot, a.seq) for _, a in placed) == [(0, 1), (1, 1), (2, 1)]
+
+
+def test_a_changed_definition_rolls_out_at_its_seq(
+    world: World, circle: Callable[..., Result]
+) -> None:
+    node = agent(world, "node-a")
+    node.step()
+    commit_change(world, circle, "workloads/langid.yaml", "PYTHONUNBUFFERED: \"1\"",
+                  "PYTHONUNBUFFERED: \"1\"\n  LANGID_MODE: strict")  # fmt: skip
+    node.step()
+    placed = node_assignments(store := open_store(world.store()), world)
+    store.close()
+    # The running replicas are replaced one at a time, each once its successor is Ready: the
+    # first step surges one replica of seq 2 beside the two of seq 1.
+    assert sorted(a.seq for _, a in placed) == [1, 1, 2]

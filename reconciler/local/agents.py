@@ -1,0 +1,167 @@
+"""The node agents of a local circle as detached processes: each `circle node run` in a session
+of its own (it outlives the command that started it and a closed terminal), its stderr
+appended to DIR/logs/NAME.log, its pid and start time in DIR/run/NAME.pid.
+
+A pid file names a running agent only while a process of that pid exists with the same start
+time and runs `node run` with this node's folder: a pid reused by another process after a
+reboot is never signalled.
+
+Agents stop their replicas when they stop (`--stop-workloads`); an agent killed with SIGKILL
+leaves them running, and the next agent of that node adopts them. `circle down` stops the
+agents, then kills what is left in the circle's control groups.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from qss.durable import write_atomically
+from reconciler.files import read_bounded
+from reconciler.local.site import Record, Site
+from reconciler.node.cgroups import Cgroups
+
+UID_BASE = 420_000
+UIDS_PER_NODE = 1000
+GRACE = 5  # seconds a replica has between SIGTERM and SIGKILL when the circle goes down
+_MAX_PID_FILE = 4096
+
+
+@dataclass(frozen=True)
+class Agent:
+    node: str
+    pid: int
+    started: float  # the process's start time (psutil), which a reused pid does not share
+
+
+def command(site: Site, record: Record, node: str) -> list[str]:
+    """The `circle node run` command line of `node`."""
+    index = record.nodes.index(node)
+    first = UID_BASE + UIDS_PER_NODE * index
+    keepalive = max(0.5, min(3.0, record.ttl / 4))
+    return [
+        sys.executable, "-m", "reconciler", "node", "run",
+        "--source", str(site.repo), "--introduction", str(site.intro),
+        "--state", str(site.node_dir(node)), "--key", str(site.node_key(node)),
+        "--store", site.store_url, "--ttl", str(record.ttl), "--keepalive", f"{keepalive:g}",
+        "--address", "http://127.0.0.1:0", "--artifact-source", str(site.chunks),
+        "--storage-key", str(site.storage_key), "--uids", f"{first}-{first + UIDS_PER_NODE - 1}",
+        "--cgroup-parent", record.cgroup_parent, "--grace", str(GRACE), "--stop-workloads",
+    ]  # fmt: skip
+
+
+def start(site: Site, record: Record, node: str) -> Agent:
+    """Start `node`'s agent, detached, and record it."""
+    for folder in (
+        site.node_dir(node).parent,
+        site.pid_file(node).parent,
+        site.log_file(node).parent,
+    ):
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    site.node_dir(node).mkdir(exist_ok=True, mode=0o700)
+    with site.log_file(node).open("ab") as log:
+        process = subprocess.Popen(
+            command(site, record, node),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+            close_fds=True,
+            cwd=site.root,
+        )
+    agent = Agent(node, process.pid, psutil.Process(process.pid).create_time())
+    write_atomically(
+        site.pid_file(node),
+        json.dumps({"node": node, "pid": agent.pid, "started": agent.started}) + "\n",
+        mode=0o600,
+    )
+    return agent
+
+
+def find(site: Site, node: str) -> Agent | None:
+    """`node`'s agent if it runs (see the module)."""
+    path = site.pid_file(node)
+    if not os.path.lexists(path):
+        return None
+    try:
+        found = json.loads(read_bounded(path, _MAX_PID_FILE))
+        agent = Agent(node, int(found["pid"]), float(found["started"]))
+        process = psutil.Process(agent.pid)
+        if abs(process.create_time() - agent.started) > 0.05:
+            return None
+        line = process.cmdline()
+    except (ValueError, KeyError, TypeError, psutil.Error):
+        return None
+    if "node" not in line or str(site.node_dir(node)) not in line:
+        return None
+    if process.status() == psutil.STATUS_ZOMBIE:
+        return None
+    return agent
+
+
+def stop(site: Site, agents: list[Agent], timeout: float) -> list[str]:
+    """SIGTERM each agent (it stops its replicas, then leaves), SIGKILL those still running
+    after `timeout`; the nodes that had to be killed."""
+    processes: dict[str, psutil.Process] = {}
+    for agent in agents:
+        with contextlib.suppress(psutil.Error):
+            process = psutil.Process(agent.pid)
+            process.send_signal(signal.SIGTERM)
+            processes[agent.node] = process
+    _, alive = psutil.wait_procs(list(processes.values()), timeout=timeout)
+    killed = []
+    for node, process in processes.items():
+        if process in alive:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+            killed.append(node)
+    psutil.wait_procs(alive, timeout=5)
+    for agent in agents:
+        with contextlib.suppress(FileNotFoundError):
+            site.pid_file(agent.node).unlink()
+    return killed
+
+
+def release_replicas(record: Record) -> int:
+    """Kill whatever still runs in the circle's control groups (replicas of agents killed with
+    SIGKILL) and remove the groups; how many groups there were."""
+    released = 0
+    for base in (Path(b) for b in record.cgroup_bases):
+        if not base.is_dir():
+            continue
+        folders = sorted((Path(f) for f, _, _ in os.walk(base)), key=lambda p: -len(p.parts))
+        for folder in folders:
+            procs = folder / "cgroup.procs"
+            for _ in range(500):
+                pids = _pids(procs)
+                if not pids:
+                    break
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                time.sleep(0.01)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+                released += folder != base
+    return released
+
+
+def cgroup_bases(parent: str) -> tuple[str, ...]:
+    """Where agents started from this process make their replicas' groups."""
+    return tuple(str(base) for base in Cgroups.detect(parent).bases.values())
+
+
+def _pids(procs: Path) -> list[int]:
+    try:
+        return [int(word) for word in procs.read_text().split() if word.isdigit()]
+    except OSError:
+        return []
