@@ -8,6 +8,7 @@ stops it all (`--purge` removes DIR too).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -134,10 +135,16 @@ def down_command(folder: Path | None, purge: bool, output: str | None) -> int:
     whatever still runs in the circle's control groups. Its files stay unless --purge."""
     site = Site((folder or default_dir()).absolute())
     with site.locked():
-        record = site.read_record()
-        if record is None and not site.interrupted():
+        try:
+            record = site.read_record()
+        except InputError:
+            if not purge:
+                raise
+            record = None  # damaged: what its pid files name is stopped, and it all goes
+        if record is None and not site.interrupted() and not (purge and site.record_file.exists()):
             raise InputError(f"{site.root}: no circle is up here (circle up makes one)")
-        running = [a for n in (record.nodes if record else ()) if (a := agents.find(site, n))]
+        nodes = record.nodes if record else agents.recorded_nodes(site)
+        running = [a for n in nodes if (a := agents.find(site, n))]
         killed = agents.stop(site, running, timeout=agents.GRACE + 15)
         released = agents.release_replicas(record) if record is not None else 0
         if purge:
@@ -183,13 +190,16 @@ def _make(source: Path, site: Site, nodes: int | None, ttl: int, *, quiet: bool)
             stdout.print(f"[{time.monotonic() - started:5.1f}s] {step}", markup=False)
 
     made = make_circle(source, site, nodes, say)
-    parent = f"circle-up-{made.circle}"[:64]
+    # Two circles on one machine never share control groups or uids: both follow from DIR.
+    tag = hashlib.sha256(str(site.root).encode()).hexdigest()
+    parent = f"circle-up-{made.circle[:40]}-{tag[:8]}"
     record = Record(
         circle=made.circle,
         source=str(source),
         nodes=made.nodes,
         owners=made.owners,
         ttl=ttl,
+        uid_base=agents.uid_base(int(tag[8:16], 16)),
         cgroup_parent=parent,
         cgroup_bases=agents.cgroup_bases(parent),
         created_at=int(time.time()),

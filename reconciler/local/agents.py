@@ -27,11 +27,13 @@ import psutil
 
 from qss.durable import write_atomically
 from reconciler.files import read_bounded
+from reconciler.local.make import MAX_NODES
 from reconciler.local.site import Record, Site
 from reconciler.node.cgroups import Cgroups
 
-UID_BASE = 420_000
+UID_FIRST = 500_000  # above the agent's default range (420000-429999)
 UIDS_PER_NODE = 1000
+UID_SLOTS = 256  # circles' uid blocks: a circle takes the block its DIR hashes to
 GRACE = 5  # seconds a replica has between SIGTERM and SIGKILL when the circle goes down
 _MAX_PID_FILE = 4096
 
@@ -45,8 +47,7 @@ class Agent:
 
 def command(site: Site, record: Record, node: str) -> list[str]:
     """The `circle node run` command line of `node`."""
-    index = record.nodes.index(node)
-    first = UID_BASE + UIDS_PER_NODE * index
+    first = record.uid_base + UIDS_PER_NODE * record.nodes.index(node)
     keepalive = max(0.5, min(3.0, record.ttl / 4))
     return [
         sys.executable, "-m", "reconciler", "node", "run",
@@ -57,6 +58,13 @@ def command(site: Site, record: Record, node: str) -> list[str]:
         "--storage-key", str(site.storage_key), "--uids", f"{first}-{first + UIDS_PER_NODE - 1}",
         "--cgroup-parent", record.cgroup_parent, "--grace", str(GRACE), "--stop-workloads",
     ]  # fmt: skip
+
+
+def uid_base(tag: int) -> int:
+    """The first uid of a circle's block, from a number its DIR hashes to: a block holds
+    MAX_NODES ranges of UIDS_PER_NODE, so no two nodes of one circle share a uid, and two
+    circles on one machine share none unless their DIRs hash to the same block (1 in 256)."""
+    return UID_FIRST + (tag % UID_SLOTS) * UIDS_PER_NODE * MAX_NODES
 
 
 def start(site: Site, record: Record, node: str) -> Agent:
@@ -85,6 +93,12 @@ def start(site: Site, record: Record, node: str) -> Agent:
         mode=0o600,
     )
     return agent
+
+
+def recorded_nodes(site: Site) -> tuple[str, ...]:
+    """The nodes that have a pid file (for a folder whose record is lost)."""
+    folder = site.pid_file("x").parent
+    return tuple(sorted(p.stem for p in folder.glob("*.pid"))) if folder.is_dir() else ()
 
 
 def find(site: Site, node: str) -> Agent | None:

@@ -53,6 +53,7 @@ class Record:
     nodes: tuple[str, ...]
     owners: tuple[str, ...]
     ttl: int
+    uid_base: int  # the first uid of node 0's range (one range of UIDS_PER_NODE per node)
     cgroup_parent: str
     cgroup_bases: tuple[str, ...]  # where the replicas' groups are, for `circle down`
     created_at: int
@@ -65,6 +66,7 @@ class Record:
             "nodes": list(self.nodes),
             "owners": list(self.owners),
             "ttl": self.ttl,
+            "uidBase": self.uid_base,
             "cgroupParent": self.cgroup_parent,
             "cgroupBases": list(self.cgroup_bases),
             "createdAt": self.created_at,
@@ -139,6 +141,7 @@ class Site:
                 nodes=tuple(_text(n) for n in found["nodes"]),
                 owners=tuple(_text(n) for n in found["owners"]),
                 ttl=int(found["ttl"]),
+                uid_base=int(found["uidBase"]),
                 cgroup_parent=_text(found["cgroupParent"]),
                 cgroup_bases=tuple(_text(b) for b in found["cgroupBases"]),
                 created_at=int(found["createdAt"]),
