@@ -47,6 +47,7 @@ from reconciler.desired.model.workload import (
     HealthCheck,
     HttpCheck,
     Metric,
+    MetricSource,
     Placement,
     Port,
     Resources,
@@ -332,13 +333,24 @@ gpu_requests = st.builds(
 
 
 @st.composite
-def autoscales(draw: st.DrawFn) -> Autoscale:
+def autoscales(draw: st.DrawFn, ports: list[Port]) -> Autoscale:
+    """Bounds, a metric and, for the scraped metrics, a source on one of `ports`."""
     least = draw(st.integers(min_value=0, max_value=20))
+    scraped = (Metric.REQUESTS_PER_SECOND, Metric.GAUGE)
+    metric = draw(st.sampled_from([m for m in Metric if ports or m not in scraped]))
+    source = None
+    if metric in scraped:
+        source = MetricSource(
+            port=draw(st.sampled_from([p.port for p in ports])),
+            path=draw(_regex(r"/\S*")),
+            series=draw(_regex(r"[a-zA-Z_:][a-zA-Z0-9_:]*")),
+        )
     return Autoscale(
         min=least,
         max=draw(st.integers(min_value=max(least, 1), max_value=50)),
-        metric=draw(st.sampled_from(Metric)),
+        metric=metric,
         target=draw(st.floats(min_value=0, max_value=1e6, exclude_min=True, allow_nan=False)),
+        source=source,
         cooldown=draw(seconds),
     )
 
@@ -387,7 +399,7 @@ def volume_mounts(draw: st.DrawFn) -> list[VolumeMount]:
 @st.composite
 def workloads(draw: st.DrawFn) -> Workload:
     ports = draw(port_lists)
-    autoscale = draw(st.none() | autoscales())
+    autoscale = draw(st.none() | autoscales(ports))
     if autoscale is None:
         replicas = draw(st.integers(min_value=0, max_value=10_000))
     else:

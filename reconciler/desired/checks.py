@@ -238,6 +238,29 @@ def _check_workload(workload: Workload) -> Iterator[Finding]:
                 f"[{autoscale.min}, {autoscale.max}]",
                 "workload.autoscale",
             )
+        scraped = autoscale.metric in ("requests-per-second", "gauge")
+        if scraped and autoscale.source is None:
+            yield Finding(
+                ("autoscale", "source"),
+                f"autoscale on {autoscale.metric} needs a source: the port, path and series "
+                "of the replicas' Prometheus metrics",
+                "workload.autoscale",
+            )
+        elif autoscale.source is not None and not scraped:
+            yield Finding(
+                ("autoscale", "source"),
+                f"autoscale on {autoscale.metric} is measured by the node; source applies to "
+                "requests-per-second and gauge only",
+                "workload.autoscale",
+            )
+        elif autoscale.source is not None and all(
+            p.port != autoscale.source.port for p in workload.ports
+        ):
+            yield Finding(
+                ("autoscale", "source", "port"),
+                f"port {autoscale.source.port} is not one of the workload's ports",
+                "workload.autoscale",
+            )
         if autoscale.metric == "gpu" and workload.resources.gpu is None:
             yield Finding(
                 ("autoscale", "metric"),

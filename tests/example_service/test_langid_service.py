@@ -570,6 +570,26 @@ def test_wrong_route_or_method_is_json_error(
     assert set(document) == {"error"}
 
 
+def test_metrics_count_predictions_by_language_in_prometheus_text(tmp_path: Path) -> None:
+    with running_service(tmp_path, ["--model", str(COMMITTED_MODEL), "--port", "0"]) as running:
+
+        def metrics() -> str:
+            request = urllib.request.Request(running.base_url + "/metrics")
+            with _OPENER.open(request, timeout=HTTP_TIMEOUT_S) as response:
+                assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+                return str(response.read().decode("utf-8"))
+
+        assert "# TYPE langid_predictions_total counter" in metrics()
+        assert "langid_predictions_total{" not in metrics()  # nothing answered yet
+        for text in ("Guten Morgen, wie geht es dir?", "Das Haus ist alt.", "Bonjour à tous"):
+            assert predict(running, {"text": text})[0] == 200
+        assert predict(running, {"nope": 1})[0] == 400  # a refused request counts nothing
+        lines = metrics().splitlines()
+        assert 'langid_predictions_total{language="de"} 2' in lines
+        assert 'langid_predictions_total{language="fr"} 1' in lines
+        assert call(running, "/metrics", method="POST", body=b"{}")[0] == 405
+
+
 def test_sigterm_shuts_down_cleanly_after_one_stdout_line(tmp_path: Path) -> None:
     with running_service(tmp_path, ["--model", str(COMMITTED_MODEL), "--port", "0"]) as running:
         assert predict(running, {"text": "Guten Morgen"})[1]["language"] == "de"

@@ -43,14 +43,38 @@ class Metric(enum.StrEnum):
     MEMORY = "memory"
     GPU = "gpu"
     REQUESTS_PER_SECOND = "requests-per-second"
+    GAUGE = "gauge"
+
+
+class MetricSource(Strict):
+    """Where a replica's own Prometheus metrics are (for requests-per-second and gauge)."""
+
+    port: int = Field(ge=1, le=65535, description="One of the workload's `ports`.")
+    path: str = Field(default="/metrics", pattern=r"^/\S*$")
+    series: str = Field(
+        pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$",
+        description="requests-per-second: a counter of requests (its rate is taken); "
+        "gauge: the gauge itself. Summed over its label sets.",
+    )
 
 
 class Autoscale(Strict):
     min: int = Field(ge=0)
     max: int = Field(ge=1)
     metric: Annotated[Metric, Field(strict=False)]
-    target: float = Field(gt=0, description="Percent for cpu/memory/gpu; per replica for requests.")
-    cooldown: Duration = Field(default=300, description="Least time between two scale changes.")
+    target: float = Field(
+        gt=0,
+        description="Per replica: percent for cpu/memory/gpu, requests per second, or "
+        "the gauge's value.",
+    )
+    source: MetricSource | None = Field(
+        default=None, description="The replicas' Prometheus endpoint (requests-per-second, gauge)."
+    )
+    cooldown: Duration = Field(
+        default=300,
+        description="Scale-down stabilization window: replicas go down only to the highest "
+        "count recommended over this long (scaling up is immediate).",
+    )
 
 
 class GpuRequest(Strict):

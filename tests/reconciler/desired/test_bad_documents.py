@@ -83,7 +83,7 @@ CASES: list[tuple[str, str, str | None, str, list[str]]] = [
         "workloads/langid.yaml",
         "optional: true",
         "optional: yes",
-        ["workloads/langid.yaml:29:15: expected true or false, found the string 'yes'"],
+        ["workloads/langid.yaml:31:15: expected true or false, found the string 'yes'"],
     ),
     (
         "anchor",
@@ -250,7 +250,7 @@ CASES: list[tuple[str, str, str | None, str, list[str]]] = [
         "    path: data/model",
         "    path: /etc/shadow",
         [
-            "workloads/langid.yaml:38:11: path '/etc/shadow' is absolute; expected a path "
+            "workloads/langid.yaml:40:11: path '/etc/shadow' is absolute; expected a path "
             "relative to the repository"
         ],
     ),
@@ -260,6 +260,33 @@ CASES: list[tuple[str, str, str | None, str, list[str]]] = [
         "  min: 2\n  max: 4",
         "  min: 5\n  max: 4",
         ["workloads/langid.yaml:19:8: autoscale.min (5) is above autoscale.max (4)"],
+    ),
+    (
+        "autoscale-no-source",
+        "workloads/langid.yaml",
+        "  source: {port: 8080, path: /metrics, series: langid_predictions_total}\n",
+        "",
+        [
+            "workloads/langid.yaml:19:3: autoscale on requests-per-second needs a source: the "
+            "port, path and series of the replicas' Prometheus metrics"
+        ],
+    ),
+    (
+        "autoscale-source-port",
+        "workloads/langid.yaml",
+        "source: {port: 8080,",
+        "source: {port: 9090,",
+        ["workloads/langid.yaml:24:18: port 9090 is not one of the workload's ports"],
+    ),
+    (
+        "autoscale-cpu-source",
+        "workloads/langid.yaml",
+        "metric: requests-per-second",
+        "metric: cpu",
+        [
+            "workloads/langid.yaml:24:11: autoscale on cpu is measured by the node; source "
+            "applies to requests-per-second and gauge only"
+        ],
     ),
     (
         "reserved-env",
@@ -304,7 +331,7 @@ CASES: list[tuple[str, str, str | None, str, list[str]]] = [
         "/healthz, port: 8080}",
         "/healthz, port: 9090}",
         [
-            "workloads/langid.yaml:33:32: health check port 9090 is not one of the workload's "
+            "workloads/langid.yaml:35:32: health check port 9090 is not one of the workload's "
             "ports (8080)"
         ],
     ),

@@ -23,7 +23,7 @@ CASES: list[tuple[str, list[tuple[str, str, str]], list[str]]] = [
     (
         "unknown-volume",
         [("workloads/langid.yaml", "volume: model-data", "volume: model-cache")],
-        ["workloads/langid.yaml:37:13: unknown volume 'model-cache' (volumes: model-data)"],
+        ["workloads/langid.yaml:39:13: unknown volume 'model-cache' (volumes: model-data)"],
     ),
     (
         "pinned-digest-differs-from-lock",
@@ -43,7 +43,7 @@ CASES: list[tuple[str, list[tuple[str, str, str]], list[str]]] = [
         "no-node-fits",
         [("workloads/langid.yaml", "  cpu: 500m", "  cpu: 32")],
         [
-            "workloads/langid.yaml:24:3: no node can hold one replica (cpu 32, memory 256Mi); "
+            "workloads/langid.yaml:26:3: no node can hold one replica (cpu 32, memory 256Mi); "
             "the largest, node-c, has cpu 16, memory 64Gi and 1 GPU(s)"
         ],
     ),
@@ -57,7 +57,7 @@ CASES: list[tuple[str, list[tuple[str, str, str]], list[str]]] = [
             )
         ],
         [
-            "workloads/langid.yaml:24:3: no node can hold one replica (cpu 500m, memory 256Mi, "
+            "workloads/langid.yaml:26:3: no node can hold one replica (cpu 500m, memory 256Mi, "
             "1 GPU(s) with at least 48Gi); the largest, node-c, has cpu 16, memory 64Gi and "
             "1 GPU(s)"
         ],
@@ -71,7 +71,7 @@ CASES: list[tuple[str, list[tuple[str, str, str]], list[str]]] = [
                 "  minFailureDomains: 2\n  nodeSelector: {region: mars}",
             )
         ],
-        ["workloads/langid.yaml:32:17: no node carries the labels region=mars"],
+        ["workloads/langid.yaml:34:17: no node carries the labels region=mars"],
     ),
     (
         "spread-unsatisfiable",
@@ -83,7 +83,7 @@ CASES: list[tuple[str, list[tuple[str, str, str]], list[str]]] = [
             )
         ],
         [
-            "workloads/langid.yaml:31:22: needs 2 failure domains, but the nodes that fit span 1 "
+            "workloads/langid.yaml:33:22: needs 2 failure domains, but the nodes that fit span 1 "
             "(site-dubai)"
         ],
     ),
@@ -151,7 +151,7 @@ CASES: list[tuple[str, list[tuple[str, str, str]], list[str]]] = [
         [
             "circle.yaml:47:3: circle admission rules: workloads claim 8 GPUs at full scale; "
             "the cap is 4",
-            "workloads/langid.yaml:27:12: circle admission rules: 2 GPUs per replica exceed "
+            "workloads/langid.yaml:29:12: circle admission rules: 2 GPUs per replica exceed "
             "the cap of 1",
         ],
     ),
@@ -160,6 +160,7 @@ CASES: list[tuple[str, list[tuple[str, str, str]], list[str]]] = [
         [
             ("workloads/langid.yaml", "{name: http, port: 8080}", "{name: http, port: 80}"),
             ("workloads/langid.yaml", "/healthz, port: 8080}", "/healthz, port: 80}"),
+            ("workloads/langid.yaml", "source: {port: 8080", "source: {port: 80"),
         ],
         [
             "workloads/langid.yaml:16:24: admission preset baseline: port 80 is below the "
@@ -170,7 +171,7 @@ CASES: list[tuple[str, list[tuple[str, str, str]], list[str]]] = [
         "admission-single-domain",
         [("workloads/langid.yaml", "  minFailureDomains: 2", "  minFailureDomains: 1")],
         [
-            "workloads/langid.yaml:31:3: admission preset baseline: a workload of 4 replicas "
+            "workloads/langid.yaml:33:3: admission preset baseline: a workload of 4 replicas "
             "must spread over at least 2 failure domains (placement.minFailureDomains is 1)"
         ],
     ),
@@ -357,7 +358,7 @@ def test_document_warning_is_reported_once_and_does_not_fail(
     result = circle("validate")
 
     assert result.stdout.splitlines()[:-1] == [
-        "workloads/langid.yaml:35:12: warning: health check timeout (10s) is not shorter than "
+        "workloads/langid.yaml:37:12: warning: health check timeout (10s) is not shorter than "
         "its interval (10s)"
     ]
     assert result.code == 0

@@ -3,8 +3,9 @@
     GET  /healthz      -> 200 {"status": "ok"}
     GET  /v1/model     -> 200 model metadata (format, languages, ngram, sha256, size_bytes)
     POST /v1/predict   -> 200 {"language": "de", "scores": {...}} for a body {"text": "..."}
+    GET  /metrics      -> 200 Prometheus text: langid_predictions_total, by language
 
-Every response, errors included, is a JSON object; errors look like {"error": "..."}. Bad
+Every other response, errors included, is a JSON object; errors look like {"error": "..."}. Bad
 requests get 400, bodies over MAX_BODY_BYTES get 413, unknown paths 404, other methods on a
 known path 405. An unexpected failure is logged here and answered with a bare 500, so no
 traceback ever reaches a client.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import threading
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,7 +34,13 @@ _DRAIN_DEADLINE_S = 5.0
 # A client that stalls mid-request must not hold a worker thread for ever.
 _SOCKET_TIMEOUT_S = 10.0
 
-_ROUTES: dict[str, str] = {"/healthz": "GET", "/v1/model": "GET", "/v1/predict": "POST"}
+_ROUTES: dict[str, str] = {
+    "/healthz": "GET",
+    "/v1/model": "GET",
+    "/v1/predict": "POST",
+    "/metrics": "GET",
+}
+_METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +64,24 @@ class LangidServer(ThreadingHTTPServer):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.model = model
         self.access_log = access_log
+        self._counted = threading.Lock()
+        self.predictions: dict[str, int] = {}  # by language
         super().__init__(address, LangidHandler)
+
+    def count(self, language: str) -> None:
+        with self._counted:
+            self.predictions[language] = self.predictions.get(language, 0) + 1
+
+    def metrics_text(self) -> str:
+        """The Prometheus text exposition of what this replica answered."""
+        with self._counted:
+            counted = sorted(self.predictions.items())
+        lines = [
+            "# HELP langid_predictions_total Predictions answered, by language.",
+            "# TYPE langid_predictions_total counter",
+            *(f'langid_predictions_total{{language="{lang}"}} {n}' for lang, n in counted),
+        ]
+        return "\n".join(lines) + "\n"
 
     def model_metadata(self) -> dict[str, Any]:
         return {
@@ -97,6 +122,9 @@ class LangidHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         path = urlsplit(self.path).path
+        if path == "/metrics" and method == "GET":
+            self._send(HTTPStatus.OK, self.server.metrics_text().encode("utf-8"), _METRICS_TYPE)
+            return
         extra_headers: dict[str, str] = {}
         try:
             status, document = self._route(method, path)
@@ -129,6 +157,7 @@ class LangidHandler(BaseHTTPRequestHandler):
         if path == "/v1/model":
             return HTTPStatus.OK, self.server.model_metadata()
         prediction = self.server.model.predict(self._read_text())
+        self.server.count(prediction.language)
         return HTTPStatus.OK, {"language": prediction.language, "scores": prediction.scores}
 
     def _read_text(self) -> str:
@@ -175,8 +204,17 @@ class LangidHandler(BaseHTTPRequestHandler):
         extra_headers: dict[str, str] | None = None,
     ) -> None:
         body = (json.dumps(document, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+        self._send(status, body, "application/json; charset=utf-8", extra_headers)
+
+    def _send(
+        self,
+        status: HTTPStatus,
+        body: bytes,
+        content_type: str,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         for name, value in (extra_headers or {}).items():
