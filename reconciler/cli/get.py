@@ -210,13 +210,23 @@ def workloads(
         workload = loaded.document
         mine = [p for p in seen.assignments if p.assignment.workload == name]
         phases = [p.status.phase.value for p in mine if p.status]
+        bounds = workload.autoscale
+        loads = [p.status.load / 1000 for p in mine if p.status and p.status.load is not None]
         rows.append(
             {
                 "name": name,
                 "replicas": workload.replicas,
+                # what the leader decided: the slots it placed (the autoscaler's count)
+                "desired": view.desired_count(workload, {p.assignment.slot for p in mine}),
                 "autoscale": None
-                if workload.autoscale is None
-                else {"min": workload.autoscale.min, "max": workload.autoscale.max},
+                if bounds is None
+                else {
+                    "min": bounds.min,
+                    "max": bounds.max,
+                    "metric": str(bounds.metric),
+                    "target": bounds.target,
+                },
+                "load": round(sum(loads) / len(loads), 3) if loads else None,
                 "placed": len(mine),
                 "accepted": sum(1 for phase in phases if phase != "Refused"),
                 "ready": sum(1 for phase in phases if phase == "Ready"),
@@ -228,17 +238,20 @@ def workloads(
     if mode == "json":
         print_json({"circle": circle.id, "workloads": rows, "unverified": seen.forged})
         return 0
-    columns = ["NAME", "REPLICAS", "PLACED", "ACCEPTED", "READY", "NODES"]
+    columns = ["NAME", "REPLICAS", "DESIRED", "PLACED", "ACCEPTED", "READY", "NODES"]
     if mode == "wide":
-        columns += ["AUTOSCALE", "DIGEST"]
+        columns += ["AUTOSCALE", "LOAD", "DIGEST"]
     lines = []
     for row in rows:
-        cells = [row["name"], str(row["replicas"]), str(row["placed"]), str(row["accepted"]),
-                 f"{row['ready']}/{row['replicas']}", ",".join(row["nodes"]) or "-"]  # fmt: skip
+        cells = [row["name"], str(row["replicas"]), str(row["desired"]), str(row["placed"]),
+                 str(row["accepted"]), f"{row['ready']}/{row['desired']}",
+                 ",".join(row["nodes"]) or "-"]  # fmt: skip
         if mode == "wide":
             bounds = row["autoscale"]
-            cells += [f"{bounds['min']}..{bounds['max']}" if bounds else "-",
-                      (row["digest"] or "-")[:19]]  # fmt: skip
+            scale = (f"{bounds['min']}..{bounds['max']} {bounds['metric']} {bounds['target']:g}"
+                     if bounds else "-")  # fmt: skip
+            load = "-" if row["load"] is None else f"{row['load']:g}"
+            cells += [scale, load, (row["digest"] or "-")[:19]]
         lines.append(cells)
     print_columns(columns, lines)
     _note_forged(seen.forged)

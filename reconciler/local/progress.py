@@ -68,7 +68,7 @@ def snapshot(store: StateStore, repo: pygit2.Repository, circle: view.Circle) ->
         workloads.append(
             WorkloadProgress(
                 name=name,
-                wanted=loaded.document.replicas,
+                wanted=view.desired_count(loaded.document, {p.assignment.slot for p in current}),
                 placed=len({p.assignment.slot for p in current}),
                 ready=len({p.assignment.slot for p in ready}),
                 endpoints=tuple(e for p in ready for e in p.status.endpoints),  # type: ignore[union-attr]

@@ -61,6 +61,7 @@ from reconciler.node.cgroups import Cgroups
 from reconciler.node.identity import ForgedRecord, NodeKey
 from reconciler.node.inventory import Inventory, gpu_device_nodes, read_inventory
 from reconciler.node.layout import Layout
+from reconciler.node.metrics import Meter, Target
 from reconciler.node.records import (
     AssignmentStatus,
     EventRecord,
@@ -200,9 +201,11 @@ class Agent:
         storage_key = read_key_file(config.storage_key) if config.storage_key else None
         self.volumes = Volumes(config.state_dir, storage_key, self.artifacts)
         self.runtime: Runtime | None = None
+        self.meter = Meter(self._gpu_utilization, self.wake.set)
         self.runtime_error: str | None = None
         self.chunk_server: ChunkServer | None = None
         self.reported: dict[tuple[str, int, int], AssignmentStatus] = {}
+        self.reported_at: dict[tuple[str, int, int], int] = {}
         self._desired_by_commit: dict[str, DesiredState | None] = {}
 
     # -- the loop ---------------------------------------------------------------------------
@@ -279,6 +282,7 @@ class Agent:
     def leave(self) -> None:
         """Let the replicas be (or stop them, as configured), stop serving chunks, and revoke
         the lease: registration, statuses and the leader key go with it."""
+        self.meter.stop()
         if self.runtime is not None:
             self.runtime.close()
         if self.chunk_server is not None:
@@ -398,6 +402,9 @@ class Agent:
     def _inventory(self) -> Inventory:
         return read_inventory(self.config.state_dir, self.nvml)
 
+    def _gpu_utilization(self) -> dict[str, int]:
+        return {g.uuid: g.utilization for g in self._inventory().gpus if g.utilization is not None}
+
     # -- 4. leadership ----------------------------------------------------------------------
 
     def _campaign(self, now: float, name: str) -> None:
@@ -489,6 +496,10 @@ class Agent:
         settle = self.config.ttl if self.config.settle is None else self.config.settle
         if not seen.assignments and not everyone and now - term.since < settle:
             return  # the first leader of a circle lets its nodes register first
+        replicas, decisions = leader.autoscale(term, self.chain.desired, seen, int(now))
+        for message in decisions:
+            workload = message.split(" ", 1)[0]
+            self._event(now, EventType.NORMAL, "Scaled", f"workload/{workload}", message)
         repo = pygit2.Repository(str(self.config.state_dir / follow.REPOSITORY))
         found = leader.plan_pass(
             self.chain.desired,
@@ -498,6 +509,7 @@ class Agent:
             epoch=term.epoch,
             now=int(now),
             ttl=self.config.ttl,
+            replicas=replicas,
         )
         ops = leader.operations(found, seen, self.key, name, self.layout, term.epoch)
         if ops and not leader.write(self.store, self.layout, term.epoch, ops):
@@ -668,10 +680,15 @@ class Agent:
         for event in runtime.take_events():
             self._event(now, event.type, event.reason, event.subject, event.message)
         current = {(s.workload, s.slot, s.seq): s for s in runtime.statuses()}
-        for status in current.values():
+        measured: list[Target] = []
+        for key, status in current.items():
             a = wanted.get((status.workload, status.slot))
             if a is None or a.assignment.seq != status.seq:
                 continue
+            autoscale = a.workload.autoscale
+            load = self.meter.load(key) if autoscale is not None else None
+            if autoscale is not None and status.phase is Phase.READY:
+                measured.append(_target(runtime, a, key))
             self._report(
                 now,
                 name,
@@ -681,7 +698,9 @@ class Agent:
                 message=status.message,
                 restarts=status.restarts,
                 endpoints=status.endpoints,
+                load=None if load is None else round(load * 1000),
             )
+        self.meter.watch(measured)
         for gone in set(self.reported) - set(current):
             if self.reported[gone].phase is Phase.REFUSED:
                 continue  # told once; it stays while the node's lease lives, as before
@@ -693,6 +712,7 @@ class Agent:
             workload, slot, seq = gone
             self.store.delete(self.layout.status(name, workload, slot, seq))
             del self.reported[gone]
+            self.reported_at.pop(gone, None)
 
     def _runtime(self, name: str) -> Runtime | None:
         if self.runtime is not None or self.runtime_error is not None:
@@ -794,6 +814,7 @@ class Agent:
         message: str,
         restarts: int = 0,
         endpoints: tuple[str, ...] = (),
+        load: int | None = None,
     ) -> None:
         status = AssignmentStatus(
             node=NodeName(name),
@@ -807,11 +828,17 @@ class Agent:
             observed_at=0,
             restarts=restarts,
             endpoints=endpoints,
+            load=load,
         )
         said = (assignment.workload, assignment.slot, assignment.seq)
-        if self.reported.get(said) == status:
+        before = self.reported.get(said)
+        if before == status:
             return  # said already: a status is written when it changes
-        value = sign_record(self.key, name, replace(status, observed_at=int(now)))
+        since = int(now)
+        if before is not None and replace(before, load=load) == status:
+            since = self.reported_at.get(said, since)  # only the load moved: same since
+        self.reported_at[said] = since
+        value = sign_record(self.key, name, replace(status, observed_at=since))
         where = self.layout.status(name, assignment.workload, assignment.slot, assignment.seq)
         self.store.put(where, value, lease=self.lease)
         self.reported[said] = status
@@ -874,6 +901,26 @@ class Agent:
                 json.dumps(document, indent=2) + "\n",
                 mode=0o600,
             )
+
+
+def _target(runtime: Runtime, work: Work, key: tuple[str, int, int]) -> Target:
+    """What the meter measures of one Ready replica of an autoscaled workload."""
+    autoscale = work.workload.autoscale
+    assert autoscale is not None
+    source = autoscale.source
+    a = work.assignment
+    return Target(
+        key=key,
+        metric=str(autoscale.metric),
+        cpu=a.cpu,
+        memory=a.memory,
+        gpus=tuple(a.gpus),
+        group=runtime.group(a.workload, a.slot),
+        sandbox_pid=runtime.sandbox_pid(a.workload, a.slot),
+        port=source.port if source else None,
+        path=source.path if source else "/metrics",
+        series=source.series if source else "",
+    )
 
 
 def _where(action: Place | Move | Stop) -> str:

@@ -84,6 +84,11 @@ class Cgroups:
                     "cannot be limited, so none is started"
                 )
             bases[controller] = found.mount / found.own / parent
+        # cpuacct measures CPU time (for autoscaling on cpu); where it is not mounted, the
+        # replicas run as well, unmeasured.
+        accounting = next((h for h in hierarchies if "cpuacct" in h.controllers), None)
+        if accounting is not None:
+            bases["cpuacct"] = accounting.mount / accounting.own / parent
         return cls(1, bases)
 
     def tidy(self, node: str) -> None:
@@ -171,6 +176,17 @@ class Cgroup:
             return _number(_read(self.paths["unified"] / "memory.current", "0"))
         return _number(_read(self.paths["memory"] / "memory.usage_in_bytes", "0"))
 
+    def cpu_usage(self) -> int | None:
+        """CPU time the group's processes used so far, in nanoseconds (None: not measured)."""
+        if self.version == 2:
+            found = _keyed(_read(self.paths["unified"] / "cpu.stat", ""))
+            usage = found.get("usage_usec")
+            return None if usage is None else usage * 1000
+        if "cpuacct" not in self.paths:
+            return None
+        text = _read(self.paths["cpuacct"] / "cpuacct.usage", "")
+        return int(text) if text.strip().isdigit() else None
+
     def signal(self, signum: int, *, sparing: Iterable[int] = ()) -> int:
         """Send `signum` to every process of the group but `sparing`; how many got it."""
         spared = set(sparing)
@@ -251,7 +267,7 @@ def _hierarchies(proc: Path) -> list[Hierarchy]:
             own = mine.get("", "/")
         else:
             options = set(after[2].split(","))
-            controllers = frozenset(c for c in V1_CONTROLLERS if c in options)
+            controllers = frozenset(c for c in (*V1_CONTROLLERS, "cpuacct") if c in options)
             if not controllers:
                 continue
             own = mine.get(next(iter(controllers)), "/")

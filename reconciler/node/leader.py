@@ -48,6 +48,7 @@ from reconciler.plan import (
     plan,
     planning_inputs,
 )
+from reconciler.plan.autoscale import Envelope, Recommendation, decide
 from reconciler.store import Compare, Delete, Put, StateStore, TxnOp
 
 MAX_OPS = 100  # per transaction, under etcd's 128, with room for the fence
@@ -61,6 +62,7 @@ class Observed:
     assignments: dict[AssignmentKey, tuple[str, Assignment]]  # by key: (store key, value)
     readiness: dict[AssignmentKey, Readiness]
     forged: tuple[str, ...]  # store keys of records that did not verify
+    loads: dict[AssignmentKey, float] = field(default_factory=dict)  # of autoscale metrics
 
 
 def observe(store: StateStore, layout: Layout, keys: Mapping[str, str]) -> Observed:
@@ -90,6 +92,7 @@ def observe(store: StateStore, layout: Layout, keys: Mapping[str, str]) -> Obser
             continue
         assignments[assignment.key] = (kv.key, assignment)
     readiness: dict[AssignmentKey, Readiness] = {}
+    loads: dict[AssignmentKey, float] = {}
     for kv in store.range(layout.statuses).kvs:
         try:
             status = open_record(kv.value, AssignmentStatus, keys).record
@@ -100,7 +103,9 @@ def observe(store: StateStore, layout: Layout, keys: Mapping[str, str]) -> Obser
             forged.append(kv.key)
             continue
         readiness[status.key] = Readiness(_READINESS[status.phase], status.observed_at)
-    return Observed(registrations, assignments, readiness, tuple(forged))
+        if status.load is not None and status.phase is Phase.READY:
+            loads[status.key] = status.load / 1000
+    return Observed(registrations, assignments, readiness, tuple(forged), loads)
 
 
 # Accepted is not running: until a replica is reported Ready, it is not proven ready.
@@ -226,6 +231,54 @@ class Leadership:
     said_forged: set[str] = field(default_factory=set)
     known_nodes: set[str] = field(default_factory=set)
     head_seen: dict[int, float] = field(default_factory=dict)  # seq -> when this leader had it
+    scaling: dict[str, Scale] = field(default_factory=dict)  # by workload
+
+
+@dataclass
+class Scale:
+    """The autoscaler's state of one workload during a term."""
+
+    replicas: int  # the count decided
+    approved: int  # the document's `replicas` it started from (a new one starts it over)
+    history: tuple[Recommendation, ...] = ()
+
+
+def autoscale(
+    term: Leadership, desired: DesiredState, observed: Observed, now: int
+) -> tuple[dict[str, int], list[str]]:
+    """The replica count of every autoscaled workload, and the decisions that changed one,
+    in words (pure: `term` keeps the state). A workload starts from the slots its replicas
+    hold (a new leader carries on from its predecessor's decision), or from the approved
+    `replicas` when the owners changed it; then the HPA rule (`reconciler.plan.autoscale`)
+    moves it within the approved bounds."""
+    decided: dict[str, int] = {}
+    said: list[str] = []
+    for name, loaded in sorted(desired.workloads.items()):
+        workload = loaded.document
+        bounds = workload.autoscale
+        if bounds is None:
+            term.scaling.pop(name, None)
+            continue
+        mine = [(key, a) for key, (_, a) in observed.assignments.items() if a.workload == name]
+        state = term.scaling.get(name)
+        if state is None or state.approved != workload.replicas:
+            slots = {a.slot for _, a in mine}
+            start = len(slots) if state is None and slots else workload.replicas
+            state = Scale(start, workload.replicas)
+        loads = [observed.loads[key] for key, _ in mine if key in observed.loads]
+        envelope = Envelope(
+            name, bounds.min, bounds.max, UNITS.get(str(bounds.metric), bounds.source.series
+            if bounds.source else str(bounds.metric)), bounds.target, int(bounds.cooldown),
+        )  # fmt: skip
+        scaled = decide(envelope, state.replicas, loads, state.history, now, int(term.since))
+        term.scaling[name] = Scale(scaled.replicas, workload.replicas, scaled.history)
+        decided[name] = scaled.replicas
+        if scaled.changed:
+            said.append(scaled.message)
+    return decided, said
+
+
+UNITS = {"cpu": "% CPU", "memory": "% memory", "gpu": "% GPU", "requests-per-second": "rps"}
 
 
 def fence(layout: Layout, epoch: int) -> Compare:
@@ -252,14 +305,17 @@ def plan_pass(
     epoch: int,
     now: int,
     ttl: int,
+    replicas: Mapping[str, int] | None = None,
 ) -> Plan:
-    """The plan of one pass, from what was observed (pure)."""
+    """The plan of one pass, from what was observed (pure); `replicas` are the autoscaler's
+    decisions."""
     inputs = planning_inputs(
         desired,
         observed_nodes(observed.registrations, now, ttl),
         now,
         head=head,
         versions=versions,
+        replicas=replicas,
     )
     current = [assignment for _, assignment in observed.assignments.values()]
     return plan(

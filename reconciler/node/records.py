@@ -7,9 +7,9 @@ camelCase, as everywhere in a circle; every body names its own `format`:
 
     registration  circle-registration/1       {node, circle, failureDomain, address, inventory,
                                                commit, seq, startedAt, heartbeatAt, agent}
-    status        circle-assignment-status/2  {node, workload, slot, seq, phase, reason,
+    status        circle-assignment-status/3  {node, workload, slot, seq, phase, reason,
                                                message, commit, observedAt, restarts,
-                                               endpoints}
+                                               endpoints, load}
     leader        circle-leader/1             {node, since}
     event         circle-event/1              {timeMs, type, reason, object, node, commit,
                                                message}
@@ -222,7 +222,7 @@ class AssignmentStatus:
     """What a node reports about one assignment it was given."""
 
     KIND: ClassVar[RecordKind] = RecordKind.STATUS
-    FORMAT: ClassVar[str] = "circle-assignment-status/2"
+    FORMAT: ClassVar[str] = "circle-assignment-status/3"
 
     node: NodeName
     workload: WorkloadName
@@ -235,6 +235,7 @@ class AssignmentStatus:
     observed_at: int  # unix seconds
     restarts: int = 0  # starts of the replica after its first
     endpoints: tuple[str, ...] = ()  # "NAME=HOST:PORT": where its declared ports are published
+    load: int | None = None  # thousandths of its autoscale metric's unit, when measured
 
     @property
     def subject(self) -> str:
@@ -258,13 +259,14 @@ class AssignmentStatus:
             "observedAt": self.observed_at,
             "restarts": self.restarts,
             "endpoints": list(self.endpoints),
+            "load": self.load,
         }
 
     @classmethod
     def from_body(cls, body: object) -> Self:
         fields = _Body(body, "status body", ("format", "node", "workload", "slot", "seq",
                        "phase", "reason", "message", "commit", "observedAt", "restarts",
-                       "endpoints"), cls.FORMAT)  # fmt: skip
+                       "endpoints", "load"), cls.FORMAT)  # fmt: skip
         endpoints = fields.items("endpoints", MAX_ENDPOINTS)
         for endpoint in endpoints:
             fields.need(
@@ -283,6 +285,7 @@ class AssignmentStatus:
             observed_at=fields.whole("observedAt"),
             restarts=fields.whole("restarts"),
             endpoints=tuple(str(endpoint) for endpoint in endpoints),
+            load=fields.whole_or_none("load"),
         )
 
 

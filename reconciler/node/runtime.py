@@ -211,6 +211,17 @@ class Runtime:
         with self._lock:
             return [w.status for w in self._workers.values() if w.status is not None]
 
+    def sandbox_pid(self, workload: str, slot: int) -> int | None:
+        """The pid of the replica's sandbox (its namespaces), while it runs."""
+        with self._lock:
+            worker = self._workers.get((workload, slot))
+        running = worker.running if worker is not None else None
+        return running.sandbox_pid if running is not None else None
+
+    def group(self, workload: str, slot: int) -> Cgroup:
+        """The replica's control group (which may not exist)."""
+        return self._cgroup(workload, slot)
+
     def take_events(self) -> list[RuntimeEvent]:
         with self._lock:
             events, self._events = self._events, []

@@ -19,6 +19,7 @@ from reconciler.chain import follow
 from reconciler.chain.node_state import load as load_state
 from reconciler.chain.trees import desired_at
 from reconciler.chain.walk import MAIN, tip_commit
+from reconciler.desired.model.workload import Workload
 from reconciler.desired.repository import DesiredState
 from reconciler.errors import InputError
 from reconciler.files import read_bounded
@@ -173,3 +174,12 @@ def status_file(state_dir: Path) -> dict[str, object]:
     if not isinstance(found, dict):
         raise InputError(f"{path}: not an agent status file")
     return found
+
+
+def desired_count(workload: Workload, slots: set[int]) -> int:
+    """The replicas a workload is to run now: its approved count, or, autoscaled, the slots
+    the leader placed (its decision), within the approved bounds."""
+    bounds = workload.autoscale
+    if bounds is None:
+        return workload.replicas
+    return min(max(len(slots) if slots else workload.replicas, bounds.min), bounds.max)

@@ -27,7 +27,7 @@ GET /healthz answers 200 (median of 3). Flux's source poll (1 min), Argo CD's re
 and Kubernetes' eviction of a lost node's pods (40 s node-monitor-grace-period + 300 s default
 toleration) are printed beside them as documented defaults, not measured.
 
-Needs root, bubblewrap and writable cgroups, as `circle up` does. About 2 to 3 minutes.
+Needs root, bubblewrap and writable cgroups, as `circle up` does. About 75 s with the defaults.
 
     .venv/bin/python tests/benchmarks/bench_circle.py [--rounds 3] [--idle 20] [--ttl 10]
         [--fast-ttl 3] [--dir PARENT] [--logs FOLDER]
@@ -387,7 +387,8 @@ class Rollout:
     approve: float  # seconds the two `circle approve` took together
     planned: float  # from the last approve's return: the first assignment at the new commit
     ready: float  # every wanted slot Ready at the new commit, nothing older left
-    slots: tuple[float, ...]  # when each slot first had a Ready replica at the new commit
+    placed: tuple[float, ...]  # per slot: its first assignment at the new commit
+    slots: tuple[float, ...]  # per slot: its first Ready replica at the new commit
 
 
 def rollout(circle: LocalCircle, round_: int) -> Rollout:
@@ -417,14 +418,19 @@ def rollout(circle: LocalCircle, round_: int) -> Rollout:
             return False
         return _ready_slots(mine) >= slots
 
-    def slot_ready(slot: int) -> Test:
-        def test(seen: view.View) -> bool:
-            return slot in _ready_slots([p for p in _mine(seen) if p.assignment.commit == commit])
+    def new(seen: view.View) -> list[view.Placed]:
+        return [p for p in _mine(seen) if p.assignment.commit == commit]
 
-        return test
+    def slot_placed(slot: int) -> Test:
+        return lambda seen: any(p.assignment.slot == slot for p in new(seen))
+
+    def slot_ready(slot: int) -> Test:
+        return lambda seen: slot in _ready_slots(new(seen))
 
     marks: dict[str, Test] = {"planned": planned, "ready": ready}
-    marks.update({f"slot {slot}": slot_ready(slot) for slot in sorted(slots)})
+    for slot in sorted(slots):
+        marks[f"slot {slot} placed"] = slot_placed(slot)
+        marks[f"slot {slot} ready"] = slot_ready(slot)
     approving = time.perf_counter()
     for owner in APPROVERS:
         key = circle.root / "keys" / "owners" / owner
@@ -432,8 +438,9 @@ def rollout(circle: LocalCircle, round_: int) -> Rollout:
         run(argv, 60, f"circle approve as {owner}")
     began = time.perf_counter()
     found = watch(circle, began, marks, "ready", 60)
-    each = tuple(found.get(f"slot {slot}", found["ready"]) for slot in sorted(slots))
-    return Rollout(began - approving, found["planned"], found["ready"], each)
+    placed = tuple(found.get(f"slot {n} placed", found["ready"]) for n in sorted(slots))
+    each = tuple(found.get(f"slot {n} ready", found["ready"]) for n in sorted(slots))
+    return Rollout(began - approving, found["planned"], found["ready"], placed, each)
 
 
 # -- figures 2 and 3: node loss ----------------------------------------------------------------
@@ -703,6 +710,8 @@ def report(r: Results, args: argparse.Namespace) -> None:
         row("  min", min(ready), startup)
         row("  first assignment at the new commit (median)", median(x.planned for x in r.rollouts))
         for slot in range(len(r.rollouts[0].slots)):
+            placed = median(x.placed[slot] for x in r.rollouts if slot < len(x.slots))
+            row(f"  slot {slot} placed at the new commit (median)", placed)
             at = median(x.slots[slot] for x in r.rollouts if slot < len(x.slots))
             row(f"  slot {slot} Ready at the new commit (median)", at)
         row("  two `circle approve` (median, before t=0)", median(x.approve for x in r.rollouts))
@@ -790,6 +799,9 @@ def main() -> int:
         measure(args, scratch, results)
     except BenchError as error:
         failed = error
+    except KeyboardInterrupt:
+        print("bench_circle: interrupted; the circles are removed", file=sys.stderr)
+        return 130
     finally:
         with _uninterrupted():
             shutil.rmtree(scratch, ignore_errors=True)

@@ -23,7 +23,7 @@ FORBIDDEN = {
 }  # fmt: skip
 # What the planner's own modules may import, besides themselves.
 PLAN_MAY_IMPORT = {
-    "__future__", "bisect", "collections", "dataclasses", "enum", "heapq", "json", "re",
+    "__future__", "bisect", "collections", "dataclasses", "enum", "heapq", "json", "math", "re",
     "typing", "zlib", "rfc8785", "reconciler.errors", "reconciler.desired.model",
     "reconciler.desired.repository",
 }  # fmt: skip
