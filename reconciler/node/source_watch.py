@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import watchfiles
 
 _DEBOUNCE_MS = 30  # one wake-up for a ref update's several file events
+_STEP_MS = 50  # how often the watcher looks for changes (watchfiles' default)
 
 
 def local_refs(source: str) -> Path | None:
@@ -59,7 +60,7 @@ class SourceWatch:
                 self.folder,
                 watch_filter=_is_ref,
                 debounce=_DEBOUNCE_MS,
-                step=10,
+                step=_STEP_MS,
                 stop_event=self._stop,
                 raise_interrupt=False,
             ):
