@@ -94,6 +94,10 @@ def keygen(path: Path, comment: str, output: str | None) -> int:
               help="The host address declared ports are published on.")  # fmt: skip
 @click.option("--grace", type=click.FloatRange(0, 3600), default=10.0, show_default=True,
               help="Seconds a stopping replica has between SIGTERM and SIGKILL.")  # fmt: skip
+@click.option("--progress-deadline", type=click.FloatRange(1, 86400), default=600,
+              show_default=True,
+              help="Seconds a rolling update may wait for a replacement to be Ready before "
+              "the leader says it stalled (the old replicas keep serving).")  # fmt: skip
 @click.option("--stop-workloads/--leave-workloads", default=False, show_default=True,
               help="When the agent exits: stop its replicas, or let them run for the next "
               "agent to adopt.")  # fmt: skip
@@ -113,6 +117,7 @@ def run(
     cgroup_parent: str,
     publish_address: str,
     grace: float,
+    progress_deadline: float,
     stop_workloads: bool,
 ) -> int:
     """Run the node agent until SIGTERM or Ctrl-C: follow the chain, register, campaign, lead
@@ -140,6 +145,7 @@ def run(
         publish_host=publish_address,
         grace=grace,
         stop_workloads=stop_workloads,
+        progress_deadline=progress_deadline,
     )
     agent = Agent(config)
     stop = threading.Event()

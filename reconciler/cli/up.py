@@ -52,12 +52,16 @@ def dir_option(function: click.decorators.FC) -> click.decorators.FC:
 @dir_option
 @click.option("--ttl", type=click.IntRange(2, 3600), default=10, show_default=True,
               help="Seconds a node's lease lasts: how soon a lost node is noticed.")  # fmt: skip
+@click.option("--progress-deadline", type=click.FloatRange(1, 86400), default=600,
+              show_default=True,
+              help="Seconds a rolling update may wait for a new replica before it is said "
+              "to have stalled.")  # fmt: skip
 @click.option("--wait", type=click.FloatRange(0, 3600), default=300, show_default=True,
               help="Seconds to wait for every replica to be Ready (0: do not wait).")  # fmt: skip
 @output_option
 def up_command(
-    repo: Path | None, nodes: int | None, folder: Path | None, ttl: int, wait: float,
-    output: str | None,
+    repo: Path | None, nodes: int | None, folder: Path | None, ttl: int,
+    progress_deadline: float, wait: float, output: str | None,
 ) -> int:  # fmt: skip
     """Bring a whole circle up on this machine (default: the example circle): demo owners'
     and nodes' keys, its repository with the genesis approved by the owners' quorum, the
@@ -80,7 +84,7 @@ def up_command(
             )
         started: list[str] = []
         if record is None:
-            record = _make(source, site, nodes, ttl, quiet=as_json)
+            record = _make(source, site, nodes, ttl, progress_deadline, quiet=as_json)
             started = [agents.start(site, record, node).node for node in record.nodes]
         else:
             if nodes is not None and nodes != len(record.nodes):
@@ -182,7 +186,9 @@ def _can_run_sandboxes() -> None:
         raise InputError(f"{sandbox.BWRAP} is missing: apt-get install bubblewrap")
 
 
-def _make(source: Path, site: Site, nodes: int | None, ttl: int, *, quiet: bool) -> Record:
+def _make(
+    source: Path, site: Site, nodes: int | None, ttl: int, deadline: float, *, quiet: bool
+) -> Record:
     started = time.monotonic()
 
     def say(step: str) -> None:
@@ -203,6 +209,7 @@ def _make(source: Path, site: Site, nodes: int | None, ttl: int, *, quiet: bool)
         cgroup_parent=parent,
         cgroup_bases=agents.cgroup_bases(parent),
         created_at=int(time.time()),
+        progress_deadline=deadline,
     )
     site.write_record(record)
     (site.root / MAKING).unlink()

@@ -57,6 +57,7 @@ def command(site: Site, record: Record, node: str) -> list[str]:
         "--address", "http://127.0.0.1:0", "--artifact-source", str(site.chunks),
         "--storage-key", str(site.storage_key), "--uids", f"{first}-{first + UIDS_PER_NODE - 1}",
         "--cgroup-parent", record.cgroup_parent, "--grace", str(GRACE), "--stop-workloads",
+        "--progress-deadline", f"{record.progress_deadline:g}",
     ]  # fmt: skip
 
 

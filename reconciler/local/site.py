@@ -57,6 +57,7 @@ class Record:
     cgroup_parent: str
     cgroup_bases: tuple[str, ...]  # where the replicas' groups are, for `circle down`
     created_at: int
+    progress_deadline: float = 600.0  # seconds before a waiting rolling update is Stalled
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -70,6 +71,7 @@ class Record:
             "cgroupParent": self.cgroup_parent,
             "cgroupBases": list(self.cgroup_bases),
             "createdAt": self.created_at,
+            "progressDeadline": self.progress_deadline,
         }
 
 
@@ -145,6 +147,7 @@ class Site:
                 cgroup_parent=_text(found["cgroupParent"]),
                 cgroup_bases=tuple(_text(b) for b in found["cgroupBases"]),
                 created_at=int(found["createdAt"]),
+                progress_deadline=float(found.get("progressDeadline", 600.0)),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise InputError(

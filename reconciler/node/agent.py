@@ -79,7 +79,16 @@ from reconciler.node.runtime import Runtime, RuntimeConfig, Work
 from reconciler.node.source_watch import SourceWatch, local_refs
 from reconciler.node.uids import DEFAULT_RANGE, UidTable
 from reconciler.node.volumes import Volumes
-from reconciler.plan import Assignment, CommitId, Move, NodeName, Place, Stop, Version
+from reconciler.plan import (
+    Assignment,
+    CommitId,
+    Move,
+    NodeName,
+    NoticeKind,
+    Place,
+    Stop,
+    Version,
+)
 from reconciler.plan.admission import Decision, Refused, admit
 from reconciler.store import (
     Compare,
@@ -117,6 +126,7 @@ class AgentConfig:
     publish_host: str = "127.0.0.1"  # where declared ports are published
     grace: float = 10.0  # seconds between SIGTERM and SIGKILL when a replica stops
     stop_workloads: bool = False  # stop the replicas when the agent exits
+    progress_deadline: float = 600.0  # seconds a rolling update may wait before Stalled
 
 
 @dataclass
@@ -501,11 +511,13 @@ class Agent:
             workload = message.split(" ", 1)[0]
             self._event(now, EventType.NORMAL, "Scaled", f"workload/{workload}", message)
         repo = pygit2.Repository(str(self.config.state_dir / follow.REPOSITORY))
+        head = Version(self.chain.state.commit, self.chain.state.seq)  # type: ignore[arg-type]
+        versions = leader.workload_versions(repo, self.chain.steps, self.chain.desired)
         found = leader.plan_pass(
             self.chain.desired,
             seen,
-            head=Version(self.chain.state.commit, self.chain.state.seq),  # type: ignore[arg-type]
-            versions=leader.workload_versions(repo, self.chain.steps, self.chain.desired),
+            head=head,
+            versions=versions,
             epoch=term.epoch,
             now=int(now),
             ttl=self.config.ttl,
@@ -526,6 +538,26 @@ class Agent:
                 f"assignment/{action.workload}/{action.slot}",
                 f"{where}: {action.detail}",
             )
+        news = leader.rollout_news(
+            term, found, seen, versions, head, now, self.config.progress_deadline
+        )
+        for warning, reason, workload, message in news:
+            kind = EventType.WARNING if warning else EventType.NORMAL
+            self._event(now, kind, reason, f"workload/{workload}", message)
+        for notice in found.notices:
+            if notice.kind is NoticeKind.ROLLOUT_WAITING:
+                continue  # watched above: said once it stalls
+            told = (str(notice.workload), str(notice.kind))
+            if term.said_notices.get(told) != notice.message:
+                term.said_notices[told] = notice.message
+                blocked = notice.kind is NoticeKind.ROLLOUT_BLOCKED
+                self._event(
+                    now,
+                    EventType.WARNING,
+                    "RolloutBlocked" if blocked else "SpreadShort",
+                    f"workload/{notice.workload}",
+                    notice.message,
+                )
         for item in found.unschedulable:
             slot = (str(item.workload), item.slot)
             if term.said_unschedulable.get(slot) != item.message:

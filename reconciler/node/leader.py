@@ -37,6 +37,7 @@ from reconciler.plan import (
     CommitId,
     Move,
     NodeName,
+    NoticeKind,
     ObservedGpu,
     ObservedNode,
     Place,
@@ -63,6 +64,7 @@ class Observed:
     readiness: dict[AssignmentKey, Readiness]
     forged: tuple[str, ...]  # store keys of records that did not verify
     loads: dict[AssignmentKey, float] = field(default_factory=dict)  # of autoscale metrics
+    troubles: dict[AssignmentKey, str] = field(default_factory=dict)  # not Ready: why
 
 
 def observe(store: StateStore, layout: Layout, keys: Mapping[str, str]) -> Observed:
@@ -93,6 +95,7 @@ def observe(store: StateStore, layout: Layout, keys: Mapping[str, str]) -> Obser
         assignments[assignment.key] = (kv.key, assignment)
     readiness: dict[AssignmentKey, Readiness] = {}
     loads: dict[AssignmentKey, float] = {}
+    troubles: dict[AssignmentKey, str] = {}
     for kv in store.range(layout.statuses).kvs:
         try:
             status = open_record(kv.value, AssignmentStatus, keys).record
@@ -105,7 +108,9 @@ def observe(store: StateStore, layout: Layout, keys: Mapping[str, str]) -> Obser
         readiness[status.key] = Readiness(_READINESS[status.phase], status.observed_at)
         if status.load is not None and status.phase is Phase.READY:
             loads[status.key] = status.load / 1000
-    return Observed(registrations, assignments, readiness, tuple(forged), loads)
+        if status.phase is not Phase.READY:
+            troubles[status.key] = f"{status.phase.value} {status.reason}: {status.message}"
+    return Observed(registrations, assignments, readiness, tuple(forged), loads, troubles)
 
 
 # Accepted is not running: until a replica is reported Ready, it is not proven ready.
@@ -229,9 +234,59 @@ class Leadership:
     since: float = 0.0  # when this agent took the leader key
     said_unschedulable: dict[tuple[str, int], str] = field(default_factory=dict)
     said_forged: set[str] = field(default_factory=set)
+    said_notices: dict[tuple[str, str], str] = field(default_factory=dict)
     known_nodes: set[str] = field(default_factory=set)
     head_seen: dict[int, float] = field(default_factory=dict)  # seq -> when this leader had it
     scaling: dict[str, Scale] = field(default_factory=dict)  # by workload
+    rollouts: dict[str, Rollout] = field(default_factory=dict)  # updates under way, by workload
+
+
+@dataclass
+class Rollout:
+    """A rolling update the leader watches: to which version, since when it waits."""
+
+    commit: str
+    seq: int
+    since: float
+    stalled: bool = False
+
+
+def rollout_news(
+    term: Leadership,
+    found: Plan,
+    observed: Observed,
+    versions: Mapping[str, Version],
+    head: Version,
+    now: float,
+    deadline: float,
+) -> list[tuple[bool, str, str, str]]:
+    """What changed in the rolling updates this pass, as (warning, reason, workload, message):
+    `RolloutStalled` once an update waited `deadline` seconds for a replacement to be Ready
+    (the old replicas keep serving; a newer approved commit takes over from it), and
+    `RolledOut` when an update that was watched ends. Pure: `term` keeps the state."""
+    news: list[tuple[bool, str, str, str]] = []
+    waiting = {str(n.workload): n for n in found.notices if n.kind is NoticeKind.ROLLOUT_WAITING}
+    for name, notice in sorted(waiting.items()):
+        version = versions.get(name, head)
+        watched = term.rollouts.get(name)
+        if watched is None or (watched.commit, watched.seq) != (version.commit, version.seq):
+            watched = term.rollouts[name] = Rollout(version.commit, version.seq, now)
+        if not watched.stalled and now - watched.since >= deadline:
+            watched.stalled = True
+            why = [
+                f"{a.node} slot {a.slot}: {observed.troubles[key]}"
+                for key, (_, a) in sorted(observed.assignments.items())
+                if a.workload == name and a.commit == version.commit and key in observed.troubles
+            ]
+            news.append((True, "RolloutStalled", name,
+                         f"{notice.message} for {deadline:g} s; the old replicas keep serving"
+                         + (f"; {'; '.join(why)}" if why else "")))  # fmt: skip
+    for name in sorted(set(term.rollouts) - set(waiting)):
+        done = term.rollouts.pop(name)
+        news.append((False, "RolledOut", name,
+                     f"workload {name} runs commit {done.commit[:12]} (seq {done.seq}) in "
+                     f"every slot, {now - done.since:.1f} s after its update began"))  # fmt: skip
+    return news
 
 
 @dataclass

@@ -130,6 +130,11 @@ class Placer:
         self._full = picked is None
         return picked
 
+    def choose_besides(self, node: NodeName) -> tuple[NodeName, tuple[GpuUuid, ...]] | None:
+        if self._full:
+            return None
+        return self.spreader.choose_besides(node)
+
     def reason(self) -> tuple[Reason, str]:
         """Why no further replica fits, now."""
         planning = self.planning
@@ -255,7 +260,9 @@ class Placer:
         """
         planning, spec, old = self.planning, self.spec, slot.old
         self.spreader.remove(old.node)  # the slot is leaving that node
-        picked = self.choose()
+        # A node runs one replica per slot: a surge beside the old replica is on another node
+        # (on its own node the new one would replace it, below the ready count).
+        picked = self.choose_besides(old.node) if surge else self.choose()
         if picked is None:
             self.spreader.add(old.node)
         else:
@@ -282,7 +289,13 @@ class Placer:
         may_go_down = not surge or ready_elsewhere >= spec.ready_needed
         if may_go_down and self._in_place(number, slot, old):
             return
-        _, words = self.reason()
+        if surge and self._fits_beside(old):
+            words = (
+                f"only {old.node} has room, and it runs the slot's old replica (a node runs "
+                "one replica of a slot)"
+            )
+        else:
+            _, words = self.reason()
         if may_go_down:
             words += f"; it does not fit in place on {old.node} either"
         else:
@@ -297,6 +310,17 @@ class Placer:
                 f"workload {spec.name}: rolling update to {_spec_version(spec)} is blocked at "
                 f"slot {number}: no room for its replacement ({words})",
             )
+        )
+
+    def _fits_beside(self, old: Assignment) -> bool:
+        """The new definition would fit on `old`'s node beside it."""
+        spec, node = self.spec, self.planning.nodes[old.node]
+        return (
+            spec.digest is not None
+            and node.alive
+            and spec.node_selector <= node.labels
+            and node.verified_seq >= spec.seq
+            and self.planning.ledger.fit(old.node, spec) is not None
         )
 
     def _in_place(self, number: int, slot: Slot, old: Assignment) -> bool:

@@ -122,6 +122,8 @@ class Spreader:
         self._dropped: set[int] = set()  # does not fit for the rest of this workload's turn
         self._capped: set[int] = set()
         self._exhausted: set[str] = set()
+        self._avoid: int | None = None  # a node one choice must not pick (`choose_besides`)
+        self._avoided = False
 
     def choose(self) -> tuple[NodeName, tuple[GpuUuid, ...]] | None:
         """The node and GPUs for one more replica, or None: no node fits."""
@@ -137,6 +139,31 @@ class Spreader:
             self._exhausted.add(domain)
             heapq.heappop(heap)
         return None
+
+    def choose_besides(self, node: NodeName) -> tuple[NodeName, tuple[GpuUuid, ...]] | None:
+        """As `choose`, on any node but `node` (which stays a candidate for later choices)."""
+        position = self._index.get(node)
+        if position is None:
+            return self.choose()
+        self._avoid, self._avoided = position, False
+        try:
+            return self.choose()
+        finally:
+            self._avoid = None
+            if self._avoided:
+                self._capped.discard(position)
+                self._readmit(position)
+
+    def _readmit(self, position: int) -> None:
+        """Put `position` back among its domain's candidates, at its current count."""
+        node = self._nodes[position]
+        domain = node.failure_domain
+        self._exhausted.discard(domain)
+        state = self._domain(domain)
+        count = self.node_counts.get(node.name, 0)
+        heapq.heappush(state.used, (count, self._rank(position), position))
+        entry = (self.domain_counts.get(domain, 0), self._domain_rank[domain], domain)
+        heapq.heappush(self._heap, entry)
 
     def add(self, node: NodeName) -> None:
         """One more replica on `node` (just placed, or a slot coming back to it)."""
@@ -218,6 +245,11 @@ class Spreader:
             else:
                 return None
             node = nodes[position]
+            if position == self._avoid:
+                self._avoided = True
+                self._capped.add(position)  # for this choice only: `choose_besides` undoes it
+                self._touched.add(position)
+                continue
             if cap is not None and self.node_counts.get(node.name, 0) >= cap:
                 self._capped.add(position)
                 self._touched.add(position)

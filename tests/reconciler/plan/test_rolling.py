@@ -61,8 +61,9 @@ CASES: list[Case] = [
         RUNNING,
         ALL_READY,
         [
-            f"place langid slot 0 on node-a: replacement for slot 0 {CHANGE}",
-            waiting(1, "slot 0 on node-a (placed now)"),
+            # beside it means on another node: a node runs one replica of a slot
+            f"place langid slot 0 on node-b: replacement for slot 0 {CHANGE}",
+            waiting(1, "slot 0 on node-b (placed now)"),
         ],
     ),
     (
@@ -89,8 +90,8 @@ CASES: list[Case] = [
         ALL_READY | ready(at(NEW, 0, A)),
         [
             "stop langid slot 0 on node-a: its replacement on node-a is ready",
-            f"place langid slot 1 on node-b: replacement for slot 1 {CHANGE}",
-            waiting(2, "slot 1 on node-b (placed now)"),
+            f"place langid slot 1 on node-a: replacement for slot 1 {CHANGE}",
+            waiting(2, "slot 1 on node-a (placed now)"),
         ],
     ),
     (
@@ -111,8 +112,8 @@ CASES: list[Case] = [
         RUNNING,
         None,
         [
-            f"place langid slot 0 on node-a: replacement for slot 0 {CHANGE}",
-            waiting(1, "slot 0 on node-a (placed now)"),
+            f"place langid slot 0 on node-b: replacement for slot 0 {CHANGE}",
+            waiting(1, "slot 0 on node-b (placed now)"),
         ],
     ),
     (
