@@ -98,6 +98,10 @@ def keygen(path: Path, comment: str, output: str | None) -> int:
               show_default=True,
               help="Seconds a rolling update may wait for a replacement to be Ready before "
               "the leader says it stalled (the old replicas keep serving).")  # fmt: skip
+@click.option("--scrub-interval", type=click.FloatRange(1, 7 * 86400), default=3600,
+              show_default=True,
+              help="Seconds between the leader's scrubs of every volume (shares read and "
+              "hash-checked; lost ones rebuilt without the data key).")  # fmt: skip
 @click.option("--stop-workloads/--leave-workloads", default=False, show_default=True,
               help="When the agent exits: stop its replicas, or let them run for the next "
               "agent to adopt.")  # fmt: skip
@@ -118,6 +122,7 @@ def run(
     publish_address: str,
     grace: float,
     progress_deadline: float,
+    scrub_interval: float,
     stop_workloads: bool,
 ) -> int:
     """Run the node agent until SIGTERM or Ctrl-C: follow the chain, register, campaign, lead
@@ -146,6 +151,7 @@ def run(
         grace=grace,
         stop_workloads=stop_workloads,
         progress_deadline=progress_deadline,
+        scrub_interval=scrub_interval,
     )
     agent = Agent(config)
     stop = threading.Event()

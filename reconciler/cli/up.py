@@ -56,12 +56,15 @@ def dir_option(function: click.decorators.FC) -> click.decorators.FC:
               show_default=True,
               help="Seconds a rolling update may wait for a new replica before it is said "
               "to have stalled.")  # fmt: skip
+@click.option("--scrub-interval", type=click.FloatRange(1, 86400), default=30,
+              show_default=True,
+              help="Seconds between the leader's scrubs (and repairs) of the volumes.")  # fmt: skip
 @click.option("--wait", type=click.FloatRange(0, 3600), default=300, show_default=True,
               help="Seconds to wait for every replica to be Ready (0: do not wait).")  # fmt: skip
 @output_option
 def up_command(
     repo: Path | None, nodes: int | None, folder: Path | None, ttl: int,
-    progress_deadline: float, wait: float, output: str | None,
+    progress_deadline: float, scrub_interval: float, wait: float, output: str | None,
 ) -> int:  # fmt: skip
     """Bring a whole circle up on this machine (default: the example circle): demo owners'
     and nodes' keys, its repository with the genesis approved by the owners' quorum, the
@@ -84,7 +87,9 @@ def up_command(
             )
         started: list[str] = []
         if record is None:
-            record = _make(source, site, nodes, ttl, progress_deadline, quiet=as_json)
+            record = _make(
+                source, site, nodes, ttl, (progress_deadline, scrub_interval), quiet=as_json
+            )
             started = [agents.start(site, record, node).node for node in record.nodes]
         else:
             if nodes is not None and nodes != len(record.nodes):
@@ -187,7 +192,13 @@ def _can_run_sandboxes() -> None:
 
 
 def _make(
-    source: Path, site: Site, nodes: int | None, ttl: int, deadline: float, *, quiet: bool
+    source: Path,
+    site: Site,
+    nodes: int | None,
+    ttl: int,
+    intervals: tuple[float, float],
+    *,
+    quiet: bool,
 ) -> Record:
     started = time.monotonic()
 
@@ -209,7 +220,8 @@ def _make(
         cgroup_parent=parent,
         cgroup_bases=agents.cgroup_bases(parent),
         created_at=int(time.time()),
-        progress_deadline=deadline,
+        progress_deadline=intervals[0],
+        scrub_interval=intervals[1],
     )
     site.write_record(record)
     (site.root / MAKING).unlink()

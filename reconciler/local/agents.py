@@ -58,6 +58,7 @@ def command(site: Site, record: Record, node: str) -> list[str]:
         "--storage-key", str(site.storage_key), "--uids", f"{first}-{first + UIDS_PER_NODE - 1}",
         "--cgroup-parent", record.cgroup_parent, "--grace", str(GRACE), "--stop-workloads",
         "--progress-deadline", f"{record.progress_deadline:g}",
+        "--scrub-interval", f"{record.scrub_interval:g}",
     ]  # fmt: skip
 
 

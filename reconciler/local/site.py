@@ -58,6 +58,7 @@ class Record:
     cgroup_bases: tuple[str, ...]  # where the replicas' groups are, for `circle down`
     created_at: int
     progress_deadline: float = 600.0  # seconds before a waiting rolling update is Stalled
+    scrub_interval: float = 30.0  # seconds between the leader's scrubs of the volumes
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -72,6 +73,7 @@ class Record:
             "cgroupBases": list(self.cgroup_bases),
             "createdAt": self.created_at,
             "progressDeadline": self.progress_deadline,
+            "scrubInterval": self.scrub_interval,
         }
 
 
@@ -148,6 +150,7 @@ class Site:
                 cgroup_bases=tuple(_text(b) for b in found["cgroupBases"]),
                 created_at=int(found["createdAt"]),
                 progress_deadline=float(found.get("progressDeadline", 600.0)),
+                scrub_interval=float(found.get("scrubInterval", 30.0)),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise InputError(

@@ -57,6 +57,7 @@ from reconciler.desired.repository import DesiredState
 from reconciler.errors import ReconcilerError, Retry
 from reconciler.node import leader, sandbox
 from reconciler.node.artifacts import Artifacts
+from reconciler.node.caretaker import Caretaker
 from reconciler.node.cgroups import Cgroups
 from reconciler.node.identity import ForgedRecord, NodeKey
 from reconciler.node.inventory import Inventory, gpu_device_nodes, read_inventory
@@ -127,6 +128,7 @@ class AgentConfig:
     grace: float = 10.0  # seconds between SIGTERM and SIGKILL when a replica stops
     stop_workloads: bool = False  # stop the replicas when the agent exits
     progress_deadline: float = 600.0  # seconds a rolling update may wait before Stalled
+    scrub_interval: float = 3600.0  # seconds between the leader's scrubs of every volume
 
 
 @dataclass
@@ -212,6 +214,12 @@ class Agent:
         self.volumes = Volumes(config.state_dir, storage_key, self.artifacts)
         self.runtime: Runtime | None = None
         self.meter = Meter(self._gpu_utilization, self.wake.set)
+        self.caretaker = Caretaker(
+            config.scrub_interval,
+            lambda: self.chain.desired,
+            lambda: self.leadership is not None,
+            self.wake.set,
+        )
         self.runtime_error: str | None = None
         self.chunk_server: ChunkServer | None = None
         self.reported: dict[tuple[str, int, int], AssignmentStatus] = {}
@@ -228,6 +236,7 @@ class Agent:
         source_watch = None if refs is None else SourceWatch(refs, self._source_moved, self.say)
         if source_watch is not None:
             source_watch.start()
+        self.caretaker.start()
         try:
             while not stop.is_set():
                 self.step()
@@ -255,6 +264,7 @@ class Agent:
                 watch.close()
             if source_watch is not None:
                 source_watch.stop()
+            self.caretaker.stop()
             self.leave()
         return 0
 
@@ -279,6 +289,9 @@ class Agent:
             self._campaign(now, name)
             if self.leadership is not None:
                 self._lead(now, name)
+            for finding in self.caretaker.take():
+                kind = EventType.WARNING if finding.warning else EventType.NORMAL
+                self._event(now, kind, finding.reason, f"volume/{finding.volume}", finding.message)
             self._run(now, name, self._judge(now, name))
             self.store_backoff.succeeded()
             self._condition("Ready", "Reconciled", self._summary())
