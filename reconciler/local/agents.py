@@ -26,6 +26,7 @@ from pathlib import Path
 import psutil
 
 from qss.durable import write_atomically
+from reconciler.errors import InputError
 from reconciler.files import read_bounded
 from reconciler.local.make import MAX_NODES
 from reconciler.local.site import Record, Site
@@ -36,6 +37,12 @@ UIDS_PER_NODE = 1000
 UID_SLOTS = 256  # circles' uid blocks: a circle takes the block its DIR hashes to
 GRACE = 5  # seconds a replica has between SIGTERM and SIGKILL when the circle goes down
 _MAX_PID_FILE = 4096
+_LAUNCH = (
+    "import subprocess, sys\n"
+    "p = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, "
+    "start_new_session=True, close_fds=True)\n"
+    "print(p.pid)\n"
+)
 
 
 @dataclass(frozen=True)
@@ -79,16 +86,25 @@ def start(site: Site, record: Record, node: str) -> Agent:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     site.node_dir(node).mkdir(exist_ok=True, mode=0o700)
     with site.log_file(node).open("ab") as log:
-        process = subprocess.Popen(
-            command(site, record, node),
+        # Started through a launcher that exits at once: the agent is nobody's child (init
+        # reaps it), so neither `circle up` nor a library caller keeps a zombie or a handle.
+        launched = subprocess.run(
+            [sys.executable, "-S", "-c", _LAUNCH, *command(site, record, node)],
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=log,
-            start_new_session=True,
-            close_fds=True,
             cwd=site.root,
+            timeout=30,
+            check=False,
         )
-    agent = Agent(node, process.pid, psutil.Process(process.pid).create_time())
+    words = launched.stdout.split()
+    if launched.returncode != 0 or len(words) != 1 or not words[0].isdigit():
+        raise InputError(f"{node}: the agent did not start (see {site.log_file(node)})")
+    pid = int(words[0])
+    try:
+        agent = Agent(node, pid, psutil.Process(pid).create_time())
+    except psutil.Error:
+        raise InputError(f"{node}: the agent exited at once (see {site.log_file(node)})") from None
     write_atomically(
         site.pid_file(node),
         json.dumps({"node": node, "pid": agent.pid, "started": agent.started}) + "\n",
