@@ -176,7 +176,13 @@ def test_fifty_random_kills_and_a_freeze_during_a_rollout(tmp_path: Path) -> Non
         # The approved state: the newest approved commit's definition, seq 3, in both slots.
         rows = assignments(site.root)
         assert {r["seq"] for r in rows} == {3}, rows
-        assert len({r["node"] for r in rows}) == 2  # still spread
+        # Spread: both failure domains again, or, where the faults left both replicas in one
+        # domain, said (SpreadShort): restoring it would stop a Ready replica below the ready
+        # floor, which the planner never does (a known limit: no surge for a rebalance).
+        if len({r["node"] for r in rows}) < 2:
+            short = [e for e in events(site.root) if e["reason"] == "SpreadShort"]
+            assert short, f"seed {SEED}: spread lost and not said"
+            assert "failure domain" in short[-1]["message"]
         head = json.loads(run_circle_process("log", "--repo", str(site.repo), "-o", "json").stdout)
         approved = head[-1]["commit"]
         for node in NODES:
