@@ -130,9 +130,12 @@ class TrackedServer(ThreadingHTTPServer):
 
 
 class Background:
-    """`server` serving from a thread of its own until `stop`."""
+    """`server` serving from a thread of its own until `stop`.
 
-    def __init__(self, server: TrackedServer, name: str, poll_interval: float = 0.05) -> None:
+    The serving loop wakes only for connections (a long `poll_interval`, so an idle server
+    costs nothing); `stop` wakes it by connecting to it while the shutdown waits."""
+
+    def __init__(self, server: TrackedServer, name: str, poll_interval: float = 60.0) -> None:
         self.server = server
         self.url = server.url
         self._thread = threading.Thread(
@@ -143,11 +146,24 @@ class Background:
         )
         self._thread.start()
 
+    def _poke(self) -> None:
+        """Connect to the server once, so that its loop wakes and sees the shutdown."""
+        host, port = self.server.server_address[:2]
+        if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a wildcard bind, reached on loopback
+            host = "::1" if ":" in str(host) else "127.0.0.1"
+        with contextlib.suppress(OSError):
+            socket.create_connection((str(host), int(port)), timeout=0.2).close()
+
     def stop(self) -> None:
         server = self.server
         server.stopping.set()
         try:
-            server.shutdown()
+            if self._thread.is_alive():
+                stopper = threading.Thread(target=server.shutdown, daemon=True)
+                stopper.start()
+                while stopper.is_alive():
+                    self._poke()
+                    stopper.join(0.05)
         finally:
             server.end_connections()
             server.server_close()

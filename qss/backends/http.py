@@ -475,7 +475,7 @@ class BlobServer:
                 f"blob server: cannot listen on {self.host}:{self.port}: {exc.strerror}"
             ) from exc
         self.port = server.server_port
-        self._running = Background(server, "blobs", poll_interval=0.02)
+        self._running = Background(server, "blobs")
         self.url = self._running.url
         return self
 
