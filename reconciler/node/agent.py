@@ -167,6 +167,16 @@ class _Chain:
     desired: DesiredState | None = None
     last_attempted: str | None = None
     refusal: str | None = None
+    # The step whose desired state is in force: the applied one, or, when the documents at
+    # the applied commit do not validate, the last step whose documents did (`invalid` says
+    # why), as Flux keeps the last applied revision when a newer one fails to build.
+    in_force: Version | None = None
+    invalid: str | None = None
+
+    @property
+    def steps_in_force(self) -> list[Step]:
+        seq = self.in_force.seq if self.in_force is not None else 0
+        return [step for step in self.steps if step.seq <= seq]
 
 
 class Agent:
@@ -294,7 +304,10 @@ class Agent:
                 self._event(now, kind, finding.reason, f"volume/{finding.volume}", finding.message)
             self._run(now, name, self._judge(now, name))
             self.store_backoff.succeeded()
-            self._condition("Ready", "Reconciled", self._summary())
+            if self.chain.invalid is not None:
+                self._condition("Stalled", "InvalidDesiredState", self.chain.invalid)
+            else:
+                self._condition("Ready", "Reconciled", self._summary())
         except StoreError as error:
             self.store_backoff.failed(now)
             self._condition("Reconciling", "StoreUnavailable", str(error))
@@ -348,7 +361,7 @@ class Agent:
                 self.chain.steps = [s for s in steps if s.seq <= done.state.seq]
             else:
                 self.chain.steps += list(done.applied)
-            self.chain.desired = desired_at(repo, done.state.commit).state
+            self._take_desired(now, repo, Version(done.state.commit, done.state.seq))  # type: ignore[arg-type]
             for step in done.applied:
                 by = ", ".join(step.signers)
                 subject = f"commit/{step.commit[:12]}"
@@ -356,6 +369,42 @@ class Agent:
                     now, EventType.NORMAL, "CommitApplied", subject, f"seq {step.seq}, by {by}"
                 )
         self.chain.state = done.state
+
+    def _take_desired(self, now: float, repo: pygit2.Repository, applied: Version) -> None:
+        """Put the applied step's desired state in force, unless its documents do not
+        validate: then keep (or, just started, find) the last step whose documents do."""
+        report = desired_at(repo, applied.commit)
+        if not report.errors:
+            self.chain.desired, self.chain.in_force, self.chain.invalid = (
+                report.state, applied, None)  # fmt: skip
+            return
+        shown = "; ".join(str(problem) for problem in report.errors[:3])
+        more = len(report.errors) - 3
+        why = f"{shown}" + (f" (and {more} more)" if more > 0 else "")
+        if self.chain.desired is None:
+            for step in reversed(self.chain.steps):
+                if step.seq >= applied.seq:
+                    continue
+                earlier = desired_at(repo, step.commit)
+                if not earlier.errors:
+                    self.chain.desired = earlier.state
+                    self.chain.in_force = Version(CommitId(step.commit), step.seq)
+                    break
+            else:  # no valid step at all: run what there is
+                self.chain.desired, self.chain.in_force = report.state, applied
+        kept = self.chain.in_force
+        message = (
+            f"seq {applied.seq} ({applied.commit[:12]}) is approved but its documents do not "
+            f"validate: {why}; "
+            + (f"seq {kept.seq} ({kept.commit[:12]}) stays in force" if kept and kept != applied
+               else "running it as it is")
+        )  # fmt: skip
+        if self.chain.invalid != message:
+            self._event(
+                now, EventType.WARNING, "InvalidDesiredState", f"commit/{applied.commit[:12]}",
+                message,
+            )  # fmt: skip
+        self.chain.invalid = message
 
     # -- 2. who am I ------------------------------------------------------------------------
 
@@ -524,8 +573,9 @@ class Agent:
             workload = message.split(" ", 1)[0]
             self._event(now, EventType.NORMAL, "Scaled", f"workload/{workload}", message)
         repo = pygit2.Repository(str(self.config.state_dir / follow.REPOSITORY))
-        head = Version(self.chain.state.commit, self.chain.state.seq)  # type: ignore[arg-type]
-        versions = leader.workload_versions(repo, self.chain.steps, self.chain.desired)
+        head = self.chain.in_force
+        assert head is not None
+        versions = leader.workload_versions(repo, self.chain.steps_in_force, self.chain.desired)
         found = leader.plan_pass(
             self.chain.desired,
             seen,

@@ -277,3 +277,45 @@ def test_a_changed_definition_rolls_out_only_beside_its_old_replicas(
     (blocked,) = [e for e in said if e.reason == "RolloutBlocked"]
     assert blocked.object == "workload/langid"
     assert "only node-a has room, and it runs the slot's old replica" in blocked.message
+
+
+def test_an_approved_commit_whose_documents_do_not_validate_keeps_the_last_valid_state(
+    world: World, circle: Callable[..., Result]
+) -> None:
+    node = agent(world, "node-a")
+    node.step()
+    store = open_store(world.store())
+    before = sorted((a.slot, a.seq) for _, a in node_assignments(store, world))
+    assert before == [(0, 1), (1, 1)]
+    # A duplicate key: approved by the quorum (approve does not validate), refused by nodes.
+    commit_change(world, circle, "workloads/langid.yaml", 'PYTHONUNBUFFERED: "1"',
+                  'PYTHONUNBUFFERED: "1"\n  PYTHONUNBUFFERED: "0"')  # fmt: skip
+    node.step()
+    assert node.chain.state is not None
+    assert node.chain.state.seq == 2  # the chain moved on: the commit is approved
+    assert node.chain.in_force is not None
+    assert node.chain.in_force.seq == 1  # ... but seq 1's documents stay in force
+    assert sorted((a.slot, a.seq) for _, a in node_assignments(store, world)) == before
+    (said,) = [e for e in events(store, world) if e.reason == "InvalidDesiredState"]
+    assert said.object.startswith("commit/")
+    assert "workloads/langid.yaml:" in said.message
+    assert "seq 1 (" in said.message
+    assert "stays in force" in said.message
+    assert node.conditions[0].reason == "InvalidDesiredState"
+    # An agent that starts now finds the last valid step itself.
+    fresh = agent(world, "node-b")
+    fresh.step()
+    assert fresh.chain.in_force is not None
+    assert fresh.chain.in_force.seq == 1
+    assert fresh.chain.desired is not None
+    assert "langid" in fresh.chain.desired.workloads
+
+    # A newer valid commit is taken up at once, and says nothing more.
+    commit_change(world, circle, "workloads/langid.yaml", '\n  PYTHONUNBUFFERED: "0"', "")
+    node.step()
+    assert node.chain.in_force is not None
+    assert node.chain.in_force.seq == 3
+    assert node.conditions[0].reason == "Reconciled"
+    told = [e.node for e in events(store, world) if e.reason == "InvalidDesiredState"]
+    assert sorted(told) == ["node-a", "node-b"]  # each agent said it once
+    store.close()
