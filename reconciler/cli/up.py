@@ -92,10 +92,16 @@ def up_command(
             )
             started = [agents.start(site, record, node).node for node in record.nodes]
         else:
-            if nodes is not None and nodes != len(record.nodes):
+            given = [
+                f"--{name.replace('_', '-')}"
+                for name in ("nodes", "ttl", "progress_deadline", "scrub_interval")
+                if click.get_current_context().get_parameter_source(name)
+                is not click.core.ParameterSource.DEFAULT
+            ]
+            if given:
                 stderr.print(
-                    f"{site.root} holds {plural(len(record.nodes), 'node')}; --nodes is "
-                    "ignored (circle down --purge to make it again)",
+                    f"{site.root} holds a circle made already; {', '.join(given)} "
+                    "ignored (`circle down --purge` first to make it again)",
                     markup=False,
                 )
             for node in record.nodes:

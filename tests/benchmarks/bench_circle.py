@@ -19,7 +19,12 @@ in-process from the store (`reconciler.node.view`, each record verified) every P
   process it started and every process in its replicas' control groups; until `langid` has
   its wanted Ready replicas again, none on the lost node. Target: <= ttl + 2 s + the service's
   start-up; once on the first circle (`--ttl`, default 10), once on a second one (`--fast-ttl`,
-  default 3).
+  default 3);
+- load -> autoscaled replica Ready: on a third circle made from a copy of the example whose
+  langid scales at 5 requests per second per replica, three clients post without pause; until
+  a third replica is Ready (no new commit). The node measures every 5 s and a rate needs two
+  samples; the Kubernetes HPA's 15 s sync period and metrics-server's 60 s resolution are
+  printed beside it as documented defaults.
 
 The service's own start-up is the baseline: the same service, from the artifact a node
 installed and the model a node fetched, started as a plain process outside any sandbox until
@@ -27,7 +32,7 @@ GET /healthz answers 200 (median of 3). Flux's source poll (1 min), Argo CD's re
 and Kubernetes' eviction of a lost node's pods (40 s node-monitor-grace-period + 300 s default
 toleration) are printed beside them as documented defaults, not measured.
 
-Needs root, bubblewrap and writable cgroups, as `circle up` does. About 75 s with the defaults.
+Needs root, bubblewrap and writable cgroups, as `circle up` does. About 100 s with the defaults.
 
     .venv/bin/python tests/benchmarks/bench_circle.py [--rounds 3] [--idle 20] [--ttl 10]
         [--fast-ttl 3] [--dir PARENT] [--logs FOLDER]
@@ -52,6 +57,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -107,6 +113,7 @@ def run(argv: list[str], timeout: float, what: str) -> subprocess.CompletedProce
 class LocalCircle:
     root: Path  # DIR
     ttl: int
+    source: Path | None = None  # the circle repository (default: the example)
     up_seconds: float = float("nan")
     nodes: tuple[str, ...] = ()
     bases: tuple[Path, ...] = ()  # the replicas' control groups, one base per controller
@@ -127,7 +134,8 @@ class LocalCircle:
     def up(self) -> None:
         """`circle up` from nothing; BenchError unless every replica is Ready."""
         began = time.perf_counter()
-        argv = [*circle_argv(), "up", "--dir", str(self.root), "--ttl", str(self.ttl)]
+        argv = [*circle_argv(), "up", *([str(self.source)] if self.source else []),
+                "--dir", str(self.root), "--ttl", str(self.ttl)]  # fmt: skip
         done = run([*argv, "--wait", "120", "-o", "json"], 180, "circle up")
         self.up_seconds = time.perf_counter() - began
         status = json.loads(done.stdout)
@@ -632,6 +640,61 @@ def _healthy(port: int) -> bool:
 # -- the run -------------------------------------------------------------------------------------
 
 
+AUTOSCALE_TARGET = 5  # rps per replica, in the benchmark's copy of the example
+HPA_SYNC = 15.0  # Kubernetes HPA --horizontal-pod-autoscaler-sync-period, documented default
+METRICS_RESOLUTION = 60.0  # metrics-server --metric-resolution, documented default
+
+
+def autoscaled(scratch: Path, ttl: int) -> float:
+    """Load start -> a third replica Ready, on a circle whose langid scales at 5 rps per
+    replica (the example's copy); the load is three clients posting without pause."""
+    repo = scratch / "autoscale-repo"
+    shutil.copytree(REPO / "example-circle-repo", repo,
+                    ignore=shutil.ignore_patterns("__pycache__", ".*cache"))  # fmt: skip
+    workload = repo / "workloads" / f"{WORKLOAD}.yaml"
+    text = workload.read_text()
+    workload.write_text(text.replace("  target: 200\n", f"  target: {AUTOSCALE_TARGET}\n"))
+    circle = LocalCircle(scratch / "autoscale", ttl, source=repo)
+    stop = threading.Event()
+    try:
+        circle.up()
+        with circle.store() as store:
+            seen = circle.read(store)
+        endpoints = [
+            e.split("=", 1)[1] for p in _mine(seen) if p.status for e in p.status.endpoints
+        ]
+        clients = [threading.Thread(target=_post, args=(endpoints, stop), daemon=True)
+                   for _ in range(3)]  # fmt: skip
+        began = time.perf_counter()
+        for client in clients:
+            client.start()
+        deadline = began + 120
+        while time.perf_counter() < deadline:
+            with circle.store() as store:
+                ready = _ready_slots(_mine(circle.read(store)))
+            if len(ready) >= 3:
+                return time.perf_counter() - began
+            time.sleep(POLL * 5)
+        raise BenchError("no third replica Ready within 120 s of load")
+    finally:
+        stop.set()
+        with _uninterrupted():
+            circle.down(None)
+
+
+def _post(endpoints: list[str], stop: threading.Event) -> None:
+    body = json.dumps({"text": "Der Hund schläft im Haus."})
+    while not stop.is_set():
+        for endpoint in endpoints:
+            host, port = endpoint.rsplit(":", 1)
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                connection = http.client.HTTPConnection(host, int(port), timeout=5)
+                connection.request("POST", "/v1/predict", body,
+                                   {"Content-Type": "application/json"})  # fmt: skip
+                connection.getresponse().read()
+                connection.close()
+
+
 @dataclass
 class Results:
     up: list[tuple[int, float]] = field(default_factory=list)  # (ttl, seconds)
@@ -639,6 +702,7 @@ class Results:
     rollouts: list[Rollout] = field(default_factory=list)
     losses: list[NodeLoss] = field(default_factory=list)
     idle: Idle | None = None
+    autoscaled: float | None = None
     warnings: dict[str, dict[str, collections.Counter[str]]] = field(default_factory=dict)
 
 
@@ -658,6 +722,7 @@ def measure(args: argparse.Namespace, scratch: Path, results: Results) -> None:
         with _uninterrupted():
             results.warnings[first.root.name] = first.logs()
             first.down(args.logs)
+    results.autoscaled = autoscaled(scratch, args.fast_ttl if args.fast_ttl > 0 else args.ttl)
     if args.fast_ttl <= 0:
         return
     second = LocalCircle(scratch / f"ttl{args.fast_ttl}", args.fast_ttl)
@@ -726,6 +791,11 @@ def report(r: Results, args: argparse.Namespace) -> None:
         row("  replica placed on another node", loss.moved)
     if r.losses:
         row("  Kubernetes: eviction (documented default, not measured)", "-", K8S_EVICTION)
+    if r.autoscaled is not None:
+        row(f"load -> autoscaled replica Ready ({AUTOSCALE_TARGET} rps target)", r.autoscaled)
+        row("  Kubernetes HPA: sync period (documented default, not measured)", "-", HPA_SYNC)
+        row("  metrics-server: resolution (documented default, not measured)", "-",
+            METRICS_RESOLUTION)  # fmt: skip
 
     width = max(len(name) for name, *_ in rows) + 2
     print(f"{'figure':{width}}{'value':>10}{'baseline':>10}  {'target':28}verdict")
