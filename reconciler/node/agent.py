@@ -323,6 +323,10 @@ class Agent:
             self.runtime.close()
         if self.chunk_server is not None:
             self.chunk_server.stop()
+        for source in self._sources.values():  # peers' kept-alive connections
+            if isinstance(source, HttpChunkSource):
+                source.close()
+        self._sources = {}
         if self.lease is not None:
             with contextlib.suppress(StoreError):
                 self.store.revoke(self.lease)

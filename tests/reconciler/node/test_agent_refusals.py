@@ -37,7 +37,12 @@ from tests.reconciler.node.world import World, commit_change, make_world, releas
 def world(tmp_path: Path, circle: Callable[..., Result]) -> Iterator[World]:
     made = make_world(tmp_path, circle)
     yield made
+    while STARTED:  # what each agent started (chunk server, replicas, lease) ends with it
+        STARTED.pop().leave()
     release(made)
+
+
+STARTED: list[Agent] = []
 
 
 def agent(world: World, name: str, key: Path | None = None) -> Agent:
@@ -57,7 +62,9 @@ def agent(world: World, name: str, key: Path | None = None) -> Agent:
         stop_workloads=True,
         grace=1.0,
     )
-    return Agent(config, say=lambda line: None)
+    made = Agent(config, say=lambda line: None)
+    STARTED.append(made)
+    return made
 
 
 def keys_of(world: World) -> dict[str, str]:
