@@ -197,7 +197,7 @@ class Agent:
         self.layout = Layout(config.introduction.circle)
         self.clock = clock
         self.nvml = nvml
-        self.say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.say = say or _log
         self.chain = _Chain()
         self.name: str | None = None
         self.lease: LeaseId | None = None
@@ -1000,6 +1000,13 @@ class Agent:
                 json.dumps(document, indent=2) + "\n",
                 mode=0o600,
             )
+
+
+def _log(line: str) -> None:
+    """One line of the agent's log on stderr, stamped with the UTC time (as the kubelet's)."""
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+    print(f"{stamp} {line}", file=sys.stderr, flush=True)
 
 
 def _target(runtime: Runtime, work: Work, key: tuple[str, int, int]) -> Target:
