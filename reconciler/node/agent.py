@@ -103,7 +103,8 @@ from reconciler.store import (
 )
 
 STATUS_FILE = "agent.json"
-_SLICE = 0.25  # seconds: how often a waiting agent looks whether a replica changed
+_SLICE = 0.05  # seconds: how often a waiting agent looks whether a replica changed (as often
+# as the SQLite watch polls, so a Ready replica is told within about one poll)
 MAX_EVENTS = 1000
 EVENT_AGE_MS = 3600 * 1000
 

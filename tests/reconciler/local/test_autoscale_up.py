@@ -76,7 +76,10 @@ def test_load_scales_up_to_the_approved_max_and_back_down_after_the_window(
         assert scaled, "no Scaled event"
         assert scaled[0]["object"] == "workload/langid"
         assert "rps per replica > target 5" in scaled[0]["message"]
-        assert "(wants" in scaled[0]["message"] or "-> 4" in scaled[0]["message"]
+        assert scaled[0]["message"].startswith("langid 2 -> ")
+        # up to the approved max, in one step or more, never past it
+        assert any(e["message"].startswith(("langid 2 -> 4", "langid 3 -> 4")) for e in scaled)
+        assert not any("-> 5" in e["message"] for e in scaled)
 
         stop.set()
         for worker in workers:
