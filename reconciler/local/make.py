@@ -18,6 +18,7 @@ starts over):
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import shutil
@@ -230,7 +231,7 @@ def _move_backends(folder: Path, qss: Path, nodes: list[str]) -> None:
     for path in sorted(folder.glob("*.yaml")):
 
         def change(document: Any) -> None:
-            spare = iter(nodes * 256)
+            spare = itertools.cycle(nodes)
             for backend in document.get("backends") or []:
                 backend["url"] = f"dir:{qss / str(backend['name'])}"
                 if backend.get("node") is not None and backend["node"] not in nodes:
