@@ -381,7 +381,10 @@ class Agent:
         report = desired_at(repo, applied.commit)
         if not report.errors:
             self.chain.desired, self.chain.in_force, self.chain.invalid = (
-                report.state, applied, None)  # fmt: skip
+                report.state,
+                applied,
+                None,
+            )
             return
         shown = "; ".join(str(problem) for problem in report.errors[:3])
         more = len(report.errors) - 3
@@ -398,17 +401,18 @@ class Agent:
             else:  # no valid step at all: run what there is
                 self.chain.desired, self.chain.in_force = report.state, applied
         kept = self.chain.in_force
+        outcome = (
+            f"seq {kept.seq} ({kept.commit[:12]}) stays in force"
+            if kept is not None and kept != applied
+            else "running it as it is"
+        )
         message = (
             f"seq {applied.seq} ({applied.commit[:12]}) is approved but its documents do not "
-            f"validate: {why}; "
-            + (f"seq {kept.seq} ({kept.commit[:12]}) stays in force" if kept and kept != applied
-               else "running it as it is")
-        )  # fmt: skip
+            f"validate: {why}; {outcome}"
+        )
+        subject = f"commit/{applied.commit[:12]}"
         if self.chain.invalid != message:
-            self._event(
-                now, EventType.WARNING, "InvalidDesiredState", f"commit/{applied.commit[:12]}",
-                message,
-            )  # fmt: skip
+            self._event(now, EventType.WARNING, "InvalidDesiredState", subject, message)
         self.chain.invalid = message
 
     # -- 2. who am I ------------------------------------------------------------------------
@@ -574,8 +578,7 @@ class Agent:
         if not seen.assignments and not everyone and now - term.since < settle:
             return  # the first leader of a circle lets its nodes register first
         replicas, decisions = leader.autoscale(term, self.chain.desired, seen, int(now))
-        for message in decisions:
-            workload = message.split(" ", 1)[0]
+        for workload, message in decisions:
             self._event(now, EventType.NORMAL, "Scaled", f"workload/{workload}", message)
         repo = pygit2.Repository(str(self.config.state_dir / follow.REPOSITORY))
         head = self.chain.in_force

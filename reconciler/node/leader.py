@@ -300,14 +300,14 @@ class Scale:
 
 def autoscale(
     term: Leadership, desired: DesiredState, observed: Observed, now: int
-) -> tuple[dict[str, int], list[str]]:
-    """The replica count of every autoscaled workload, and the decisions that changed one,
-    in words (pure: `term` keeps the state). A workload starts from the slots its replicas
-    hold (a new leader carries on from its predecessor's decision), or from the approved
-    `replicas` when the owners changed it; then the HPA rule (`reconciler.plan.autoscale`)
-    moves it within the approved bounds."""
+) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """The replica count of every autoscaled workload, and the decisions that changed one
+    as (workload, the decision in words); pure, `term` keeps the state. A workload starts
+    from the slots its replicas hold (a new leader carries on from its predecessor's
+    decision), or from the approved `replicas` when the owners changed it; then the HPA
+    rule (`reconciler.plan.autoscale`) moves it within the approved bounds."""
     decided: dict[str, int] = {}
-    said: list[str] = []
+    said: list[tuple[str, str]] = []
     for name, loaded in sorted(desired.workloads.items()):
         workload = loaded.document
         bounds = workload.autoscale
@@ -321,15 +321,13 @@ def autoscale(
             start = len(slots) if state is None and slots else workload.replicas
             state = Scale(start, workload.replicas)
         loads = [observed.loads[key] for key, _ in mine if key in observed.loads]
-        envelope = Envelope(
-            name, bounds.min, bounds.max, UNITS.get(str(bounds.metric), bounds.source.series
-            if bounds.source else str(bounds.metric)), bounds.target, int(bounds.cooldown),
-        )  # fmt: skip
+        unit = UNITS.get(str(bounds.metric)) or (bounds.source.series if bounds.source else "")
+        envelope = Envelope(name, bounds.min, bounds.max, unit, bounds.target, int(bounds.cooldown))
         scaled = decide(envelope, state.replicas, loads, state.history, now, int(term.since))
         term.scaling[name] = Scale(scaled.replicas, workload.replicas, scaled.history)
         decided[name] = scaled.replicas
         if scaled.changed:
-            said.append(scaled.message)
+            said.append((name, scaled.message))
     return decided, said
 
 
