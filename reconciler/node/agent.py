@@ -552,8 +552,12 @@ class Agent:
                     self.layout.subject_of(key),
                     "a record that no admitted node signed was ignored",
                 )
-        joined = set(seen.registrations) - term.known_nodes
-        lost = term.known_nodes - set(seen.registrations)
+        present = set(seen.registrations)
+        joined = present - term.known_nodes
+        # Lost: a node this term saw go, or one still holding slots without a lease (a leader
+        # that took over from a frozen or killed one never saw that node's registration).
+        holding = {key.node for key in seen.assignments}
+        lost = (term.known_nodes | holding) - present - term.said_lost
         for node in sorted(joined):
             self._event(
                 now,
@@ -570,7 +574,8 @@ class Agent:
                 f"node/{node}",
                 f"{node}'s lease expired: its replicas are rescheduled",
             )
-        term.known_nodes = set(seen.registrations)
+        term.known_nodes = present
+        term.said_lost = (term.said_lost | lost) - present
         if self._catching_up(now, term, seen):
             return
         everyone = set(self.chain.desired.nodes) <= set(seen.registrations)

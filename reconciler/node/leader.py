@@ -236,6 +236,7 @@ class Leadership:
     said_forged: set[str] = field(default_factory=set)
     said_notices: dict[tuple[str, str], str] = field(default_factory=dict)
     known_nodes: set[str] = field(default_factory=set)
+    said_lost: set[str] = field(default_factory=set)  # NodeLost told, until the node is back
     head_seen: dict[int, float] = field(default_factory=dict)  # seq -> when this leader had it
     scaling: dict[str, Scale] = field(default_factory=dict)  # by workload
     rollouts: dict[str, Rollout] = field(default_factory=dict)  # updates under way, by workload

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.node import view
+from reconciler.node.records import EventRecord
 from reconciler.store import open_store
 from tests.conftest import Result
 from tests.reconciler.node.world import NODES, World, make_world, release, run_agent
@@ -36,6 +37,11 @@ def wait_for(condition: Callable[[], bool], seconds: float = 60) -> None:
 def seen(world: World) -> view.View:
     with open_store(world.store()) as store:
         return view.read(store, view.circle_from(world.circle, None))
+
+
+def said(world: World) -> list[EventRecord]:
+    with open_store(world.store()) as store:
+        return view.events(store, view.circle_from(world.circle, None))[0]
 
 
 def placed(world: World) -> dict[int, str]:
@@ -77,11 +83,16 @@ def converge_and_heal(world: World) -> None:
 
         old = first.leader
         assert old is not None
+        held = old in placed(world).values()
         agents[old].send_signal(signal.SIGKILL)
         agents[old].wait(timeout=30)
         wait_for(lambda: seen(world).leader not in (None, old), seconds=30)
         wait_for(lambda: len(placed(world)) == 2 and old not in placed(world).values())
         assert seen(world).epoch != first.epoch
+        # The new leader never saw the old one's registration, yet says it lost the node
+        # whose slots it moves.
+        lost = [e.object for e in said(world) if e.reason == "NodeLost"]
+        assert lost.count(f"node/{old}") == (1 if held else 0), lost
 
         now = seen(world)
         follower = next(name for name in NODES if name not in (old, now.leader))
