@@ -9,6 +9,7 @@ so that their signer signs again; they are never counted.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pygit2
 
@@ -44,6 +45,34 @@ class Review:
     @property
     def approved(self) -> bool:
         return bool(self.assessment.quorum.rules) and self.assessment.quorum.satisfied
+
+    def to_json(self) -> dict[str, Any]:
+        """The review as `circle review -o json` prints it (and the dashboard serves it)."""
+        found = self.assessment
+        return {
+            "revision": self.revision,
+            "seq": self.seq,
+            "from": self.from_commit,
+            "approved": self.approved,
+            "changes": [
+                {"subject": c.subject, "action": str(c.action), "details": list(c.details),
+                 "path": c.path, "line": c.line()}
+                for c in self.changes
+            ],
+            "rules": [
+                {"rule": r.rule, "policy": r.policy, "threshold": r.threshold, "weight": r.weight,
+                 "signed": list(r.signed), "missing": list(r.unsigned),
+                 "requiredMissing": list(r.required_missing), "satisfied": r.satisfied,
+                 "paths": list(r.paths)}
+                for r in found.quorum.rules
+            ],
+            "signers": list(found.signers),
+            "excluded": [str(item) for item in found.excluded],
+            "stale": [
+                {"member": s.member, "seq": s.seq, "to": s.to, "reason": s.reason}
+                for s in self.stale
+            ],
+        }  # fmt: skip
 
 
 def review(

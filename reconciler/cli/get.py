@@ -14,8 +14,7 @@ import click
 from reconciler.cli.context import settings
 from reconciler.cli.render import print_columns, print_json, stderr, stdout
 from reconciler.errors import InputError
-from reconciler.node import view
-from reconciler.node.records import Registration
+from reconciler.node import tables, view
 from reconciler.store import StateStore, open_store, resolve_store_url
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -99,34 +98,11 @@ def nodes(
     with _open(store_url) as store:
         seen = view.read(store, circle)
     now = time.time()
-    registered: dict[str, Registration] = {n.registration.node: n.registration for n in seen.nodes}
-    rows: list[dict[str, Any]] = []
-    for name, loaded in sorted(circle.desired.nodes.items()):
-        found = registered.get(name)
-        document = loaded.document
-        rows.append(
-            {
-                "name": name,
-                "status": "Ready" if found else "NotReady",
-                "leader": name == seen.leader,
-                "failureDomain": document.failure_domain,
-                "seq": found.seq if found else None,
-                "commit": found.commit if found else None,
-                "cpu": found.inventory.cpu if found else None,
-                "memory": found.inventory.memory if found else None,
-                "gpus": [
-                    {"uuid": g.uuid, "model": g.model, "memory": g.memory, "healthy": g.healthy}
-                    for g in (found.inventory.gpus if found else ())
-                ],
-                "address": found.address if found else document.address,
-                "startedAt": found.started_at if found else None,
-                "agent": found.agent if found else None,
-            }
-        )
+    table = tables.nodes(seen)
+    rows = table["nodes"]
     mode = _mode(output)
     if mode == "json":
-        print_json({"circle": circle.id, "leader": seen.leader, "epoch": seen.epoch,
-                    "nodes": rows, "unverified": seen.forged})  # fmt: skip
+        print_json(table)
         return 0
     columns = ["NAME", "STATUS", "ROLE", "DOMAIN", "SEQ", "CPU", "MEMORY", "GPUS", "AGE"]
     if mode == "wide":
@@ -159,24 +135,11 @@ def assignments(
     circle = view.circle_from(repo, state_dir)
     with _open(store_url) as store:
         seen = view.read(store, circle)
-    rows: list[dict[str, Any]] = [
-        {
-            **placed.assignment.to_dict(),
-            "signer": placed.signer,
-            "phase": placed.status.phase.value if placed.status else None,
-            "reason": placed.status.reason if placed.status else None,
-            "message": placed.status.message if placed.status else None,
-            "restarts": placed.status.restarts if placed.status else 0,
-            "endpoints": list(placed.status.endpoints) if placed.status else [],
-        }
-        for placed in sorted(
-            seen.assignments,
-            key=lambda p: (p.assignment.workload, p.assignment.slot, p.assignment.seq),
-        )
-    ]
+    table = tables.assignments(seen)
+    rows = table["assignments"]
     mode = _mode(output)
     if mode == "json":
-        print_json({"circle": circle.id, "assignments": rows, "unverified": seen.forged})
+        print_json(table)
         return 0
     columns = ["WORKLOAD", "SLOT", "NODE", "SEQ", "STATUS", "REASON", "RESTARTS", "EPOCH"]
     if mode == "wide":
@@ -205,38 +168,11 @@ def workloads(
     circle = view.circle_from(repo, state_dir)
     with _open(store_url) as store:
         seen = view.read(store, circle)
-    rows: list[dict[str, Any]] = []
-    for name, loaded in sorted(circle.desired.workloads.items()):
-        workload = loaded.document
-        mine = [p for p in seen.assignments if p.assignment.workload == name]
-        phases = [p.status.phase.value for p in mine if p.status]
-        bounds = workload.autoscale
-        loads = [p.status.load / 1000 for p in mine if p.status and p.status.load is not None]
-        rows.append(
-            {
-                "name": name,
-                "replicas": workload.replicas,
-                # what the leader decided: the slots it placed (the autoscaler's count)
-                "desired": view.desired_count(workload, {p.assignment.slot for p in mine}),
-                "autoscale": None
-                if bounds is None
-                else {
-                    "min": bounds.min,
-                    "max": bounds.max,
-                    "metric": str(bounds.metric),
-                    "target": bounds.target,
-                },
-                "load": round(sum(loads) / len(loads), 3) if loads else None,
-                "placed": len(mine),
-                "accepted": sum(1 for phase in phases if phase != "Refused"),
-                "ready": sum(1 for phase in phases if phase == "Ready"),
-                "nodes": sorted({p.assignment.node for p in mine}),
-                "digest": workload.artifact.digest,
-            }
-        )
+    table = tables.workloads(seen)
+    rows = table["workloads"]
     mode = _mode(output)
     if mode == "json":
-        print_json({"circle": circle.id, "workloads": rows, "unverified": seen.forged})
+        print_json(table)
         return 0
     columns = ["NAME", "REPLICAS", "DESIRED", "PLACED", "ACCEPTED", "READY", "NODES"]
     if mode == "wide":
@@ -253,6 +189,44 @@ def workloads(
             load = "-" if row["load"] is None else f"{row['load']:g}"
             cells += [scale, load, (row["digest"] or "-")[:19]]
         lines.append(cells)
+    print_columns(columns, lines)
+    _note_forged(seen.forged)
+    return 0
+
+
+@group.command("volumes")
+@store_options
+@output_choice
+def volumes(
+    store_url: str | None, repo: Path | None, state_dir: Path | None, output: str | None
+) -> int:
+    """Volume objects as the leader last scrubbed them: shares healthy, margin, repairs."""
+    circle = view.circle_from(repo, state_dir)
+    with _open(store_url) as store:
+        seen = view.read(store, circle)
+    now = time.time()
+    table = tables.volumes(seen)
+    mode = _mode(output)
+    if mode == "json":
+        print_json(table)
+        return 0
+    columns = ["VOLUME", "OBJECT", "STATUS", "SHARES", "MARGIN", "REPAIRS", "SCRUBBED"]
+    if mode == "wide":
+        columns += ["ID", "BY", "DOMAINS"]
+    lines = []
+    for volume in table["volumes"]:
+        if not volume["objects"]:
+            lines.append([volume["name"], "-", "NotScrubbed", "-", "-", "-", "-"]
+                         + (["-", "-", "-"] if mode == "wide" else []))  # fmt: skip
+        for row in volume["objects"]:
+            cells = [volume["name"], row["name"], row["status"], f"{row['healthy']}/{row['n']}",
+                     str(row["margin"]), str(row["repairs"]),
+                     age(now - row["scrubbedAt"])]  # fmt: skip
+            if mode == "wide":
+                domains = ",".join(f"{name}:{d['healthy']}/{d['shares']}"
+                                   for name, d in row["failureDomains"].items())  # fmt: skip
+                cells += [row["object"][:12], row["scrubbedBy"], domains]
+            lines.append(cells)
     print_columns(columns, lines)
     _note_forged(seen.forged)
     return 0

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from reconciler.chain.review import Review, review
+from reconciler.chain.review import review
 from reconciler.chain.values import IdentityVerifier
 from reconciler.cli.chain_options import (
     identities_option,
@@ -56,7 +56,7 @@ def command(
         step = found.steps[-1]
         return _render_approved(mode, step.seq, step.commit, step.signers)
     done = review(git, found, now, identities)
-    report = _report(done)
+    report = done.to_json()
     changes = done.changes
     if mode == "json":
         print_json(report)
@@ -65,34 +65,6 @@ def command(
     else:
         stdout.print(_text(report, changes), markup=False)
     return 0
-
-
-def _report(done: Review) -> dict[str, Any]:
-    found = done.assessment
-    return {
-        "revision": done.revision,
-        "seq": done.seq,
-        "from": done.from_commit,
-        "approved": done.approved,
-        "changes": [
-            {"subject": c.subject, "action": str(c.action), "details": list(c.details),
-             "path": c.path, "line": c.line()}
-            for c in done.changes
-        ],
-        "rules": [
-            {"rule": r.rule, "policy": r.policy, "threshold": r.threshold, "weight": r.weight,
-             "signed": list(r.signed), "missing": list(r.unsigned),
-             "requiredMissing": list(r.required_missing), "satisfied": r.satisfied,
-             "paths": list(r.paths)}
-            for r in found.quorum.rules
-        ],
-        "signers": list(found.signers),
-        "excluded": [str(item) for item in found.excluded],
-        "stale": [
-            {"member": s.member, "seq": s.seq, "to": s.to, "reason": s.reason}
-            for s in done.stale
-        ],
-    }  # fmt: skip
 
 
 def _render_approved(mode: str, seq: int, commit: str, signers: tuple[str, ...]) -> int:

@@ -13,11 +13,15 @@ as events, which the agent signs and stores from its own loop:
     VolumeUnreachable   (Warning) a backend could not be listed (its objects not checked)
 
 A healthy object says nothing; an object is told about again only when what is wrong changes.
+Every scrub is also kept as `Scrubbed` (the last one per object, `latest`; the new ones by
+`take_scrubbed`), which the agent signs into the store for `circle get volumes` and the
+dashboard. The first round comes a few seconds after the start, then every `interval`.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,7 +29,23 @@ from qss.errors import StorageError
 from qss.reports import ObjectHealth, ShareStatus
 from reconciler.desired.repository import DesiredState
 from reconciler.errors import ReconcilerError
+from reconciler.node.records import ShareState, VolumeStatus, fit_message
+from reconciler.plan.inputs import NodeName
 from reconciler.wiring import volume_store
+
+FIRST_ROUND = 5.0  # seconds after the start: a new leader shows its volumes' health soon
+
+
+@dataclass(frozen=True)
+class Scrubbed:
+    """The last scrub of one object: what it found, when, and the rebuilds so far."""
+
+    volume: str
+    object_id: str
+    health: ObjectHealth
+    at: float  # unix seconds
+    repairs: int  # shares rebuilt since this caretaker started
+    repaired_at: float | None
 
 
 @dataclass(frozen=True)
@@ -52,6 +72,8 @@ class Caretaker:
         self._on_finding = on_finding
         self._findings: list[Finding] = []
         self._told: dict[tuple[str, str], str] = {}  # (volume, object id) -> what was said
+        self.latest: dict[tuple[str, str], Scrubbed] = {}  # (volume, object id) -> last scrub
+        self._scrubbed: list[Scrubbed] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="caretaker", daemon=True)
@@ -69,8 +91,20 @@ class Caretaker:
             found, self._findings = self._findings, []
         return found
 
+    def snapshot(self) -> list[Scrubbed]:
+        """The last scrub of every object, for readers on other threads."""
+        with self._lock:
+            return list(self.latest.values())
+
+    def take_scrubbed(self) -> list[Scrubbed]:
+        with self._lock:
+            found, self._scrubbed = self._scrubbed, []
+        return found
+
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        wait = min(self.interval, FIRST_ROUND)
+        while not self._stop.wait(wait):
+            wait = self.interval
             desired = self._desired()
             if desired is None or not self._active():
                 continue
@@ -95,10 +129,12 @@ class Caretaker:
             self._say(True, "VolumeUnreachable", name, message, ("", failure.backend))
         for object_id in sorted(inventory.ids):
             about = (name, object_id)
+            health: ObjectHealth | None = None
             try:
                 health = store.scrub(object_id)
                 if not health.lost:
                     self._told.pop(about, None)
+                    self._keep(about, health)
                     continue
                 label = f"{name}/{health.manifest.content.name}"
                 message = f"{label}: {_lost(health)}; margin {health.margin}"
@@ -108,7 +144,10 @@ class Caretaker:
             except (StorageError, ReconcilerError) as error:
                 message = f"{name}/{object_id[:12]}: {error}"
                 self._say(True, "VolumeRepairFailed", name, message, about)
+                if health is not None:
+                    self._keep(about, health)
                 continue
+            self._keep(about, after, rebuilt=len(result.repaired))
             rebuilt = [
                 f"share {n} on {site.backend}" for n, site in sorted(result.repaired.items())
             ]
@@ -120,6 +159,16 @@ class Caretaker:
             self._say(False, "VolumeRepaired", name, message, about, force=True)
             if not after.lost:
                 self._told.pop(about, None)
+
+    def _keep(self, about: tuple[str, str], health: ObjectHealth, rebuilt: int = 0) -> None:
+        now = time.time()
+        before = self.latest.get(about)
+        repairs = (before.repairs if before else 0) + rebuilt
+        repaired_at = now if rebuilt else (before.repaired_at if before else None)
+        scrubbed = Scrubbed(about[0], about[1], health, now, repairs, repaired_at)
+        with self._lock:
+            self.latest[about] = scrubbed
+            self._scrubbed.append(scrubbed)
 
     def _say(
         self,
@@ -138,6 +187,33 @@ class Caretaker:
         with self._lock:
             self._findings.append(Finding(warning, reason, volume, message))
         self._on_finding()
+
+
+def volume_status(node: str, scrubbed: Scrubbed) -> VolumeStatus:
+    """The record of a scrub, as node `node` signs it into the store."""
+    health = scrubbed.health
+    content = health.manifest.content
+    return VolumeStatus(
+        node=NodeName(node),
+        volume=scrubbed.volume,
+        object=scrubbed.object_id,
+        name=_fit(content.name, 255),
+        k=content.k,
+        n=content.n,
+        shares=tuple(
+            ShareState(s.share, _fit(s.backend, 128), _fit(s.failure_domain, 128), s.status.value)
+            for s in sorted(health.shares, key=lambda share: share.share)
+        ),
+        margin=health.margin,
+        scrubbed_at=int(scrubbed.at),
+        repairs=scrubbed.repairs,
+        repaired_at=None if scrubbed.repaired_at is None else int(scrubbed.repaired_at),
+    )
+
+
+def _fit(text: str, most: int) -> str:
+    """`text` as one line of at most `most` bytes of UTF-8, never empty."""
+    return fit_message(text).encode()[:most].decode("utf-8", "ignore") or "-"
 
 
 def _lost(health: ObjectHealth) -> str:

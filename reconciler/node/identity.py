@@ -95,6 +95,7 @@ class RecordKind(enum.Enum):
     ASSIGNMENT = "assignment"
     LEADER = "leader"
     EVENT = "event"
+    VOLUME = "volume"
 
     @property
     def namespace(self) -> str:

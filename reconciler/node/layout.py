@@ -7,6 +7,7 @@ thing, every value a record signed by a node key (`reconciler.node.identity`).
     circles/<circle>/assignments/<workload>/<slot>/<seq>       an assignment, by the leader
     circles/<circle>/status/<node>/<workload>/<slot>/<seq>     a node's status of an assignment
     circles/<circle>/events/<ms, 13 digits>-<node>-<n>         an event (append only, bounded)
+    circles/<circle>/volumes/<volume>/<object id>              the last scrub of a volume object
 
 Names are the circle's own (DNS-label names, digits): a key is built from them only, and a key
 read back is parsed strictly, so a planted key is ignored, never misread.
@@ -61,6 +62,18 @@ class Layout:
     def event(self, time_ms: int, node: str, number: int) -> str:
         return f"{self.events}{time_ms:013d}-{node}-{number}"
 
+    @property
+    def volumes(self) -> str:
+        return f"{self.root}volumes/"
+
+    def volume(self, volume: str, object_id: str) -> str:
+        return f"{self.volumes}{volume}/{object_id}"
+
+    def volume_of(self, key: str) -> tuple[str, str] | None:
+        """(volume, object id) of a volume status key, or None."""
+        found = re.fullmatch(re.escape(self.volumes) + f"({_NAME})/([0-9a-f]{{64}})", key)
+        return None if found is None else (found.group(1), found.group(3))
+
     def node_of(self, key: str) -> str | None:
         """The node a registration key names, or None for a key that is no registration."""
         found = re.fullmatch(re.escape(self.nodes) + f"({_NAME})", key)
@@ -91,4 +104,6 @@ class Layout:
             return f"assignment/{placed[0]}/{placed[1]}"
         if (status := self.status_of(key)) is not None:
             return f"assignment/{status[1]}/{status[2]}"
+        if (volume := self.volume_of(key)) is not None:
+            return f"volume/{volume[0]}"
         return "store/leader" if key == self.leader else "store/record"

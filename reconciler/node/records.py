@@ -14,6 +14,8 @@ camelCase, as everywhere in a circle; every body names its own `format`:
     event         circle-event/1              {timeMs, type, reason, object, node, commit,
                                                message}
     assignment    circle-assignment/1         reconciler.plan.assignment.Assignment
+    volume        circle-volume-status/1      {node, volume, object, name, k, n, shares,
+                                               margin, scrubbedAt, repairs, repairedAt}
 
 `open_record` opens a stored value (`identity.open_signed`) and reads its body; a registration,
 status or leader record must also be signed by the node it is about, or it is `WrongSigner`:
@@ -47,6 +49,7 @@ from reconciler.plan.inputs import CommitId, GpuUuid, NodeName, WorkloadName
 MAX_GPUS = 64
 MAX_MESSAGE_BYTES = 1024
 MAX_ENDPOINTS = 16
+MAX_SHARES = 256  # QSS's n is at most 256 (zfec)
 _INT_LIMIT = 2**53  # JSON integers every reader agrees on
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _GPU_UUID = re.compile(r"GPU-[0-9a-fA-F-]{8,64}")
@@ -55,6 +58,8 @@ _VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}")
 _ADDRESS = re.compile(r"https?://[!-.0-~]{1,250}/?")  # printable ASCII, no space or `/`
 _OBJECT = re.compile(r"[a-z]{1,32}(/[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?){1,3}")
 _ENDPOINT = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?=[!-~]{1,253}:[0-9]{1,5}")
+_OBJECT_ID = re.compile(r"[0-9a-f]{64}")
+_SHARE_STATUS = ("healthy", "missing", "corrupt", "unreachable")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # no line breaks, no escapes
 
 
@@ -337,7 +342,111 @@ class EventRecord:
         )
 
 
-Record: TypeAlias = Registration | AssignmentStatus | LeaderRecord | EventRecord
+@dataclass(frozen=True, slots=True)
+class ShareState:
+    """One share of a volume object as a scrub found it."""
+
+    share: int
+    backend: str
+    failure_domain: str
+    status: str  # healthy, missing, corrupt or unreachable
+
+    def to_body(self) -> dict[str, Json]:
+        return {
+            "share": self.share,
+            "backend": self.backend,
+            "failureDomain": self.failure_domain,
+            "status": self.status,
+        }
+
+    @classmethod
+    def from_body(cls, body: object, what: str = "share") -> ShareState:
+        fields = _Body(body, what, ("share", "backend", "failureDomain", "status"))
+        status = fields.words("status", 16)
+        fields.need(status in _SHARE_STATUS, f"status {status!r} is not one of {_SHARE_STATUS}")
+        return cls(
+            share=fields.whole("share", most=MAX_SHARES - 1),
+            backend=fields.words("backend", 128),
+            failure_domain=fields.words("failureDomain", 128),
+            status=status,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeStatus:
+    """The last scrub of one volume object, by the leader that did it: every share's state and
+    the object's margin (blocks beyond the k needed in its weakest segment; below 0 it cannot
+    be read). Kept without a lease: the newest word on the object, with its time."""
+
+    KIND: ClassVar[RecordKind] = RecordKind.VOLUME
+    FORMAT: ClassVar[str] = "circle-volume-status/1"
+
+    node: NodeName  # who scrubbed
+    volume: str
+    object: str  # the object id (sha256 hex of its manifest's content)
+    name: str  # the object's name in the volume
+    k: int
+    n: int
+    shares: tuple[ShareState, ...]  # by share number
+    margin: int
+    scrubbed_at: int  # unix seconds
+    repairs: int = 0  # shares rebuilt by this leader's term
+    repaired_at: int | None = None  # unix seconds of the last rebuild
+
+    @property
+    def subject(self) -> str:
+        return self.node
+
+    @property
+    def healthy(self) -> int:
+        return sum(1 for share in self.shares if share.status == "healthy")
+
+    def to_body(self) -> dict[str, Json]:
+        return {
+            "format": self.FORMAT,
+            "node": self.node,
+            "volume": self.volume,
+            "object": self.object,
+            "name": self.name,
+            "k": self.k,
+            "n": self.n,
+            "shares": [share.to_body() for share in self.shares],
+            "margin": self.margin,
+            "scrubbedAt": self.scrubbed_at,
+            "repairs": self.repairs,
+            "repairedAt": self.repaired_at,
+        }
+
+    @classmethod
+    def from_body(cls, body: builtins.object) -> Self:  # `object` is a field here
+        fields = _Body(body, "volume status body", ("format", "node", "volume", "object",
+                       "name", "k", "n", "shares", "margin", "scrubbedAt", "repairs",
+                       "repairedAt"), cls.FORMAT)  # fmt: skip
+        shares = tuple(
+            ShareState.from_body(item, f"volume status body: shares[{index}]")
+            for index, item in enumerate(fields.items("shares", MAX_SHARES))
+        )
+        k = fields.whole("k", least=1, most=MAX_SHARES)
+        n = fields.whole("n", least=k, most=MAX_SHARES)
+        numbers = [share.share for share in shares]
+        fields.need(numbers == sorted(set(numbers)), "shares must be sorted, without repeats")
+        fields.need(all(number < n for number in numbers), "a share number is not below n")
+        return cls(
+            node=NodeName(fields.text("node", NAME)),
+            volume=fields.text("volume", NAME),
+            object=fields.text("object", _OBJECT_ID),
+            name=fields.words("name", 255),
+            k=k,
+            n=n,
+            shares=shares,
+            margin=fields.whole("margin", least=-MAX_SHARES, most=MAX_SHARES),
+            scrubbed_at=fields.whole("scrubbedAt"),
+            repairs=fields.whole("repairs"),
+            repaired_at=fields.whole_or_none("repairedAt"),
+        )
+
+
+Record: TypeAlias = Registration | AssignmentStatus | LeaderRecord | EventRecord | VolumeStatus
 R = TypeVar("R", bound=Record)
 T = TypeVar("T")
 _E = TypeVar("_E", bound=enum.Enum)

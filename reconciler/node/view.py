@@ -10,7 +10,7 @@ is counted, never shown as if it were true.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pygit2
@@ -25,7 +25,13 @@ from reconciler.errors import InputError
 from reconciler.files import read_bounded
 from reconciler.node.identity import ForgedRecord, RecordKind, open_signed
 from reconciler.node.layout import Layout
-from reconciler.node.records import AssignmentStatus, EventRecord, LeaderRecord, Registration
+from reconciler.node.records import (
+    AssignmentStatus,
+    EventRecord,
+    LeaderRecord,
+    Registration,
+    VolumeStatus,
+)
 from reconciler.plan import Assignment, AssignmentFormatError
 from reconciler.store import KeyValue, StateStore
 
@@ -89,6 +95,7 @@ class View:
     epoch: int | None
     assignments: list[Placed]
     forged: int  # records that did not verify
+    volumes: list[VolumeStatus] = field(default_factory=list)  # the last scrub of each object
 
 
 def read(store: StateStore, circle: Circle) -> View:
@@ -102,6 +109,7 @@ def read(store: StateStore, circle: Circle) -> View:
     placed: list[tuple[KeyValue, Assignment, str]] = []
     leader: str | None = None
     epoch: int | None = None
+    volumes: list[VolumeStatus] = []
     for key, kv in sorted(by_key.items()):
         try:
             if (name := layout.node_of(key)) is not None:
@@ -121,6 +129,13 @@ def read(store: StateStore, circle: Circle) -> View:
             elif layout.assignment_of(key) is not None:
                 record = open_signed(kv.value, RecordKind.ASSIGNMENT, keys)
                 placed.append((kv, Assignment.from_dict(record.body), record.signer))
+            elif (about := layout.volume_of(key)) is not None:
+                record = open_signed(kv.value, RecordKind.VOLUME, keys)
+                scrub = VolumeStatus.from_body(record.body)
+                if record.signer == scrub.node and about == (scrub.volume, scrub.object):
+                    volumes.append(scrub)
+                else:
+                    forged += 1
             elif (where := layout.status_of(key)) is not None:
                 record = open_signed(kv.value, RecordKind.STATUS, keys)
                 status = AssignmentStatus.from_body(record.body)
@@ -139,7 +154,7 @@ def read(store: StateStore, circle: Circle) -> View:
         )
         for kv, assignment, signer in placed
     ]
-    return View(circle, listed.revision, nodes, leader, epoch, assignments, forged)
+    return View(circle, listed.revision, nodes, leader, epoch, assignments, forged, volumes)
 
 
 def events(store: StateStore, circle: Circle) -> tuple[list[EventRecord], int]:

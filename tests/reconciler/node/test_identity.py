@@ -258,7 +258,7 @@ def test_the_namespaces_are_distinct_and_never_another_purposes() -> None:
     namespaces = {kind.namespace for kind in RecordKind}
     assert namespaces == {
         "circle-registration-v1", "circle-status-v1", "circle-assignment-v1",
-        "circle-leader-v1", "circle-event-v1",
+        "circle-leader-v1", "circle-event-v1", "circle-volume-v1",
     }  # fmt: skip
     assert not namespaces & {"git", "file", "circle-approval-v1", "circle-provenance-v1"}
 

@@ -33,6 +33,8 @@ from reconciler.node.records import (
     Phase,
     Record,
     Registration,
+    ShareState,
+    VolumeStatus,
     fit_message,
     open_assignment,
     open_record,
@@ -69,8 +71,16 @@ ASSIGNMENT = Assignment(
     digest=ArtifactDigest("sha256:" + "ab" * 32), cpu=500, memory=1 << 30,
     gpus=(GPU.uuid,), epoch=12,
 )  # fmt: skip
+VOLUME = VolumeStatus(
+    node=NodeName("a"), volume="models", object="c0ffee" * 10 + "abcd", name="langid/model.bin",
+    k=2, n=3, shares=(ShareState(0, "disk-a", "rack-1", "healthy"),
+                      ShareState(1, "disk-b", "rack-2", "corrupt"),
+                      ShareState(2, "disk-c", "rack-3", "healthy")),
+    margin=0, scrubbed_at=1_700_000_050, repairs=1, repaired_at=1_700_000_049,
+)  # fmt: skip
 RECORDS: dict[str, Record] = {
     "registration": REGISTRATION, "leader": LEADER, "status": STATUS, "event": EVENT,
+    "volume": VOLUME,
 }  # fmt: skip
 
 
@@ -281,6 +291,21 @@ REFUSED: dict[str, tuple[Record, Change, str]] = {
         r"event body: node '' does not match [a-z]([a-z0-9-]{0,61}[a-z0-9])?"),
     "event-commit-a-number": (EVENT, _set("commit", 7),
         "event body: commit 7 does not match [0-9a-f]{40}"),
+    "volume-object-not-an-id": (VOLUME, _set("object", "../../etc"),
+        "volume status body: object '../../etc' does not match [0-9a-f]{64}"),
+    "volume-share-status-unknown": (VOLUME, _set("shares.1.status", "fine"),
+        "volume status body: shares[1]: status 'fine' is not one of ('healthy', 'missing', "
+        "'corrupt', 'unreachable')"),
+    "volume-shares-twice": (VOLUME, _set("shares.1.share", 0),
+        "volume status body: shares must be sorted, without repeats"),
+    "volume-share-past-n": (VOLUME, _set("shares.2.share", 3),
+        "volume status body: a share number is not below n"),
+    "volume-n-below-k": (VOLUME, _set("n", 1),
+        "volume status body: n must be a whole number from 2 to 256; found 1"),
+    "volume-margin-past-bounds": (VOLUME, _set("margin", -257),
+        "volume status body: margin must be a whole number from -256 to 256; found -257"),
+    "volume-backend-escape": (VOLUME, _set("shares.0.backend", "a\x1b[2J"),
+        "volume status body: shares[0]: backend holds a control character"),
     "event-many-unknown-fields": (EVENT, lambda body: body.update({f"f{i}": i for i in range(9)}),
         "event body: expected exactly the fields format, timeMs, type, reason, object, node, "
         "commit, message; missing none, unknown 'f0', 'f1', 'f2', 'f3', 'f4' and 4 more"),
