@@ -18,6 +18,7 @@ from reconciler.cli import (
     artifact,
     build,
     chain,
+    dashboard,
     describe,
     get,
     init,
@@ -78,6 +79,7 @@ cli.add_command(logs.command)
 cli.add_command(up.up_command)
 cli.add_command(up.status_command)
 cli.add_command(up.down_command)
+cli.add_command(dashboard.command)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
