@@ -3,7 +3,11 @@
 
     GET|HEAD /chunks/<64 hex>       -> 200 + the chunk (verified on read), 404, 400 bad digest
     GET|HEAD /manifests/<64 hex>    -> 200 + the manifest bytes of sha256:<hex>, 404, 400
+    GET|HEAD <a page's path>        -> 200 + what the owner's `pages` callable returns
 
+`pages` lets the owner of a server add a few read-only routes of its own (the node agent's
+`/metrics`): path -> a callable giving (content type, body), called per request from the
+handler's thread, under the same limits as every other request; what it raises is a 500.
 Any other failure is a 500 with a one-line message, never a traceback. The server trusts
 nothing it stores (a chunk that fails its check is refused, not sent) and the client trusts
 nothing it receives: materialization hashes every chunk again and gates every manifest on its
@@ -21,6 +25,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -47,6 +52,9 @@ _SLICE = 64 * 1024
 _ROUTE = re.compile(r"/(chunks|manifests)/([^/]*)")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _ID = re.compile(r"sha256:[0-9a-f]{64}")
+_PAGE = re.compile(r"/[A-Za-z0-9._~/-]*")
+
+Page = Callable[[], tuple[str, bytes]]  # -> (content type, body)
 
 
 # -- client --------------------------------------------------------------------------------------
@@ -155,9 +163,11 @@ class _Server(TrackedServer):
         store: ChunkStore,
         rate: float | None,
         limits: ServingLimits,
+        pages: Mapping[str, Page],
     ) -> None:
         self.store = store
         self.rate = rate
+        self.pages = dict(pages)
         self.link_lock = threading.Lock()
         self.link_free_at = 0.0
         super().__init__(address, _Handler, limits)
@@ -195,6 +205,10 @@ class _Handler(BoundedHandler, BaseHTTPRequestHandler):
         if self.headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in self.headers:
             self.close_connection = True  # a body we will not read must not become a request
         path = urlsplit(self.path).path
+        page = self.server.pages.get(path)
+        if page is not None:
+            self._page(path, page)
+            return
         route = _ROUTE.fullmatch(path)
         if route is None:
             self._reply(404, f"no route {self.command} {path[:100]}\n".encode())
@@ -220,6 +234,18 @@ class _Handler(BoundedHandler, BaseHTTPRequestHandler):
             log.exception("chunk server: %s %s failed", self.command, path)
             self._reply(500, b"internal error\n")
 
+    def _page(self, path: str, page: Page) -> None:
+        try:
+            content_type, body = page()
+        except Exception:  # the owner's page failed: a 500, and the server serves on
+            log.exception("chunk server: page %s failed", path)
+            self._reply(500, b"internal error\n")
+            return
+        try:
+            self._reply(200, body, content_type)
+        except TimeoutError:
+            self.close_connection = True
+
     def _chunk(self, digest: str) -> None:
         store = self.server.store
         if self.command == "HEAD":
@@ -238,10 +264,12 @@ class _Handler(BoundedHandler, BaseHTTPRequestHandler):
             raise ChunkCorrupt(f"manifest {digest} does not match its name")
         self._reply(200, data)
 
-    def _reply(self, status: int, body: bytes) -> None:
+    def _reply(
+        self, status: int, body: bytes, content_type: str = "application/octet-stream"
+    ) -> None:
         self.send_response(status)
         if status == 200:
-            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         if self.close_connection:
             self.send_header("Connection", "close")
@@ -271,7 +299,8 @@ class _Handler(BoundedHandler, BaseHTTPRequestHandler):
 class ChunkServer:
     """Serves `store` over HTTP from a background thread. `start()` binds (port 0: any free
     port) and sets `.url`; `stop()` ends every connection and joins every thread. `limits`
-    bound what one client may hold: connections, and the time of each request."""
+    bound what one client may hold: connections, and the time of each request. `pages` adds
+    GET routes of the owner's (see the module): a path outside /chunks/ and /manifests/."""
 
     def __init__(
         self,
@@ -280,9 +309,17 @@ class ChunkServer:
         port: int = 0,
         rate_limit: float | None = None,
         limits: ServingLimits = ServingLimits(),  # noqa: B008 - frozen, shared safely
+        pages: Mapping[str, Page] | None = None,
     ) -> None:
         if rate_limit is not None and rate_limit <= 0:
             raise ChunkError(f"rate_limit must be positive bytes per second, got {rate_limit}")
+        for path in pages or {}:
+            if not _PAGE.fullmatch(path) or path.startswith(("/chunks/", "/manifests/")):
+                raise ChunkError(
+                    f"page {path[:80]!r}: a path (/ then letters, digits, ._~-/) outside "
+                    "/chunks/ and /manifests/ is expected"
+                )
+        self.pages = dict(pages or {})
         self.store = store
         self.host = host
         self.port = port
@@ -299,7 +336,9 @@ class ChunkServer:
         if self._running is not None:
             raise ChunkError(f"chunk server at {self.url} is already started")
         try:
-            server = _Server((self.host, self.port), self.store, self.rate_limit, self.limits)
+            server = _Server(
+                (self.host, self.port), self.store, self.rate_limit, self.limits, self.pages
+            )
         except OSError as error:
             raise ChunkError(
                 f"chunk server: cannot listen on {self.host}:{self.port}: {error.strerror}"

@@ -13,6 +13,8 @@ Chunks come from the sources in order, each asked for exactly the chunk's size. 
 cannot be reached or does not answer within its deadline (SourceUnavailable) is reported once
 through `on_problem` and tried last from then on, so one stalled peer costs one deadline, not
 one per chunk; a chunk no source delivers raises ChunkUnavailable naming what each said.
+`on_chunk` hears where each chunk came from, once verified: `store` for those it held already,
+else the source whose bytes were kept (for a node's metrics of bytes by origin).
 
 Errors (all `BuildError`; a manifest that does not match its id raises `ManifestRefused`):
 
@@ -95,11 +97,14 @@ def materialize(
     progress: Callable[[Progress], None] | None = None,
     switch: bool = True,
     on_problem: Callable[[str], None] | None = None,
+    on_chunk: Callable[[ChunkSource, int], None] | None = None,
 ) -> Path:
     """Make `artifacts_root/<hex>` hold exactly the artifact `artifact_id` and point `current`
     at it (`switch=False` pre-stages the next version and leaves `current` alone); returns that
     folder. `on_problem` hears, once per source, that it stalled or could not be reached (it
-    may be called from fetching threads). Raises ManifestRefused or MaterializeError."""
+    may be called from fetching threads), and `on_chunk` (source, bytes) where each chunk came
+    from (see the module; from fetching threads too). Raises ManifestRefused or
+    MaterializeError."""
     manifest = decode(manifest_bytes, artifact_id, allow_symlinks=allow_symlinks)
     if workers < 1:
         raise MaterializeError(f"workers must be at least 1, got {workers}")
@@ -112,7 +117,7 @@ def materialize(
         raise MaterializeError(f"{artifacts_root}: cannot open: {error.strerror}") from error
     try:
         if not _installed(root_fd, final_name, manifest, label):
-            fetcher = _Fetcher(manifest, sources, store, on_problem)
+            fetcher = _Fetcher(manifest, sources, store, on_problem, on_chunk)
             fetcher.fetch_missing(workers, progress)
             _build(root_fd, STAGING_PREFIX + secrets.token_hex(8), manifest, fetcher, label)
         if switch:
@@ -149,10 +154,12 @@ class _Fetcher:
         sources: Sequence[ChunkSource],
         store: ChunkStore,
         on_problem: Callable[[str], None] | None = None,
+        on_chunk: Callable[[ChunkSource, int], None] | None = None,
     ) -> None:
         self.sources = tuple(sources)
         self.store = store
         self.on_problem = on_problem
+        self.on_chunk = on_chunk
         self._demoted: set[int] = set()  # positions in `sources`
         self._demoted_lock = threading.Lock()
         prefetch = set(manifest.prefetch)
@@ -167,7 +174,12 @@ class _Fetcher:
                     users.append(entry.path)
 
     def fetch_missing(self, workers: int, progress: Callable[[Progress], None] | None) -> None:
-        missing = [chunk for chunk in self.plan.values() if not self.store.has(chunk.sha256)]
+        missing: list[Chunk] = []
+        for chunk in self.plan.values():
+            if not self.store.has(chunk.sha256):
+                missing.append(chunk)
+            elif self.on_chunk is not None:
+                self.on_chunk(self.store, chunk.size)
         if not missing:
             return
         bytes_total = sum(chunk.size for chunk in missing)
@@ -233,6 +245,8 @@ class _Fetcher:
                 raise MaterializeError(
                     f"chunk {chunk.sha256} (needed by {self._files(chunk)}): {error}"
                 ) from error
+            if self.on_chunk is not None:
+                self.on_chunk(source, chunk.size)
             return data
         tried = "; ".join(problems) or "no sources configured"
         raise ChunkUnavailable(

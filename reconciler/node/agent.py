@@ -17,7 +17,8 @@ next pass starts over from what is):
 7. Run the accepted ones (`reconciler.node.runtime`): each replica in its sandbox, supervised
    in a thread of its own; the agent signs and stores what the runtime says of them (their
    status, their events). The agent serves its chunk store at its address, so that peers
-   fetch artifacts from each other.
+   fetch artifacts from each other, and its Prometheus metrics at /metrics there
+   (`reconciler.node.prometheus`).
 
 A watch on the circle's prefix starts a pass at once when something changes; a pass also runs
 at every keep-alive (or fetch, if sooner) whatever happens: the periodic resync; a change in a
@@ -57,12 +58,13 @@ from reconciler.desired.repository import DesiredState
 from reconciler.errors import ReconcilerError, Retry
 from reconciler.node import leader, sandbox
 from reconciler.node.artifacts import Artifacts
-from reconciler.node.caretaker import Caretaker
+from reconciler.node.caretaker import Caretaker, volume_status
 from reconciler.node.cgroups import Cgroups
 from reconciler.node.identity import ForgedRecord, NodeKey
 from reconciler.node.inventory import Inventory, gpu_device_nodes, read_inventory
 from reconciler.node.layout import Layout
 from reconciler.node.metrics import Meter, Target
+from reconciler.node.prometheus import AgentMetrics, NodeFacts, circle_facts
 from reconciler.node.records import (
     AssignmentStatus,
     EventRecord,
@@ -194,7 +196,8 @@ class Agent:
     ) -> None:
         self.config = config
         self.key = NodeKey.load(config.key_file)
-        self.store = store or open_store(config.store_url)
+        self.metrics = AgentMetrics(lambda: self.caretaker.snapshot())  # served at /metrics
+        self.store = self.metrics.timed(store or open_store(config.store_url))
         self.layout = Layout(config.introduction.circle)
         self.clock = clock
         self.nvml = nvml
@@ -220,7 +223,9 @@ class Agent:
         self.peers: tuple[str, ...] = ()
         self._peers_seen: dict[str, tuple[int, str | None, str | None]] = {}
         self._sources: dict[str, ChunkSource] = {}
-        self.artifacts = Artifacts(config.state_dir, self._chunk_sources, say=self.say)
+        self.artifacts = Artifacts(
+            config.state_dir, self._chunk_sources, say=self.say, on_chunk=self._chunk_came
+        )
         storage_key = read_key_file(config.storage_key) if config.storage_key else None
         self.volumes = Volumes(config.state_dir, storage_key, self.artifacts)
         self.runtime: Runtime | None = None
@@ -236,6 +241,8 @@ class Agent:
         self.reported: dict[tuple[str, int, int], AssignmentStatus] = {}
         self.reported_at: dict[tuple[str, int, int], int] = {}
         self._desired_by_commit: dict[str, DesiredState | None] = {}
+        self.registration: Registration | None = None  # the last one written
+        self.accepted: tuple[Assignment, ...] = ()  # this node's, as of the last pass
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -303,6 +310,10 @@ class Agent:
             for finding in self.caretaker.take():
                 kind = EventType.WARNING if finding.warning else EventType.NORMAL
                 self._event(now, kind, finding.reason, f"volume/{finding.volume}", finding.message)
+            for scrubbed in self.caretaker.take_scrubbed():
+                record = volume_status(name, scrubbed)
+                where = self.layout.volume(scrubbed.volume, scrubbed.object_id)
+                self.store.put(where, sign_record(self.key, name, record))
             self._run(now, name, self._judge(now, name))
             self.store_backoff.succeeded()
             if self.chain.invalid is not None:
@@ -315,6 +326,7 @@ class Agent:
             self.say(f"store: {error}")
         finally:
             self._write_status(now)
+            self.metrics.node = self._node_facts()
 
     def leave(self) -> None:
         """Let the replicas be (or stop them, as configured), stop serving chunks, and revoke
@@ -345,10 +357,12 @@ class Agent:
         self.fetched = now
         self.source_changed.clear()
         try:
-            done = follow.follow_once(
-                self.config.source, self.config.introduction, self.config.state_dir, int(now)
-            )
+            with self.metrics.follow.time():
+                done = follow.follow_once(
+                    self.config.source, self.config.introduction, self.config.state_dir, int(now)
+                )
         except ReconcilerError as error:
+            self.metrics.follow_failures.inc()
             self.chain.refusal = str(error)
             if error.retry is Retry.TRANSIENT:
                 self.fetch_backoff.failed(now)
@@ -470,7 +484,7 @@ class Agent:
         if value != self.registered:
             first = self.registered is None
             self.store.put(self.layout.node(name), value, lease=self.lease)
-            self.registered = value
+            self.registered, self.registration = value, record
             if first:
                 where = f"at seq {self.chain.state.seq} in {node.failure_domain}"
                 self._event(
@@ -583,22 +597,24 @@ class Agent:
         if not seen.assignments and not everyone and now - term.since < settle:
             return  # the first leader of a circle lets its nodes register first
         replicas, decisions = leader.autoscale(term, self.chain.desired, seen, int(now))
+        self.metrics.circle = circle_facts(self.chain.desired, seen, replicas)
         for workload, message in decisions:
             self._event(now, EventType.NORMAL, "Scaled", f"workload/{workload}", message)
         repo = pygit2.Repository(str(self.config.state_dir / follow.REPOSITORY))
         head = self.chain.in_force
         assert head is not None
         versions = leader.workload_versions(repo, self.chain.steps_in_force, self.chain.desired)
-        found = leader.plan_pass(
-            self.chain.desired,
-            seen,
-            head=head,
-            versions=versions,
-            epoch=term.epoch,
-            now=int(now),
-            ttl=self.config.ttl,
-            replicas=replicas,
-        )
+        with self.metrics.planner.time():
+            found = leader.plan_pass(
+                self.chain.desired,
+                seen,
+                head=head,
+                versions=versions,
+                epoch=term.epoch,
+                now=int(now),
+                ttl=self.config.ttl,
+                replicas=replicas,
+            )
         ops = leader.operations(found, seen, self.key, name, self.layout, term.epoch)
         if ops and not leader.write(self.store, self.layout, term.epoch, ops):
             self.say(f"epoch {term.epoch} is over: another agent leads")
@@ -770,6 +786,7 @@ class Agent:
     # -- 7. running them --------------------------------------------------------------------
 
     def _run(self, now: float, name: str, wanted: dict[tuple[str, int], Work]) -> None:
+        self.accepted = tuple(work.assignment for work in wanted.values())
         runtime = self._runtime(name)
         if runtime is None:
             for work in wanted.values():
@@ -845,6 +862,7 @@ class Agent:
                 gpu_devices=lambda uuids: gpu_device_nodes(self.nvml, uuids),
                 on_change=self.wake.set,
                 clock=self.clock,
+                on_check=self.metrics.health_checked,
             )
         except ReconcilerError as error:
             self.runtime_error = str(error)
@@ -894,6 +912,18 @@ class Agent:
             sources.append(source)
         return sources
 
+    def _chunk_came(self, source: ChunkSource, size: int) -> None:
+        """A chunk of a materialization, verified: count its bytes by where it came from."""
+        peers = [self._sources.get(where) for where in self.peers]
+        origin = (
+            "local"
+            if source is self.artifacts.store
+            else "peer"
+            if any(source is peer for peer in peers)
+            else "source"
+        )
+        self.metrics.chunk_came(origin, size)
+
     def _serve_chunks(self, address: str | None) -> str | None:
         """Serve the chunk store at `address` (port 0: any); the address peers reach it at."""
         if self.chunk_server is not None:
@@ -903,7 +933,9 @@ class Agent:
         parts = urlsplit(address)
         try:
             port = 80 if parts.port is None else parts.port  # 0: any free port
-            server = ChunkServer(self.artifacts.store, parts.hostname or "127.0.0.1", port)
+            host = parts.hostname or "127.0.0.1"
+            pages = {"/metrics": self.metrics.page}
+            server = ChunkServer(self.artifacts.store, host, port, pages=pages)
             server.start()
         except (ChunkError, OSError) as error:
             self.say(f"cannot serve the chunk store at {address}: {error}")
@@ -1009,6 +1041,21 @@ class Agent:
                 json.dumps(document, indent=2) + "\n",
                 mode=0o600,
             )
+
+    def _node_facts(self) -> NodeFacts:
+        """What /metrics says of this node until the next pass (`reconciler.node.prometheus`)."""
+        desired = self.chain.desired
+        return NodeFacts(
+            node=self.name or "",
+            circle=self.config.introduction.circle,
+            version=__version__,
+            leader=self.leadership is not None,
+            applied_seq=None if self.chain.state is None else self.chain.state.seq,
+            inventory=None if self.registration is None else self.registration.inventory,
+            accepted=self.accepted,
+            reported=tuple(self.reported.values()),
+            workloads=() if desired is None else tuple(sorted(desired.workloads)),
+        )
 
 
 def _log(line: str) -> None:

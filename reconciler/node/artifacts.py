@@ -67,11 +67,13 @@ class Artifacts:
         sources: Callable[[], Sequence[ChunkSource]] = list,
         *,
         say: Callable[[str], None] | None = None,
+        on_chunk: Callable[[ChunkSource, int], None] | None = None,
     ) -> None:
         self.store = ChunkStore(state_dir / "chunks")
         self.root = state_dir / "artifacts"
         self.sources = sources
         self.say = say or (lambda line: None)
+        self.on_chunk = on_chunk  # where each chunk of a materialization came from
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -104,6 +106,7 @@ class Artifacts:
                     artifacts_root=self.root,
                     switch=False,
                     on_problem=self.say,
+                    on_chunk=self.on_chunk,
                 )
             except BuildError as error:
                 raise ArtifactUnavailable(f"artifact {artifact_id[:19]}: {error}") from error

@@ -137,6 +137,7 @@ class Runtime:
         gpu_devices: Callable[[Sequence[str]], tuple[str, ...]] = lambda uuids: (),
         on_change: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
+        on_check: Callable[[str, float, bool], None] = lambda workload, seconds, passed: None,
     ) -> None:
         self.config = config
         self.artifacts = artifacts
@@ -145,6 +146,7 @@ class Runtime:
         self.uids = uids
         self.gpu_devices = gpu_devices
         self.on_change = on_change
+        self.on_check = on_check  # each health check: workload, seconds it took, passed
         self.clock = clock
         self.host = _measure_host()
         try:
@@ -599,7 +601,9 @@ class _Worker:
         check = work.workload.health
         assert check is not None
         state = self._health
+        began = time.monotonic()
         result = self._run_check(work)
+        self.runtime.on_check(work.assignment.workload, time.monotonic() - began, result.passed)
         state.check.record(result)
         if result.passed:
             state.passed_once = True
