@@ -377,6 +377,7 @@ def _tell(site: Site, record: Record, seen: Snapshot | None) -> None:
     for owner in owners:
         stdout.print(f"  {circle} approve --key {site.owner_key(owner)}", markup=False)
     stdout.print(
+        f"\nSee it:   {circle} dashboard{_dir_flag(site)}    # http://127.0.0.1:7480/"
         f"\nWatch it: {circle} get workloads --repo {site.repo} --store {site.store_url}"
         f"\nStatus:   {circle} status{_dir_flag(site)}"
         f"\nStop it:  {circle} down{_dir_flag(site)} [--purge]",
