@@ -68,6 +68,7 @@ class Collector:
             self._thread.join(timeout=10)
         if self._store is not None:
             self._store.close()
+            self._store = None
 
     def snapshot(self) -> Snapshot:
         with self._lock:
