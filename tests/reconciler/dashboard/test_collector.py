@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from reconciler.dashboard.collect import Collector, Sources
 from reconciler.node.identity import NodeKey
 from reconciler.node.inventory import read_inventory
 from reconciler.node.layout import Layout
-from reconciler.node.records import Registration, sign_record
+from reconciler.node.records import Registration, ShareState, VolumeStatus, sign_record
 from reconciler.plan.inputs import CommitId, NodeName
 from reconciler.store import open_store
 from tests.conftest import Result
@@ -119,6 +120,55 @@ def test_a_record_no_admitted_node_signed_is_counted_not_shown(
     assert nodes["unverified"] == 1
     assert {n["name"]: n["status"] for n in nodes["nodes"]}["node-a"] == "NotReady"
     assert "1 record(s) in the store did not verify" in call(app, "/")[2]
+
+
+def test_volume_scrubs_show_in_circle_get_and_on_the_page(
+    world: World, circle: Callable[..., Result]
+) -> None:
+    intro = json.loads(world.intro.read_text())
+    layout = Layout(intro["circle"])
+    object_id = "0520c81f" + "ab" * 28
+    scrub = VolumeStatus(
+        node=NodeName("node-c"), volume="model-data", object=object_id,
+        name="langid-model.json", k=4, n=6,
+        shares=tuple(ShareState(i, f"b{i}", f"site-{'abc'[i // 2]}",
+                                "missing" if i == 0 else "healthy") for i in range(6)),
+        margin=1, scrubbed_at=1_700_000_000, repairs=2, repaired_at=1_699_999_990,
+    )  # fmt: skip
+    forged = replace(scrub, volume="model-data", name="planted by node-a")
+    with open_store(world.store()) as store:
+        node_c = NodeKey.load(world.node_key("node-c"))
+        store.put(layout.volume("model-data", object_id), sign_record(node_c, "node-c", scrub))
+        # signed by an admitted node, but under another object's key: not believed
+        other = "ff" * 32
+        store.put(layout.volume("model-data", other), sign_record(node_c, "node-c", forged))
+
+    store = ("--repo", str(world.circle), "--store", world.store())
+    done = circle("get", "volumes", *store, "-o", "json")
+    assert done.code == 0, done.stderr
+    table = json.loads(done.stdout)
+    assert table["unverified"] == 1
+    (volume,) = table["volumes"]
+    (found,) = volume["objects"]
+    assert (found["status"], found["healthy"], found["margin"], found["repairs"]) == (
+        "Degraded", 5, 1, 2)  # fmt: skip
+    assert found["failureDomains"]["site-a"] == {"shares": 2, "healthy": 1, "marginIfLost": 0}
+    text = circle("get", "volumes", *store)
+    assert text.code == 0
+    header, row = text.stdout.splitlines()
+    assert header.split() == ["VOLUME", "OBJECT", "STATUS", "SHARES", "MARGIN", "REPAIRS",
+                              "SCRUBBED"]  # fmt: skip
+    assert row.split()[:6] == ["model-data", "langid-model.json", "Degraded", "5/6", "1", "2"]
+    assert "did not verify" in text.stderr
+
+    collector = Collector(Sources(world.store(), world.circle))
+    collector.refresh()
+    app = make_app(collector, token=None, hosts=HOSTS)
+    assert json.loads(call(app, "/api/volumes")[2]) == table
+    page = call(app, "/volumes")[2]
+    assert "planted" not in page
+    assert "5/6 (k=4)" in page
+    assert "site-a: 1/2, 0" in page
 
 
 def test_a_broken_store_leaves_the_last_reading_saying_since_when(world: World) -> None:
