@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pygit2
+
 from reconciler.dashboard.chain import Refs, chain_page, refs_of
 from reconciler.errors import ReconcilerError
 from reconciler.node import tables, view
@@ -88,7 +90,7 @@ class Collector:
                 self._store = open_store(self.sources.store_url, timeout=5)
             seen = view.read(self._store, self._circle)
             found, forged = view.events(self._store, self._circle)
-        except (ReconcilerError, OSError) as error:
+        except (ReconcilerError, OSError, pygit2.GitError) as error:
             if isinstance(error, StoreError) and self._store is not None:
                 with contextlib.suppress(Exception):
                     self._store.close()
@@ -128,11 +130,22 @@ class Collector:
             self._snapshot = snapshot
 
     def _read_chain(self, now: int) -> None:
+        """The chain page and the circle whose nodes' keys check the store's records: the
+        approved head's (an unapproved commit on main admits no node), else main's tip."""
         refs = refs_of(self.sources.repo)
         if refs == self._refs and self._circle is not None:
             return
-        self._chain = chain_page(self.sources.repo, now)
-        self._circle = view.circle_from(self.sources.repo, None)
+        try:
+            chain = chain_page(self.sources.repo, now)
+        except ReconcilerError as error:  # the rest of the circle is still worth showing
+            chain = {"error": str(error).splitlines()[0], "head": None, "approved": [],
+                     "proposals": [], "moreProposals": 0, "foreignRoots": []}  # fmt: skip
+        head = chain["head"]
+        if head is not None:
+            self._circle = view.circle_at(self.sources.repo, head["commit"])
+        else:
+            self._circle = view.circle_from(self.sources.repo, None)
+        self._chain = chain
         self._refs = refs
 
     def _sample(self, now: int, rows: list[dict[str, Any]]) -> None:

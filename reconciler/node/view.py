@@ -10,6 +10,7 @@ is counted, never shown as if it were true.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pygit2
 from reconciler.chain import follow
 from reconciler.chain.node_state import load as load_state
 from reconciler.chain.trees import desired_at
-from reconciler.chain.walk import MAIN, tip_commit
+from reconciler.chain.walk import MAIN, Chain, find_introduction, tip_commit
 from reconciler.desired.model.workload import Workload
 from reconciler.desired.repository import DesiredState
 from reconciler.errors import InputError
@@ -46,7 +47,9 @@ class Circle:
 
 
 def circle_from(repo_dir: Path | None, state_dir: Path | None) -> Circle:
-    """The circle of an owner's clone (its main) or of a node's folder (its applied commit)."""
+    """The circle of an owner's clone (its approved head, verified from the introduction as a
+    node verifies it: a commit on main that no quorum approved admits no node and sets no
+    replica count; main's tip before any approval) or of a node's folder (its applied commit)."""
     if state_dir is not None:
         state = load_state(state_dir / follow.STATE_FILE)
         if state is None:
@@ -55,8 +58,18 @@ def circle_from(repo_dir: Path | None, state_dir: Path | None) -> Circle:
         commit = state.commit
     else:
         repo = _open(repo_dir or Path("."))
-        commit = str(tip_commit(repo, MAIN).id)
+        now = int(time.time())
+        _, head = Chain(repo, find_introduction(repo, MAIN, now=now).intro, MAIN).walk(now)
+        commit = head.commit if head is not None else str(tip_commit(repo, MAIN).id)
     report = desired_at(repo, commit)
+    if report.state.circle is None:
+        raise InputError(f"{commit[:12]} holds no valid circle.yaml")
+    return Circle(report.state.circle.document.id, report.state, commit)
+
+
+def circle_at(repo_dir: Path, commit: str) -> Circle:
+    """The circle as `commit` of the clone at `repo_dir` has it (the approved head, say)."""
+    report = desired_at(_open(repo_dir), commit)
     if report.state.circle is None:
         raise InputError(f"{commit[:12]} holds no valid circle.yaml")
     return Circle(report.state.circle.document.id, report.state, commit)

@@ -189,6 +189,10 @@ def test_every_page_shows_what_a_person_checks(dashboard: Dashboard) -> None:
         assert workloads_rule.locator(".missing").inner_text() == "bob, carol"
         assert page.locator(".verdict").first.inner_text() == "not approved"
         shot("chain")
+        # Unapproved, main's tip sets nothing: both readers still say 2 replicas.
+        printed = json.loads(dashboard.get("workloads").stdout)["workloads"]
+        assert [w["replicas"] for w in printed] == [2]
+        assert [w["replicas"] for w in _api(dashboard, "workloads")["workloads"]] == [2]
 
         assert dialogs == []
         assert problems == []
