@@ -19,6 +19,7 @@ from builders import BuildError, sshsig
 from reconciler.chain import approvals, statements
 from reconciler.chain.follow import load_introduction
 from reconciler.chain.quorum import QuorumNotMet
+from reconciler.chain.trees import desired_at
 from reconciler.chain.values import (
     Evidence,
     IdentityVerifier,
@@ -31,7 +32,7 @@ from reconciler.chain.verify import members_by_key
 from reconciler.chain.walk import MAIN, Chain, Found, Step, find_introduction
 from reconciler.desired.model.circle import POLICY_FILE
 from reconciler.desired.model.types import ed25519_key_blob
-from reconciler.errors import InputError
+from reconciler.errors import CheckFailed, InputError
 
 
 def trusted_introduction(
@@ -157,6 +158,38 @@ def approve(
     return Approved(proposal.seq, proposal.target, member, path)
 
 
+class NeverApprovable(CheckFailed):
+    """A transition no quorum could make approved: signing it would only mislead."""
+
+
+def approvable(proposal: Proposal, now: int) -> None:
+    """Refuse (`NeverApprovable`, naming the problem) a transition that breaks a chain rule
+    other than the quorum (the policy's evolution, its placement, its tree): what `circle
+    verify` would refuse whatever the signatures."""
+    if proposal.approved:
+        return
+    try:
+        # Everything but the quorum, the proposed policy read at once (as `circle review`
+        # does; a node reads it only once the policy in force has its quorum).
+        proposal.walker.verifier.assess(proposal.state, proposal.transition(), [], now)
+    except CheckFailed as error:
+        raise NeverApprovable(
+            f"{proposal.target[:12]} can never be approved: {error}; fix the commit and "
+            "propose it again"
+        ) from None
+
+
+def invalid_documents(repo: pygit2.Repository, proposal: Proposal) -> str | None:
+    """What does not validate in the desired state at `proposal`'s revision (the first few
+    problems), or None: nodes keep the last valid step until it does."""
+    report = desired_at(repo, proposal.target)
+    if not report.errors:
+        return None
+    shown = "; ".join(str(problem) for problem in report.errors[:3])
+    more = f" and {len(report.errors) - 3} more" if len(report.errors) > 3 else ""
+    return f"{shown}{more}"
+
+
 @dataclass(frozen=True)
 class Judged:
     """Whether the transition to a proposal's revision has quorum (or is the approved head)."""
@@ -171,6 +204,7 @@ def judge(proposal: Proposal, now: int) -> Judged:
     last = proposal.steps[-1] if proposal.steps else None
     if proposal.approved:
         return Judged(True, last.signers if last else (), None)
+    approvable(proposal, now)  # a transition no signature could save is said as such
     try:
         verdict = proposal.walker.check(
             proposal.state, proposal.target, proposal.evidence(), now, vouched_first=False

@@ -76,8 +76,16 @@ class RuleResult:
         if self.required_missing:
             text += f"; required: {', '.join(self.required_missing)}"
         if self.weight < self.threshold and self.unsigned:
-            text += f"; missing one of: {', '.join(self.unsigned)}"
+            text += f"; {missing(self.threshold - self.weight, self.unsigned)}"
         return text
+
+
+def missing(short: int, unsigned: Sequence[str]) -> str:
+    """`missing one of: bob, carol`, or, when one more signer is not enough, `missing weight
+    2 from: alice, bob, carol` (never "one of" when all three are needed)."""
+    if short <= 1:
+        return f"missing one of: {', '.join(unsigned)}"
+    return f"missing weight {short} from: {', '.join(unsigned)}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,11 +21,13 @@ from reconciler.cli.chain_options import (
     identities_option,
     introduction,
     introduction_option,
+    named,
     open_repo,
     proposal,
+    revision_argument,
 )
 from reconciler.cli.context import output_option, repo_option, settings
-from reconciler.cli.render import print_json, stdout
+from reconciler.cli.render import print_json, stderr, stdout
 from reconciler.errors import InputError
 
 
@@ -81,7 +83,7 @@ def log_command(
 
 
 @click.command("verify")
-@click.argument("revision", default="main")
+@revision_argument
 @repo_option
 @introduction_option
 @identities_option
@@ -93,29 +95,36 @@ def verify_command(
     identities: IdentityVerifier | None,
     output: str | None,
 ) -> int:
-    """Exit 0 if the transition from the approved head to REVISION has quorum, 1 if not."""
+    """Exit 0 if the transition from the approved head to REVISION (default: HEAD, the
+    commit checked out) has quorum, 1 if not; it names the commit it judged."""
     now = int(time.time())
-    found = proposal(open_repo(repo), revision, now, identities, introduction_file)
+    git = open_repo(repo)
+    found = proposal(git, revision, now, identities, introduction_file)
     judged = propose.judge(found, now)
     if settings(output).json:
         print_json(
             {
                 "revision": found.target,
+                "asked": revision,
                 "approved": judged.approved,
+                "head": found.approved,
                 "seq": found.seq,
                 "signers": list(judged.signers),
                 "unmet": judged.unmet,
             }
         )
     elif judged.unmet:
-        stdout.print(f"{found.target[:12]}: not approved: {judged.unmet}", markup=False)
+        stdout.print(f"{named(git, revision, found.target)}: not approved: {judged.unmet}",
+                     markup=False)  # fmt: skip
     else:
-        stdout.print(f"{found.target[:12]}: approved (seq {found.seq})", markup=False)
+        what = "the approved head" if found.approved else "approved"
+        stdout.print(f"{named(git, revision, found.target)}: {what} (seq {found.seq}), signed "
+                     f"by {', '.join(judged.signers)}", markup=False)  # fmt: skip
     return 0 if judged.approved else 1
 
 
 @click.command("approve")
-@click.argument("revision", default="main")
+@revision_argument
 @repo_option
 @introduction_option
 @click.option(
@@ -168,7 +177,8 @@ def approve_command(
     identities: IdentityVerifier | None,
     output: str | None,
 ) -> int:
-    """Sign the transition from the approved head to REVISION and file it in the approvals ref."""
+    """Sign the transition from the approved head to REVISION (default: HEAD) and file it in
+    the approvals ref; refuse a transition no quorum could approve, naming why."""
     git = open_repo(repo)
     if statement_in is not None or signature_in is not None:
         if statement_in is None or signature_in is None:
@@ -179,6 +189,14 @@ def approve_command(
     now = int(time.time())
     found = proposal(git, revision, now, identities, introduction_file)
     statement = propose.statement(found, now)  # refuses the approved head itself
+    propose.approvable(found, now)  # refuses what no quorum could approve
+    invalid = propose.invalid_documents(git, found)
+    if invalid is not None:
+        stderr.print(
+            f"warning: {found.target[:12]}'s desired state does not validate ({invalid}): "
+            "once approved, nodes keep the last valid step until a commit fixes it",
+            markup=False,
+        )
     if statement_out is not None:
         write_atomically(statement_out, statement)
         stdout.print(
@@ -212,5 +230,6 @@ def approve_command(
             {"seq": done.seq, "commit": done.commit, "member": done.member, "path": done.path}
         )
     else:
-        stdout.print(f"approved seq {done.seq} ({done.commit[:12]}) as {done.member}", markup=False)
+        stdout.print(f"approved seq {done.seq} {named(git, revision, done.commit)} as "
+                     f"{done.member}", markup=False)  # fmt: skip
     return 0

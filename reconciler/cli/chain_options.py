@@ -83,3 +83,20 @@ def proposal(
     introduction_file: Path | None,
 ) -> Proposal:
     return propose(repo, revision, now, identities, introduction(repo, introduction_file, now))
+
+
+def revision_argument(function: click.decorators.FC) -> click.decorators.FC:
+    """REVISION, default HEAD: the commit checked out is the change in hand (on a
+    pull-request branch in CI, the proposal), never main by surprise."""
+    return click.argument("revision", default="HEAD")(function)
+
+
+def named(repo: pygit2.Repository, revision: str, commit: str) -> str:
+    """How a command names the commit it judged: `1a2b3c4d5e6f (HEAD, branch feature)`."""
+    parts = [revision] if revision != commit and not commit.startswith(revision) else []
+    if revision == "HEAD":
+        if repo.head_is_detached:
+            parts.append("detached")
+        else:
+            parts.append(f"branch {repo.head.shorthand}")
+    return f"{commit[:12]} ({', '.join(parts)})" if parts else commit[:12]

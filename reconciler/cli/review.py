@@ -14,13 +14,16 @@ from typing import Any
 
 import click
 
+from reconciler.chain.quorum import missing
 from reconciler.chain.review import review
 from reconciler.chain.values import IdentityVerifier
 from reconciler.cli.chain_options import (
     identities_option,
     introduction_option,
+    named,
     open_repo,
     proposal,
+    revision_argument,
 )
 from reconciler.cli.context import repo_option, settings
 from reconciler.cli.render import print_json, stdout
@@ -28,7 +31,7 @@ from reconciler.desired.review import Change
 
 
 @click.command("review")
-@click.argument("revision", default="main")
+@revision_argument
 @repo_option
 @introduction_option
 @identities_option
@@ -57,13 +60,15 @@ def command(
         return _render_approved(mode, step.seq, step.commit, step.signers)
     done = review(git, found, now, identities)
     report = done.to_json()
+    report["asked"] = revision
     changes = done.changes
+    label = named(git, revision, found.target)
     if mode == "json":
         print_json(report)
     elif mode == "markdown":
-        stdout.print(_markdown(report, changes), markup=False)
+        stdout.print(_markdown(report, changes, label), markup=False)
     else:
-        stdout.print(_text(report, changes), markup=False)
+        stdout.print(_text(report, changes, label), markup=False)
     return 0
 
 
@@ -93,13 +98,13 @@ def _rule_line(rule: dict[str, Any]) -> str:
     if rule["requiredMissing"]:
         text += f"; required: {', '.join(rule['requiredMissing'])}"
     if not rule["satisfied"] and rule["missing"]:
-        text += f"; missing one of: {', '.join(rule['missing'])}"
+        text += f"; {missing(rule['threshold'] - rule['weight'], rule['missing'])}"
     return text
 
 
-def _text(report: dict[str, Any], changes: list[Change]) -> str:
+def _text(report: dict[str, Any], changes: list[Change], label: str) -> str:
     start = report["from"][:12] if report["from"] else "the introduction"
-    lines = [f"review of {report['revision'][:12]} (seq {report['seq']}, from {start})", ""]
+    lines = [f"review of {label}: seq {report['seq']}, from {start}", ""]
     lines += ["changes:"] + [f"  {c.line()}" for c in changes] or ["  none"]
     lines += ["", "rules:"]
     lines += [f"  {'ok ' if r['satisfied'] else 'NO '} {_rule_line(r)}" for r in report["rules"]]
@@ -112,10 +117,10 @@ def _text(report: dict[str, Any], changes: list[Change]) -> str:
     return "\n".join(lines)
 
 
-def _markdown(report: dict[str, Any], changes: list[Change]) -> str:
+def _markdown(report: dict[str, Any], changes: list[Change], label: str) -> str:
     mark = "✅" if report["approved"] else "❌"
     lines = [
-        f"### {mark} circle review: `{report['revision'][:12]}` (seq {report['seq']})",
+        f"### {mark} circle review: `{label}` (seq {report['seq']})",
         "",
         "**Changes**",
         "",

@@ -52,7 +52,8 @@ def test_introduction_log_and_verify(circle: Path, cli: Callable[..., Result]) -
     )
     assert (
         cli("verify", "--repo", str(circle)).stdout.strip()
-        == f"{intro.commit[:12]}: approved (seq 1)"
+        == f"{intro.commit[:12]} (HEAD, branch main): the approved head (seq 1), signed by "
+        "alice, bob, carol"
     )
 
     workload = circle / "workloads/langid.yaml"

@@ -209,7 +209,7 @@ def test_a_merged_second_root_does_not_lock_the_owners_out(
 
     verify = circle("verify", "--repo", str(owner))
     assert verify.code == 1
-    assert verify.stdout.startswith(f"{merge[:12]}: not approved: seq 2 ")
+    assert verify.stdout.startswith(f"{merge[:12]} (HEAD, branch main): not approved: seq 2 ")
 
     review = circle("review", "--repo", str(owner), "-o", "json")
     assert review.code == 0, review.stderr
@@ -217,7 +217,7 @@ def test_a_merged_second_root_does_not_lock_the_owners_out(
 
     approved = circle("approve", "--repo", str(owner), "--key", str(keys / "alice"))
     assert approved.code == 0, approved.stderr
-    assert approved.stdout.strip() == f"approved seq 2 ({merge[:12]}) as alice"
+    assert approved.stdout.strip() == f"approved seq 2 {merge[:12]} (HEAD, branch main) as alice"
 
 
 def test_two_approved_roots_need_the_introduction_given(
