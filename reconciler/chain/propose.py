@@ -16,7 +16,7 @@ from pathlib import Path
 import pygit2
 
 from builders import BuildError, sshsig
-from reconciler.chain import approvals, statements
+from reconciler.chain import approvals, headcache, statements
 from reconciler.chain.follow import load_introduction
 from reconciler.chain.quorum import QuorumNotMet
 from reconciler.chain.trees import desired_at
@@ -81,7 +81,7 @@ def propose(
 ) -> Proposal:
     """The approved chain (verified from `intro`) and `revision`'s place after it."""
     walker = Chain(repo, intro, MAIN, identities=identities)
-    steps, state = walker.walk(now)
+    steps, state = headcache.walk(repo, walker, now)
     try:
         target = str(repo.revparse_single(revision).peel(pygit2.Commit).id)
     except (KeyError, ValueError, pygit2.InvalidSpecError):

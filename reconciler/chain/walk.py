@@ -128,7 +128,10 @@ def tip_commit(repo: pygit2.Repository, ref: str = MAIN, *, display: str | None 
     try:
         target = repo.references[ref].target
     except KeyError:
-        raise ChainError(f"{shown} does not exist (no commits yet)") from None
+        hint = "; in a clone of a circle, run circle pull, or start from circle clone URL"
+        raise ChainError(
+            f"{shown} does not exist (no commits yet){hint if ref == MAIN else ''}"
+        ) from None
     except (pygit2.GitError, ValueError) as error:
         raise ChainError(f"{shown} cannot be read: {error}") from None
     if not isinstance(target, pygit2.Oid):
@@ -409,9 +412,10 @@ class Deferred:
     """An identity verifier made the first time a bundle is met (sigstore is slow to import,
     and most circles never use it)."""
 
-    def __init__(self, make: Callable[[], IdentityVerifier]) -> None:
+    def __init__(self, make: Callable[[], IdentityVerifier], label: str = "") -> None:
         self._make = make
         self._made: IdentityVerifier | None = None
+        self.label = label  # which trust root: answers cached under one hold for it only
 
     def identify(self, message: bytes, bundle: str) -> tuple[str, str]:
         if self._made is None:

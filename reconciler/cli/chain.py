@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from qss.durable import write_atomically
-from reconciler.chain import approvals, propose, signing, statements
+from reconciler.chain import approvals, headcache, propose, signing, statements
 from reconciler.chain.values import IdentityVerifier
 from reconciler.chain.walk import MAIN, Chain
 from reconciler.cli.chain_options import (
@@ -57,7 +57,7 @@ def log_command(
     git = open_repo(repo)
     now = int(time.time())
     walker = Chain(git, introduction(git, introduction_file, now), MAIN, identities=identities)
-    steps, _ = walker.walk(now)
+    steps, _ = headcache.walk(git, walker, now)
     if settings(output).json:
         print_json(
             [

@@ -3,6 +3,7 @@ repository, and placing a revision on the approved chain (naming junk roots on s
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import click
@@ -36,7 +37,14 @@ def _identities(
             return SigstoreVerifier.instance(value)
         return SigstoreVerifier.from_file(Path(value))
 
-    return Deferred(make)
+    if value in ("production", "staging"):
+        label = value
+    else:
+        try:
+            label = "file:" + hashlib.sha256(Path(value).read_bytes()).hexdigest()
+        except OSError:
+            label = f"unreadable:{value}"  # the verifier says why, if a bundle is met
+    return Deferred(make, label)
 
 
 def identities_option(function: click.decorators.FC) -> click.decorators.FC:

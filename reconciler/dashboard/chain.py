@@ -16,7 +16,7 @@ from typing import Any
 
 import pygit2
 
-from reconciler.chain import approvals
+from reconciler.chain import approvals, headcache
 from reconciler.chain.propose import propose, trusted_introduction
 from reconciler.chain.review import review
 from reconciler.chain.walk import MAIN, Chain
@@ -51,7 +51,7 @@ def chain_page(repo_dir: Path, now: int) -> dict[str, Any]:
     repo = pygit2.Repository(str(repo_dir))
     found = trusted_introduction(repo, None, now)
     walker = Chain(repo, found.intro, MAIN)
-    steps, state = walker.walk(now)
+    steps, state = headcache.walk(repo, walker, now)
     approved = [
         {
             "seq": step.seq,

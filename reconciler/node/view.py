@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pygit2
 
-from reconciler.chain import follow
+from reconciler.chain import follow, headcache
 from reconciler.chain.node_state import load as load_state
 from reconciler.chain.trees import desired_at
 from reconciler.chain.walk import MAIN, Chain, find_introduction, tip_commit
@@ -59,7 +59,8 @@ def circle_from(repo_dir: Path | None, state_dir: Path | None) -> Circle:
     else:
         repo = _open(repo_dir or Path("."))
         now = int(time.time())
-        _, head = Chain(repo, find_introduction(repo, MAIN, now=now).intro, MAIN).walk(now)
+        walker = Chain(repo, find_introduction(repo, MAIN, now=now).intro, MAIN)
+        _, head = headcache.walk(repo, walker, now)
         commit = head.commit if head is not None else str(tip_commit(repo, MAIN).id)
     report = desired_at(repo, commit)
     if report.state.circle is None:
