@@ -35,12 +35,14 @@ import pygit2
 from qss.durable import write_atomically
 from reconciler.chain import approvals
 from reconciler.chain.values import Introduction, NodeState
-from reconciler.chain.walk import MAIN, Chain, Deferred, Step
+from reconciler.chain.walk import MAIN, Chain, Deferred, Found, Step, find_introduction
 from reconciler.errors import CheckFailed
 from reconciler.files import read_bounded
 
 FORMAT = "circle-verified-head/1"
 NAME = "circle/verified.json"
+INTRO_FORMAT = "circle-introduction-cache/1"
+INTRO_NAME = "circle/introduction.json"
 MAX_BYTES = 64 << 20  # 10,000 steps take about 1 MiB
 
 
@@ -79,6 +81,48 @@ def walk(repo: pygit2.Repository, walker: Chain, now: int) -> tuple[list[Step], 
     if key is not None:
         _store(repo, walker.intro, key, steps, state)
     return steps, state
+
+
+def introduction(repo: pygit2.Repository, now: int) -> Found:
+    """`find_introduction(repo)`, which walks all of main's history for its root commits, kept
+    beside the steps: the same main, or a main that only added commits and no root to a
+    history of one root, has the same introduction. Anything else: found again."""
+    try:
+        main = repo.references[MAIN].resolve().target
+    except (KeyError, ValueError, pygit2.GitError):
+        return find_introduction(repo, MAIN, now=now)  # which says what is wrong
+    path = Path(repo.path) / INTRO_NAME
+    try:
+        data = json.loads(read_bounded(path, 1 << 16))
+        if data["format"] != INTRO_FORMAT:
+            raise ValueError("another format")
+        was = pygit2.Oid(hex=str(data["main"]))
+        found = data["introduction"]
+        intro = Introduction(str(found["circle"]), str(found["commit"]), str(found["policySha256"]))
+        if was != main:
+            if not repo.descendant_of(main, was):
+                raise ValueError("main rewritten")
+            walker = repo.walk(main, pygit2.enums.SortMode.TOPOLOGICAL)
+            walker.hide(was)
+            if any(not commit.parents for commit in walker):
+                raise ValueError("a root merged in")
+    except Exception:  # noqa: BLE001 - any doubt: find it again
+        fresh = find_introduction(repo, MAIN, now=now)
+        if not fresh.foreign_roots:  # one root: later commits keep it, unless a root comes
+            document = {
+                "format": INTRO_FORMAT,
+                "main": str(main),
+                "introduction": _intro(fresh.intro),
+            }
+            with contextlib.suppress(OSError):
+                path.parent.mkdir(mode=0o700, exist_ok=True)
+                write_atomically(path, json.dumps(document), mode=0o600)
+        return fresh
+    if was != main:
+        document = {"format": INTRO_FORMAT, "main": str(main), "introduction": _intro(intro)}
+        with contextlib.suppress(OSError):
+            write_atomically(path, json.dumps(document), mode=0o600)
+    return Found(intro)
 
 
 def _path(repo: pygit2.Repository) -> Path:

@@ -29,7 +29,7 @@ from reconciler.chain.values import (
     sha256,
 )
 from reconciler.chain.verify import members_by_key
-from reconciler.chain.walk import MAIN, Chain, Found, Step, find_introduction
+from reconciler.chain.walk import MAIN, Chain, Found, Step
 from reconciler.desired.model.circle import POLICY_FILE
 from reconciler.desired.model.types import ed25519_key_blob
 from reconciler.errors import CheckFailed, InputError
@@ -42,7 +42,7 @@ def trusted_introduction(
     other histories merged into main, which the caller names: they are never trusted)."""
     if introduction_file is not None:
         return Found(load_introduction(introduction_file))
-    return find_introduction(repo, MAIN, now=now)
+    return headcache.introduction(repo, now)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import pygit2
 from reconciler.chain import follow, headcache
 from reconciler.chain.node_state import load as load_state
 from reconciler.chain.trees import desired_at
-from reconciler.chain.walk import MAIN, Chain, find_introduction, tip_commit
+from reconciler.chain.walk import MAIN, Chain, tip_commit
 from reconciler.desired.model.workload import Workload
 from reconciler.desired.repository import DesiredState
 from reconciler.errors import InputError
@@ -59,7 +59,7 @@ def circle_from(repo_dir: Path | None, state_dir: Path | None) -> Circle:
     else:
         repo = _open(repo_dir or Path("."))
         now = int(time.time())
-        walker = Chain(repo, find_introduction(repo, MAIN, now=now).intro, MAIN)
+        walker = Chain(repo, headcache.introduction(repo, now).intro, MAIN)
         _, head = headcache.walk(repo, walker, now)
         commit = head.commit if head is not None else str(tip_commit(repo, MAIN).id)
     report = desired_at(repo, commit)

@@ -165,3 +165,29 @@ def test_a_clone_where_no_cache_can_be_written_is_walked_every_time(world: World
     assert answer(world.circle, cached=True, counter=walks) is not None
     assert walks == [0, 0]
     assert cache_file(world).parent.read_text() == "not a folder"
+
+
+def test_the_introduction_is_kept_until_a_root_is_merged_in(
+    world: World, circle: Callable[..., Result], tmp_path: Path
+) -> None:
+    repo = pygit2.Repository(str(world.circle))
+    first = headcache.introduction(repo, NOW)
+    kept = Path(repo.path) / headcache.INTRO_NAME
+    assert json.loads(kept.read_text())["introduction"]["commit"] == first.intro.commit
+    propose_and_approve(world, circle, 3)  # main goes on: the same introduction, found at once
+    assert headcache.introduction(repo, NOW) == first
+    assert json.loads(kept.read_text())["main"] == git(world.circle, "rev-parse", "main")
+
+    other = tmp_path / "other"
+    git(tmp_path, "init", "-q", "-b", "main", str(other))
+    (other / "x").write_text("another history\n")
+    git(other, "add", "x")
+    git(other, "commit", "-qm", "another root")
+    git(world.circle, "fetch", "-q", str(other), "main:refs/heads/other")
+    git(world.circle, "merge", "-q", "--allow-unrelated-histories", "-m", "merge", "other")
+    found = headcache.introduction(repo, NOW)
+    assert found.intro == first.intro
+    assert found.foreign_roots == (git(world.circle, "rev-parse", "other"),)  # named, not kept
+
+    kept.write_text("{")  # damaged: found again
+    assert headcache.introduction(repo, NOW) == found
