@@ -1,4 +1,4 @@
-"""`circle describe [DIR]`: the desired state of a circle, as people read it."""
+"""`circle describe [--repo DIR]`: the desired state of a circle, as people read it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 import click
 from rich.table import Table
 
-from reconciler.cli.context import output_option, settings
+from reconciler.cli.context import output_option, repo_option, settings
+from reconciler.cli.policy import checked, chosen_repo, head_json
 from reconciler.cli.render import print_json, print_problems, report_json, stdout, summary_line
 from reconciler.desired.documents import Loaded
 from reconciler.desired.folder import check_circle_dir
@@ -47,7 +48,7 @@ def state_json(state: DesiredState) -> dict[str, Any]:
 def _table(title: str, *columns: str) -> Table:
     table = Table(title=title, title_justify="left", title_style="bold", expand=False)
     for column in columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(column)  # rich's default: a too-long word ends in "…", never folded
     return table
 
 
@@ -151,17 +152,25 @@ def _volumes(volumes: Mapping[str, Loaded[Volume]], state: DesiredState) -> Tabl
 
 
 @click.command("describe")
-@click.argument("directory", default=".", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("directory", required=False, type=click.Path(path_type=Path, file_okay=False))
+@repo_option
 @output_option
-def command(directory: Path, output: str | None) -> int:
-    """Describe the desired state of the circle repository in DIRECTORY.
+def command(directory: Path | None, repo: Path, output: str | None) -> int:
+    """Describe the desired state of the circle repository in DIRECTORY or --repo.
 
-    Shows the owners and their rules, the admitted nodes, the workloads, builds and volumes.
-    Problems are listed first; the exit code is that of `circle validate`.
+    Shows the owners and their rules, the approved head, the admitted nodes, the workloads,
+    builds and volumes. Problems are listed first; the exit code is that of `circle validate`.
     """
-    report = check_circle_dir(directory)
+    directory = chosen_repo(directory, repo)
+    report, head = checked(directory, check_circle_dir(directory))
     if settings(output).json:
-        print_json({**report_json(directory, report), "state": state_json(report.state)})
+        print_json(
+            {
+                **report_json(directory, report),
+                "approvedHead": head_json(head),
+                "state": state_json(report.state),
+            }
+        )
         return report.exit_code
     print_problems(report.problems)
     state = report.state
@@ -171,6 +180,12 @@ def command(directory: Path, output: str | None) -> int:
             f"[bold]Circle {circle.id}[/bold], policy version {circle.version}, "
             f"circle.yaml sha256 {state.circle.sha256}"
         )
+        if head is not None:
+            stdout.print(
+                f"Approved head: seq {head.seq} ({head.commit[:12]}), policy version "
+                f"{head.version}, circle.yaml sha256 {head.sha256}",
+                markup=False,
+            )
         if circle.description:
             stdout.print(circle.description.strip(), markup=False)
         stdout.print(_members(circle))
