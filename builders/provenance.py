@@ -1,6 +1,8 @@
 """Build provenance: an in-toto Statement v1 with a SLSA provenance v1 predicate naming an
 artifact and the pinned inputs it was built from, signed with SSHSIG (namespace
-`circle-provenance-v1`), and the check that N independent trusted builders agree on a digest.
+`circle-provenance-v1`), and the check that N independent trusted builders agree on a digest:
+`check_agreement` reports who agrees and why each other attestation does not count (what
+`circle artifact verify-provenance` shows); `verify_agreement` enforces it (raises).
 
 Statements are canonical JSON (RFC 8785) without timestamps or host data, so two builders that
 build the same inputs sign byte-identical statements. Pure: bytes in, values or errors out.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import rfc8785
@@ -25,10 +28,13 @@ __all__ = [
     "NAMESPACE",
     "PREDICATE_TYPE",
     "STATEMENT_TYPE",
+    "Agreement",
     "Attestation",
     "ProvenanceError",
     "attest",
     "build_type",
+    "check_agreement",
+    "digest_of",
     "statement",
     "verify_agreement",
 ]
@@ -69,7 +75,7 @@ def statement(
     `inputs` maps each pinned input or source path to its sha256 (hex); `invocation` holds the
     build's parameters. No clock, host or order dependence: same arguments, same bytes.
     """
-    digest = _digest_of(artifact_id)
+    digest = digest_of(artifact_id)
     for path, sha256 in inputs.items():
         if not _SHA256.fullmatch(sha256):
             raise ProvenanceError(f"input {path!r}: digest {sha256[:80]!r} is not 64 hex sha256")
@@ -107,6 +113,60 @@ def attest(statement_bytes: bytes, private_key: Ed25519PrivateKey) -> Attestatio
     return Attestation(statement_bytes, sign(statement_bytes, private_key, NAMESPACE))
 
 
+@dataclass(frozen=True)
+class Agreement:
+    """Which trusted builders signed statements naming an artifact, and why the other
+    attestations did not count: `excluded` holds (position from 1, reason)."""
+
+    artifact_id: str
+    required: int
+    agreeing: tuple[str, ...]
+    excluded: tuple[tuple[int, str], ...]
+
+    @property
+    def met(self) -> bool:
+        return len(self.agreeing) >= self.required
+
+    def summary(self) -> str:
+        """`artifact sha256:...: 1 of 2 required trusted builders agree (a); excluded: ...`"""
+        found = ", ".join(self.agreeing) or "none"
+        why = "; ".join(f"#{index}: {reason}" for index, reason in self.excluded)
+        return (
+            f"artifact {self.artifact_id}: {len(self.agreeing)} of {self.required} required "
+            f"trusted builders agree ({found}); excluded: {why or 'no attestations'}"
+        )
+
+
+def check_agreement(
+    artifact_id: str,
+    attestations: Sequence[tuple[bytes, str]],
+    trusted: Mapping[str, str],
+    required: int,
+) -> Agreement:
+    """Report the trusted builder ids whose valid statements name `artifact_id`'s digest.
+
+    Each trusted builder counts once. Every other attestation is excluded with its reason
+    (untrusted key, bad signature, other digest, statement for another builder id, builder
+    already counted). Raises `ProvenanceError` only for bad arguments: an artifact id that is
+    not one, `required` under 1, a malformed trusted key or two builders sharing one.
+    """
+    digest = digest_of(artifact_id)
+    if required < 1:
+        raise ProvenanceError(f"required builders must be at least 1, got {required}")
+    builder_of_key = _builders_by_key(trusted)
+    agreeing: list[str] = []
+    excluded: list[tuple[int, str]] = []
+    for index, (statement_bytes, armored) in enumerate(attestations, start=1):
+        reason, builder_id = _check_one(statement_bytes, armored, digest, builder_of_key, trusted)
+        if reason is None and builder_id in agreeing:
+            reason = f"builder {builder_id!r} already counted"
+        if reason is not None:
+            excluded.append((index, reason))
+        else:
+            agreeing.append(builder_id)
+    return Agreement(artifact_id, required, tuple(agreeing), tuple(excluded))
+
+
 def verify_agreement(
     artifact_id: str,
     attestations: Sequence[tuple[bytes, str]],
@@ -115,33 +175,13 @@ def verify_agreement(
 ) -> list[str]:
     """Return the trusted builder ids whose valid statements name `artifact_id`'s digest.
 
-    Each trusted builder counts once. Raise `ProvenanceError` unless at least `required`
-    distinct builders agree; the message lists who counted and why each other attestation was
-    excluded (untrusted key, bad signature, other digest, statement for another builder id,
-    builder already counted).
+    Raise `ProvenanceError` unless at least `required` distinct builders agree; the message
+    lists who counted and why each other attestation was excluded (`check_agreement`).
     """
-    digest = _digest_of(artifact_id)
-    if required < 1:
-        raise ProvenanceError(f"required builders must be at least 1, got {required}")
-    builder_of_key = _builders_by_key(trusted)
-    agreeing: list[str] = []
-    excluded: list[str] = []
-    for index, (statement_bytes, armored) in enumerate(attestations, start=1):
-        reason, builder_id = _check_one(statement_bytes, armored, digest, builder_of_key, trusted)
-        if reason is None and builder_id in agreeing:
-            reason = f"builder {builder_id!r} already counted"
-        if reason is not None:
-            excluded.append(f"#{index}: {reason}")
-        else:
-            agreeing.append(builder_id)
-    if len(agreeing) < required:
-        found = ", ".join(agreeing) or "none"
-        why = "; ".join(excluded) or "no attestations"
-        raise ProvenanceError(
-            f"artifact {artifact_id}: {len(agreeing)} of {required} required trusted builders "
-            f"agree ({found}); excluded: {why}"
-        )
-    return agreeing
+    agreement = check_agreement(artifact_id, attestations, trusted, required)
+    if not agreement.met:
+        raise ProvenanceError(agreement.summary())
+    return list(agreement.agreeing)
 
 
 def _check_one(
@@ -203,7 +243,8 @@ def _builders_by_key(trusted: Mapping[str, str]) -> dict[str, str]:
     return by_key
 
 
-def _digest_of(artifact_id: str) -> str:
+def digest_of(artifact_id: str) -> str:
+    """The sha256 hex of `artifact_id`; `ProvenanceError` unless it is `sha256:<64 hex>`."""
     match = _ARTIFACT_ID.fullmatch(artifact_id)
     if match is None:
         raise ProvenanceError(f"{artifact_id[:80]!r} is not an artifact id (sha256:<64 hex>)")

@@ -1,5 +1,6 @@
 """`circle artifact`: serve a chunk store to peers, materialize an artifact from the local store
-and peers, verify a tree against an artifact, and diff two artifacts (what an update fetches).
+and peers, verify a tree against an artifact, diff two artifacts (what an update fetches), and
+verify a build's signed provenance (`verify-provenance`, in `reconciler.cli.provenance`).
 
 Sources are chunk store folders or `http://` URLs of `circle artifact serve`. A manifest is read
 from the local store first, then from the sources in order; whichever answers, its bytes are
@@ -29,6 +30,7 @@ from builders.materialize import Progress as FetchProgress
 from builders.materialize import materialize as materialize_artifact
 from builders.materialize import verify_tree
 from reconciler import wiring
+from reconciler.cli import provenance
 from reconciler.cli.context import output_option, settings
 from reconciler.cli.render import print_json, stderr, stdout, transfer_progress
 from reconciler.desired.model.types import format_bytes
@@ -138,7 +140,10 @@ def _local_store(store_dir: Path | None, *, create: bool) -> ChunkStore:
 
 @click.group("artifact")
 def group() -> None:
-    """Serve, materialize, verify and compare artifacts."""
+    """Serve, materialize, verify and compare artifacts; verify their provenance."""
+
+
+group.add_command(provenance.command)
 
 
 store_option = click.option(
@@ -254,9 +259,9 @@ def materialize(
             {
                 "artifact": artifact_id,
                 "path": str(path),
-                "fetched_chunks": done.chunks_done,
-                "fetched_bytes": done.bytes_done,
-                "source_problems": sources.problems,
+                "fetchedChunks": done.chunks_done,
+                "fetchedBytes": done.bytes_done,
+                "sourceProblems": sources.problems,
             }
         )
     else:
@@ -338,10 +343,10 @@ def diff(
         "added": [entry.path for kind, entry in changes if kind == "added"],
         "removed": [entry.path for kind, entry in changes if kind == "removed"],
         "changed": [entry.path for kind, entry in changes if kind == "changed"],
-        "fetch_chunks": len(fetch),
-        "fetch_bytes": sum(fetch.values()),
-        "total_chunks": len(sizes),
-        "total_bytes": sum(sizes.values()),
+        "fetchChunks": len(fetch),
+        "fetchBytes": sum(fetch.values()),
+        "totalChunks": len(sizes),
+        "totalBytes": sum(sizes.values()),
     }
     if settings(output).json:
         print_json(summary)
@@ -355,8 +360,8 @@ def diff(
     else:
         stdout.print("no files differ", markup=False)
     stdout.print(
-        f"fetch {format_bytes(summary['fetch_bytes'])} in {len(fetch)} of {len(sizes)} chunks "
-        f"({format_bytes(summary['total_bytes'])} in all)",
+        f"fetch {format_bytes(summary['fetchBytes'])} in {len(fetch)} of {len(sizes)} chunks "
+        f"({format_bytes(summary['totalBytes'])} in all)",
         markup=False,
     )
     return 0

@@ -18,7 +18,8 @@ from builders import BuildError
 from builders.chunks import ChunkStore
 from reconciler import wiring
 from reconciler.cli.context import output_option, repo_option, settings
-from reconciler.cli.render import print_json, print_problems, stderr, stdout
+from reconciler.cli.keygen import refuse_public_key
+from reconciler.cli.render import ProblemsFound, print_json, stderr, stdout
 from reconciler.desired.folder import check_circle_dir
 from reconciler.desired.lock import lock_build
 from reconciler.errors import CheckFailed, InputError
@@ -73,15 +74,17 @@ def command(
         p for p in report.errors if p.file.removeprefix(str(repo)).lstrip("/").startswith("builds/")
     ]
     if report.exit_code == 2 or broken:
-        print_problems(report.problems)
-        raise InputError(f"{repo}: fix the problems above before building")
+        raise ProblemsFound(f"{repo}: fix these problems before building", report.errors)
     builds = report.state.builds
     unknown = sorted(set(names) - set(builds))
     if unknown:
         raise InputError(
             f"no build named {', '.join(unknown)} (builds: {', '.join(sorted(builds))})"
         )
-    signer = wiring.load_signer(attest_key, passphrase_file, builder_id) if attest_key else None
+    signer = None
+    if attest_key is not None:
+        refuse_public_key(attest_key)
+        signer = wiring.load_signer(attest_key, passphrase_file, builder_id)
     results: list[BuildResult] = []
     with tempfile.TemporaryDirectory(prefix="circle-build-check-") as scratch:
         try:

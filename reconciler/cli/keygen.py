@@ -2,7 +2,8 @@
 
 Writes the OpenSSH private key to PATH (mode 0600, never over an existing file) and the public
 line to PATH.pub, exactly as `ssh-keygen -t ed25519` would; keys made by ssh-keygen work the
-same everywhere `circle` takes a key.
+same everywhere `circle` takes a key. Commands that need a private key refuse a public one
+given in its place, naming the private key to give (`refuse_public_key`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,35 @@ from qss.durable import write_atomically
 from reconciler.cli.context import output_option, settings
 from reconciler.cli.render import print_json, stdout
 from reconciler.errors import InputError
+from reconciler.files import read_bounded
+
+# How an OpenSSH public key line starts (ssh-ed25519, ssh-rsa, ecdsa-sha2-*, sk-*@openssh.com).
+_PUBLIC_KEY_STARTS = (b"ssh-", b"ecdsa-sha2-", b"sk-ssh-", b"sk-ecdsa-")
+
+
+def refuse_public_key(path: Path) -> None:
+    """Refuse `path` where a private key is needed if it holds a public key line, naming the
+    private key to give instead. A file that cannot be read is left to the key's loader."""
+    try:
+        head = read_bounded(path, 64)
+    except InputError:
+        return
+    if not head.lstrip().startswith(_PUBLIC_KEY_STARTS):
+        return
+    if path.name.endswith(".pub") and path.name != ".pub":
+        private = path.with_name(path.name.removesuffix(".pub"))
+        raise InputError(f"{path} is a public key: give the private key {private}")
+    raise InputError(f"{path} is a public key: give its private key")
+
+
+def refuse_public_name(path: Path) -> None:
+    """Refuse to make a private key at a `.pub` path: its public half would be `.pub.pub`."""
+    if path.name.endswith(".pub") and path.name != ".pub":
+        private = path.with_name(path.name.removesuffix(".pub"))
+        raise InputError(
+            f"{path} is a public key's name: give the private key's path {private} "
+            f"(its public key goes to {private}.pub)"
+        )
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
@@ -40,6 +70,7 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
 @output_option
 def command(path: Path, comment: str, passphrase_file: Path | None, output: str | None) -> int:
     """Make an Ed25519 key: PATH (private, 0600) and PATH.pub."""
+    refuse_public_name(path)
     public_path = path.with_name(path.name + ".pub")
     if public_path.exists():
         raise InputError(f"{public_path}: exists; refusing to overwrite a key")

@@ -10,6 +10,7 @@ import click
 
 from reconciler.chain.follow import load_introduction
 from reconciler.cli.context import output_option, settings
+from reconciler.cli.keygen import refuse_public_key, refuse_public_name
 from reconciler.cli.render import print_json, stdout
 from reconciler.errors import InputError
 from reconciler.node import view
@@ -30,6 +31,7 @@ def group() -> None:
 @output_option
 def keygen(path: Path, comment: str, output: str | None) -> int:
     """Make a node key: PATH (0600) and PATH.pub, whose line is `publicKey` in nodes/NAME.yaml."""
+    refuse_public_name(path)
     key = NodeKey.generate(path, comment)
     if settings(output).json:
         print_json(
@@ -128,6 +130,7 @@ def run(
     """Run the node agent until SIGTERM or Ctrl-C: follow the chain, register, campaign, lead
     when elected, accept or refuse this node's assignments, and run the accepted ones, each
     replica in its sandbox (bubblewrap; the agent runs as root)."""
+    refuse_public_key(key_file)
     if keepalive * 2 > ttl:
         raise InputError(f"--keepalive {keepalive:g} must be at most half of --ttl {ttl}")
     url = resolve_store_url(store_url)

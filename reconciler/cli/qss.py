@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -35,6 +36,7 @@ from qss.store import Store
 from reconciler import wiring
 from reconciler.cli.context import output_option, settings
 from reconciler.cli.render import (
+    ProblemsFound,
     plural,
     print_error,
     print_json,
@@ -153,6 +155,9 @@ def open_target(
         raise InputError("give --volume or --backend, not both")
     if volume:
         report = check_circle_dir(repo)
+        broken = [p for p in report.errors if p.file.endswith(f"volumes/{volume}.yaml")]
+        if broken and volume not in report.state.volumes:
+            raise ProblemsFound(f"{repo}: volume {volume} cannot be read", broken)
         try:
             found = wiring.volume_store(report.state, volume, workers=workers, timeout=timeout)
         except InputError as error:
@@ -264,19 +269,24 @@ def put(
 @click.argument("object_id")
 @click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--key", "keyfile", type=click.Path(path_type=Path), required=True)
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @backend_options
 @output_option
 def get(
     object_id: str,
     out: Path,
     keyfile: Path,
+    force: bool,
     where: Selection,
     output: str | None,
 ) -> int:
-    """Read object OBJECT_ID (or a unique prefix of 8+ digits) into the file OUT."""
+    """Read object OBJECT_ID (or a unique prefix of 8+ digits) into the file OUT (never over
+    an existing file without --force)."""
     as_json = settings(output).json
     if not out.parent.is_dir():
         raise InputError(f"{out}: the folder {out.parent} does not exist")
+    if os.path.lexists(out) and not force:
+        raise InputError(f"{out}: exists; refusing to overwrite it (use --force)")
     with storage_errors():
         storage_key = read_key_file(keyfile)
         target = where.open()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +20,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from reconciler.desired.problems import Problem, Severity
+from reconciler.desired.problems import DocumentError, Problem, Severity
 from reconciler.desired.repository import DesiredState, Report
 
 stdout = Console(highlight=False, soft_wrap=True)
@@ -30,26 +32,86 @@ def print_json(value: Any) -> None:
     sys.stdout.flush()
 
 
+class ProblemsFound(DocumentError):
+    """Bad input found as problems in documents, with a sentence saying what it stopped:
+    printed as the problems, one a line, then the sentence; in JSON as both."""
+
+    def __init__(self, message: str, problems: Sequence[Problem]) -> None:
+        super().__init__(problems)
+        self.args = (message,)
+
+
 def print_error(message: str, as_json: bool, problems: Sequence[Problem] = ()) -> None:
     """One clear error: a line per problem on stderr, or one JSON object on stdout."""
     if as_json:
         print_json({"error": message, "problems": [p.as_dict() for p in problems]})
         return
-    if problems:
-        for problem in problems:
-            stderr.print(str(problem), markup=False)
-    else:
+    for problem in problems:
+        stderr.print(str(problem), markup=False)
+    # A DocumentError's message is its first problem again; any other says what it stopped.
+    if not problems or not message.startswith(str(problems[0])):
         stderr.print(f"circle: error: {message}", markup=False)
+
+
+GAP = "   "
+ELLIPSIS = "…"
 
 
 def print_columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """Aligned columns as kubectl prints them: upper-case headers, three spaces between
-    columns, nothing cut to the terminal's width."""
-    widths = [max([len(title), *(len(row[i]) for row in rows)]) for i, title in enumerate(header)]
+    columns. Piped, nothing is cut; on a terminal (or with COLUMNS set) lines are fitted to
+    its width by shortening the widest cells in their middle, with an ellipsis, rather than
+    letting the terminal break them mid-word."""
+    widths = fit_widths(
+        [max([len(title), *(len(row[i]) for row in rows)]) for i, title in enumerate(header)],
+        [len(title) for title in header],
+        terminal_columns(),
+    )
     for row in [header, *rows]:
-        line = "   ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        line = GAP.join(
+            shorten(cell, width).ljust(width) for cell, width in zip(row, widths, strict=True)
+        )
         sys.stdout.write(line.rstrip() + "\n")
     sys.stdout.flush()
+
+
+def terminal_columns() -> int | None:
+    """The width to fit lines to: $COLUMNS, else the terminal's; None when piped."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
+
+
+def fit_widths(widths: Sequence[int], floors: Sequence[int], limit: int | None) -> list[int]:
+    """Column widths whose line fits in `limit`: the column with the most to spare gives up a
+    character at a time, none below its header (or 8 characters), so narrow columns stay
+    whole. When even that is too wide, the line is as narrow as those floors allow."""
+    fitted = list(widths)
+    if limit is None:
+        return fitted
+    least = [min(width, max(floor, 8)) for width, floor in zip(widths, floors, strict=True)]
+    excess = sum(fitted) + len(GAP) * (len(fitted) - 1) - limit
+    while excess > 0:
+        widest = max(range(len(fitted)), key=lambda i: (fitted[i] - least[i], fitted[i]))
+        if fitted[widest] <= least[widest]:
+            break
+        fitted[widest] -= 1
+        excess -= 1
+    return fitted
+
+
+def shorten(cell: str, width: int) -> str:
+    """`cell` in at most `width` characters: its start and end kept, the middle an ellipsis
+    (an id's prefix and a path's file name both survive)."""
+    if len(cell) <= width:
+        return cell
+    if width <= 1:
+        return ELLIPSIS[:width]
+    tail = (width - 1) // 2
+    return cell[: width - 1 - tail] + ELLIPSIS + (cell[-tail:] if tail else "")
 
 
 def print_problems(problems: Sequence[Problem]) -> None:

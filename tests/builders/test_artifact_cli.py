@@ -15,6 +15,7 @@ from builders.chunks import ChunkStore
 from builders.http_chunks import ChunkServer, HttpChunkSource
 from builders.manifest import decode
 from tests.conftest import Result
+from tests.reconciler.cli.test_consistency import snake_keys
 
 SERVICE_FILE = "app/langid_service/__init__.py"
 
@@ -52,14 +53,15 @@ def test_materialize_from_a_peer_then_verify_and_detect_tampering(
     assert done.code == 0, done.stderr
     path = Path(done.json()["path"])
     assert done.json()["artifact"] == artifact_id
-    assert done.json()["fetched_bytes"] > 0
+    assert done.json()["fetchedBytes"] > 0
+    assert snake_keys(done.json()) == []
     assert path == dest / artifact_id.removeprefix("sha256:")
     assert (dest / "current").resolve() == path
     assert (path / SERVICE_FILE).is_file()
     # The node now holds the manifest and every chunk: a second run fetches nothing.
     again = circle("artifact", "materialize", artifact_id, *args[:4], "-o", "json")
     assert again.code == 0, again.stderr
-    assert again.json()["fetched_bytes"] == 0
+    assert again.json()["fetchedBytes"] == 0
 
     verified = circle("artifact", "verify", str(path), "--id", artifact_id, "--source", server.url)
     assert verified.code == 0, verified.stderr
@@ -90,18 +92,19 @@ def test_diff_of_two_builds_lists_the_changed_file_and_the_bytes_to_fetch(
 
     assert diff.code == 0, diff.stderr
     report = diff.json()
+    assert snake_keys(report) == []
     assert (report["added"], report["removed"]) == ([], [])
     assert report["changed"] == [SERVICE_FILE]
     manifest = decode(ChunkStore(store).get_manifest(second), second)
     (entry,) = [e for e in manifest.files() if e.path == SERVICE_FILE]
-    assert report["fetch_bytes"] == entry.size
-    assert 0 < report["fetch_bytes"] < report["total_bytes"]
+    assert report["fetchBytes"] == entry.size
+    assert 0 < report["fetchBytes"] < report["totalBytes"]
 
     text = circle("artifact", "diff", first, second, "--store", str(store))
     assert text.code == 0
     assert "changed" in text.stdout
     assert SERVICE_FILE in text.stdout
-    assert f"fetch {report['fetch_bytes']}" in text.stdout
+    assert f"fetch {report['fetchBytes']}" in text.stdout
 
 
 def test_a_corrupt_chunk_on_the_peer_fails_materialize_and_leaves_nothing(

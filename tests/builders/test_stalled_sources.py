@@ -92,16 +92,16 @@ def test_materialize_moves_on_from_a_stalled_source_to_the_next(
     path = dest / artifact.hex
     assert report["path"] == str(path)
     assert (path / "app/data.bin").read_bytes() == bytes(range(256)) * 5
-    assert report["fetched_chunks"] == len(artifact.chunks)  # all of them from the good peer
+    assert report["fetchedChunks"] == len(artifact.chunks)  # all of them from the good peer
     stalled = f"chunk source {slow.url} stalled: GET /"
     within = f"timed out: no complete response within {DEADLINE:g} s"
-    manifest_problem, chunk_problem = report["source_problems"]
+    manifest_problem, chunk_problem = report["sourceProblems"]
     assert manifest_problem.startswith(f"{stalled}manifests/{artifact.hex}: {within}")
     assert manifest_problem.endswith("; trying the next source")
     assert chunk_problem.startswith(f"{stalled}chunks/")
     assert chunk_problem.endswith(f"{within}; it is tried last from now on")
     assert done.stderr.splitlines() == [
-        f"warning: {problem}" for problem in report["source_problems"]
+        f"warning: {problem}" for problem in report["sourceProblems"]
     ]
     # Tried last once it stalled: once for the manifest, at most once per worker for chunks,
     # never once per chunk.

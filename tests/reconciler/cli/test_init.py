@@ -16,7 +16,7 @@ def test_init_approve_verify(circle: Callable[..., Result], tmp_path: Path) -> N
         arg for n in ("alice", "bob", "carol") for arg in ("--member", f"{n}={tmp_path / n}.pub")
     ]
 
-    made = circle("init", str(repo), "--name", "my-circle", *members)
+    made = circle("init", str(repo), "--name", "my-circle", *members, "-o", "json")
 
     assert made.code == 0, made.stderr
     assert made.json()["circle"] == "my-circle"

@@ -69,7 +69,12 @@ def test_schemas_check_command_reports_drift(tmp_path: Path, circle: Callable[..
 
     assert result.code == 1
     assert result.stdout.strip() == f"{tmp_path}: out of date: node.json; run `{WRITE_COMMAND}`"
-    assert circle("schemas", "--dir", str(tmp_path)).stdout.strip() == (
+    listed = circle("schemas", "--dir", str(tmp_path))  # lists, writes nothing
+    assert [str(tmp_path / "node.json"), "stale"] in [
+        line.split() for line in listed.stdout.splitlines()
+    ]
+    assert (tmp_path / "node.json").read_text(encoding="utf-8") == "{}\n"
+    assert circle("schemas", "--write", "--dir", str(tmp_path)).stdout.strip() == (
         f"{tmp_path}: 1 schema file(s) written"
     )
     assert circle("schemas", "--check", "--dir", str(tmp_path), "-o", "json").json() == {
