@@ -25,6 +25,7 @@ from reconciler.cli import (
     keygen,
     logs,
     node,
+    policy,
     presets,
     qss,
     review,
@@ -63,6 +64,7 @@ cli.add_command(chain.log_command)
 cli.add_command(chain.verify_command)
 cli.add_command(chain.approve_command)
 cli.add_command(review.command)
+cli.add_command(sync.clone_command)
 cli.add_command(sync.land_command)
 cli.add_command(sync.push_command)
 cli.add_command(sync.pull_command)
@@ -70,6 +72,7 @@ cli.add_command(sync.follow_command)
 cli.add_command(describe.command)
 cli.add_command(schemas.command)
 cli.add_command(presets.group)
+cli.add_command(policy.group)
 cli.add_command(qss.group)
 cli.add_command(artifact.group)
 cli.add_command(node.group)
