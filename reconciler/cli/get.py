@@ -14,6 +14,7 @@ import click
 from reconciler.cli.context import settings
 from reconciler.cli.render import print_columns, print_json, stderr, stdout
 from reconciler.errors import InputError
+from reconciler.humane import age, size
 from reconciler.node import tables, view
 from reconciler.store import StateStore, open_store, resolve_store_url
 
@@ -66,22 +67,6 @@ def _mode(output: str | None) -> str:
     return output or settings().output
 
 
-def age(seconds: float) -> str:
-    """kubectl's ages: 42s, 5m, 3h, 12d."""
-    seconds = max(0, int(seconds))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= 2 * size or (unit == "m" and seconds >= size):
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-def _bytes(size: int) -> str:
-    for unit, scale in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
-        if size >= scale:
-            return f"{size / scale:.1f}{unit}".replace(".0", "")
-    return str(size)
-
-
 @click.group("get")
 def group() -> None:
     """Show the circle's nodes, workloads or assignments from the state store."""
@@ -113,7 +98,7 @@ def nodes(
             row["name"], row["status"], "leader" if row["leader"] else "<none>",
             row["failureDomain"], str(row["seq"] or "-"),
             f"{row['cpu'] // 1000}" if row["cpu"] is not None else "-",
-            _bytes(row["memory"]) if row["memory"] is not None else "-",
+            size(row["memory"]) if row["memory"] is not None else "-",
             str(len(row["gpus"])),
             age(now - row["startedAt"]) if row["startedAt"] else "-",
         ]  # fmt: skip
@@ -151,7 +136,7 @@ def assignments(
                  str(row["epoch"])]  # fmt: skip
         if mode == "wide":
             cells += [",".join(row["endpoints"]) or "-", row["digest"][:19], f"{row['cpu']}m",
-                      _bytes(row["memory"]), ",".join(row["gpus"]) or "-"]  # fmt: skip
+                      size(row["memory"]), ",".join(row["gpus"]) or "-"]  # fmt: skip
         lines.append(cells)
     print_columns(columns, lines)
     _note_forged(seen.forged)

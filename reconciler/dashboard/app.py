@@ -37,6 +37,7 @@ from starlette.routing import Route
 
 from reconciler.dashboard import svg
 from reconciler.dashboard.collect import Collector, Snapshot
+from reconciler.humane import age, size
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -66,22 +67,11 @@ MAX_FILTER = 256  # characters of a filter value
 
 
 def _age(then: float | None, now: float) -> str:
-    if then is None:
-        return "-"
-    seconds = max(0, int(now - then))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= 2 * size or (unit == "m" and seconds >= size):
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+    return "-" if then is None else age(now - then)
 
 
-def _bytes(size: int | None) -> str:
-    if size is None:
-        return "-"
-    for unit, scale in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
-        if size >= scale:
-            return f"{size / scale:.1f}{unit}".replace(".0", "")
-    return str(size)
+def _bytes(count: int | None) -> str:
+    return "-" if count is None else size(count)
 
 
 def _percent(part: float | None, whole: float | None) -> int:
