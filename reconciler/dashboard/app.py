@@ -38,6 +38,7 @@ from starlette.routing import Route
 from reconciler.dashboard import svg
 from reconciler.dashboard.collect import Collector, Snapshot
 from reconciler.humane import age, size
+from reconciler.node import tables
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -121,7 +122,7 @@ def make_app(collector: Collector, *, token: str | None, hosts: set[str] | None)
             row for row in rows
             if (chosen["type"] is None or row["type"] == chosen["type"])
             and (chosen["node"] is None or row["node"] == chosen["node"])
-            and _object_matches(row["object"], chosen["object"])
+            and tables.object_matches(row["object"], chosen["object"])
         ]  # fmt: skip
 
     def page_of(name: str) -> Callable[[Request], Awaitable[Response]]:
@@ -186,12 +187,6 @@ def make_app(collector: Collector, *, token: str | None, hosts: set[str] | None)
     ]
     app = Starlette(routes=routes)
     return Guard(app, token=token, hosts=hosts)
-
-
-def _object_matches(found: str, wanted: str | None) -> bool:
-    if wanted is None or found == wanted:
-        return True
-    return wanted.endswith("/") and found.startswith(wanted)
 
 
 def _scaled(snapshot: Snapshot) -> dict[str, list[dict[str, Any]]]:

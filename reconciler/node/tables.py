@@ -238,10 +238,12 @@ def _health(status: VolumeStatus) -> str:
     return "Degraded" if status.margin >= 0 else "Unreadable"
 
 
-def _matches(event: EventRecord, object_: str | None) -> bool:
-    if object_ is None or event.object == object_:
+def object_matches(found: str, wanted: str | None) -> bool:
+    """An event's object against a filter: no filter, the same object, or a prefix ending in
+    `/` (`node/`, `workload/`)."""
+    if wanted is None or found == wanted:
         return True
-    return object_.endswith("/") and event.object.startswith(object_)
+    return wanted.endswith("/") and found.startswith(wanted)
 
 
 def events(
@@ -258,7 +260,7 @@ def events(
         event.to_body()
         for event in sorted(found, key=lambda event: event.time_ms, reverse=True)
         if (type_ is None or event.type.value == type_)
-        and _matches(event, object_)
+        and object_matches(event.object, object_)
         and (node is None or event.node == node)
     ]
     return kept if limit is None else kept[:limit]
