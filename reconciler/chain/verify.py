@@ -259,7 +259,11 @@ def _check_position(intro: Introduction, state: NodeState | None, step: Header) 
         raise PolicyError("circle.yaml at the applied commit does not match the node's state")
 
 
-def _check_evolution(old: Policy, new: Circle) -> None:
+def check_evolution(old: Policy, new: Circle) -> None:
+    """Rule 5: `new` keeps the circle id, is the next version and names `old`'s bytes as
+    `previous`. `reconciler.desired.evolution` states the same rule as located problems for a
+    working tree (the desired layer sits below the chain, so it cannot call this); a test pins
+    that both refuse the same cases."""
     if new.id != old.circle.id:
         raise PolicyError(f"circle.yaml changes the circle id from {old.circle.id} to {new.id}")
     if new.version != old.circle.version + 1:
@@ -578,7 +582,7 @@ class Verifier:
         proposed: list[_Counted] | None = None
         if evolution:
             new = self.policies(step.policy_to)
-            _check_evolution(in_force, new.circle)
+            check_evolution(in_force, new.circle)
             after = new.circle
             # The new policy's governance is met by its own members' signatures (of the same
             # statement): a member being added can co-sign their own admission.

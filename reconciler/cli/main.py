@@ -7,33 +7,14 @@ line, no traceback, unless `--verbose`.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
 from reconciler import __version__
-from reconciler.cli import (
-    artifact,
-    build,
-    chain,
-    dashboard,
-    describe,
-    get,
-    init,
-    keygen,
-    logs,
-    node,
-    policy,
-    presets,
-    qss,
-    review,
-    schemas,
-    sync,
-    up,
-    validate,
-)
 from reconciler.cli.context import Settings, output_option
 from reconciler.cli.render import print_error
 from reconciler.desired.problems import DocumentError
@@ -42,7 +23,65 @@ from reconciler.errors import ReconcilerError
 EXIT_INTERNAL = 70
 
 
+# Each command's module is imported only when the command runs (or when help lists it): a
+# command pays for its own imports, not for all of them (`circle verify` no longer loads the
+# dashboard's web stack or the agent). Order is the order `circle --help` lists them in.
+COMMANDS: dict[str, str] = {
+    "validate": "validate:command",
+    "build": "build:command",
+    "keygen": "keygen:command",
+    "init": "init:command",
+    "introduction": "chain:introduction_command",
+    "log": "chain:log_command",
+    "verify": "chain:verify_command",
+    "approve": "approve:approve_command",
+    "review": "review:command",
+    "clone": "sync:clone_command",
+    "land": "sync:land_command",
+    "push": "sync:push_command",
+    "pull": "sync:pull_command",
+    "follow": "sync:follow_command",
+    "describe": "describe:command",
+    "schemas": "schemas:command",
+    "presets": "presets:group",
+    "policy": "policy:group",
+    "qss": "qss:group",
+    "artifact": "artifact:group",
+    "node": "node:group",
+    "get": "get:group",
+    "events": "get:events_command",
+    "logs": "logs:command",
+    "up": "up:up_command",
+    "status": "up:status_command",
+    "down": "up:down_command",
+    "dashboard": "dashboard:command",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are `module:attribute` names under `reconciler.cli`."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*self.lazy, *(name for name in super().list_commands(ctx) if name not in self.lazy)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = self.lazy.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module, _, attribute = target.partition(":")
+        command = getattr(importlib.import_module(f"reconciler.cli.{module}"), attribute)
+        assert isinstance(command, click.Command), target
+        assert command.name == cmd_name, (target, command.name)
+        return command
+
+
 @click.group(
+    cls=LazyGroup,
+    lazy=COMMANDS,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog="Exit codes: 0 success, 1 a check failed, 2 bad usage or input.",
 )
@@ -53,36 +92,6 @@ EXIT_INTERNAL = 70
 def cli(context: click.Context, verbose: bool, output: str | None) -> None:
     """Autonomous Circles: desired state in Git, changed only by a quorum of its owners."""
     context.obj = Settings(verbose=verbose, output=output or "text")
-
-
-cli.add_command(validate.command)
-cli.add_command(build.command)
-cli.add_command(keygen.command)
-cli.add_command(init.command)
-cli.add_command(chain.introduction_command)
-cli.add_command(chain.log_command)
-cli.add_command(chain.verify_command)
-cli.add_command(chain.approve_command)
-cli.add_command(review.command)
-cli.add_command(sync.clone_command)
-cli.add_command(sync.land_command)
-cli.add_command(sync.push_command)
-cli.add_command(sync.pull_command)
-cli.add_command(sync.follow_command)
-cli.add_command(describe.command)
-cli.add_command(schemas.command)
-cli.add_command(presets.group)
-cli.add_command(policy.group)
-cli.add_command(qss.group)
-cli.add_command(artifact.group)
-cli.add_command(node.group)
-cli.add_command(get.group)
-cli.add_command(get.events_command)
-cli.add_command(logs.command)
-cli.add_command(up.up_command)
-cli.add_command(up.status_command)
-cli.add_command(up.down_command)
-cli.add_command(dashboard.command)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

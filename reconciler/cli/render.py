@@ -8,7 +8,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -21,7 +21,9 @@ from rich.progress import (
 )
 
 from reconciler.desired.problems import DocumentError, Problem, Severity
-from reconciler.desired.repository import DesiredState, Report
+
+if TYPE_CHECKING:  # annotations only: the models cost 200 ms to import, and errors print here
+    from reconciler.desired.repository import DesiredState, Report
 
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -26,6 +26,9 @@ class Strict(BaseModel):
         validate_default=False,
         use_enum_values=False,
         hide_input_in_errors=False,
+        # A model's validator is built when it first validates, not at import: a command pays
+        # only for the kinds it reads (`circle verify` reads circle.yaml alone).
+        defer_build=True,
     )
 
 

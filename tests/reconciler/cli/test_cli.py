@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,13 +16,34 @@ from tests.conftest import EXAMPLE, Result, copy_example, edit, run_circle_proce
 
 
 def command_paths(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-    for name, command in sorted(group.commands.items()):
+    context = click.Context(group)
+    for name in sorted(group.list_commands(context)):
+        command = group.get_command(context, name)
+        assert command is not None, name
         yield (*prefix, name)
         if isinstance(command, click.Group):
             yield from command_paths(command, (*prefix, name))
 
 
 COMMANDS = list(command_paths(cli))
+
+
+def test_commands_load_lazily_and_each_name_is_its_own() -> None:
+    """`circle --version` imports no command module; every lazy name resolves to a command
+    of that name (the group asserts it), and no command is left out of the map."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys; from reconciler.cli.main import cli; "
+         "print(sorted(m for m in sys.modules if m.startswith('reconciler.cli.')))"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert loaded.stdout.strip() == str(
+        [f"reconciler.cli.{m}" for m in ("context", "main", "render")]
+    )
+    package = Path(__file__).parents[3] / "reconciler" / "cli"
+    modules = {p.stem for p in package.glob("*.py")} - {"__init__", "main"}
+    helpers = {"context", "render", "chain_options", "provenance"}
+    named = {target.partition(":")[0] for target in cli.lazy.values()}
+    assert modules - helpers == named
 
 
 def test_version(circle: Callable[..., Result]) -> None:

@@ -375,7 +375,7 @@ def test_evolution_problems_name_the_expected_values(text: str, messages: list[s
 def test_evolution_agrees_with_the_chain(text: str) -> None:
     in_force = verify.Policies()(TEXT.encode())
     try:
-        verify._check_evolution(in_force, verify.parse_policy(text.encode()))
+        verify.check_evolution(in_force, verify.parse_policy(text.encode()))
     except verify.PolicyError:
         chain_refuses = True
     else:
