@@ -83,6 +83,25 @@ def walk(repo: pygit2.Repository, walker: Chain, now: int) -> tuple[list[Step], 
     return steps, state
 
 
+def instants(repo: pygit2.Repository, seq: int) -> set[int]:
+    """The `issuedAt` and `expiresAt` of every statement filed for `seq` (the step after the
+    approved head): the only clock instants at which an owner command's answer can change, as
+    an approval starts or stops counting (`reconciler.cli.answers`). Junk gives nothing: it
+    never counts, whatever the time."""
+    found: set[int] = set()
+    tree = approvals.snapshot(repo)
+    if tree is None:
+        return found
+    for stored in approvals.read_seq(repo, seq, tree):
+        try:
+            document = json.loads(stored.statement)
+            issued, expires = document["issuedAt"], document["expiresAt"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        found.update(value for value in (issued, expires) if type(value) is int)
+    return found
+
+
 def introduction(repo: pygit2.Repository, now: int) -> Found:
     """`find_introduction(repo)`, which walks all of main's history for its root commits, kept
     beside the steps: the same main, or a main that only added commits and no root to a

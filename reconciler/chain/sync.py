@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pygit2
 
-from reconciler.chain import approvals
+from reconciler.chain import approvals, headcache
 from reconciler.chain.gitcli import GitFailed, git
 from reconciler.chain.propose import Proposal, trusted_introduction
 from reconciler.chain.trees import bounded_commit
@@ -356,7 +356,8 @@ def clone(
             raise InputError(f"{url}: not a circle: {error}") from None
         intro = found.intro
         _check_descends(repo, intro)
-        steps, state = Chain(repo, intro, MAIN, identities=identities).walk(now)
+        # Through the head cache: the new clone's next owner commands start from its answer.
+        steps, state = headcache.walk(repo, Chain(repo, intro, MAIN, identities=identities), now)
         waiting = _waiting(repo, state)
         git(folder, "checkout", "--quiet", "main")
     except BaseException:

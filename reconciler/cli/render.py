@@ -8,29 +8,53 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from typing import TYPE_CHECKING, Any, cast
 
 from reconciler.desired.problems import DocumentError, Problem, Severity
 
 if TYPE_CHECKING:  # annotations only: the models cost 200 ms to import, and errors print here
+    from rich.console import Console
+    from rich.progress import Progress
+
     from reconciler.desired.repository import DesiredState, Report
 
-stdout = Console(highlight=False, soft_wrap=True)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+class _FirstUse:
+    """A rich Console made when first used: rich takes 25 ms to import, and a command that
+    replays a kept answer (`reconciler.cli.answers`) prints nothing through it."""
+
+    def __init__(self, *, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=True)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.console, name)
+
+
+stdout: Console = cast("Console", _FirstUse(stderr=False))
+stderr: Console = cast("Console", _FirstUse(stderr=True))
+
+
+def console_of(proxy: Console) -> Console:
+    """The Console itself, for rich objects that take one (`Live`, `Progress`)."""
+    return proxy.console if isinstance(proxy, _FirstUse) else proxy
+
+
+def json_text(value: Any) -> str:
+    """`value` as `print_json` prints it."""
+    return json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
 
 
 def print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
+    sys.stdout.write(json_text(value))
     sys.stdout.flush()
 
 
@@ -124,13 +148,22 @@ def print_problems(problems: Sequence[Problem]) -> None:
 
 def transfer_progress(enabled: bool) -> Progress:
     """A bar with bytes, speed and time left, on stderr, shown only on a terminal."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         DownloadColumn(binary_units=True),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
-        console=stderr,
+        console=console_of(stderr),
         disable=not enabled or not stderr.is_terminal,
         transient=True,
     )

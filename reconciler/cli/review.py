@@ -10,31 +10,33 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from reconciler.chain.quorum import missing
-from reconciler.chain.review import review
-from reconciler.chain.values import IdentityVerifier
+from reconciler.cli import answers
 from reconciler.cli.chain_options import (
-    identities_option,
+    Trust,
     introduction_option,
     named,
     open_repo,
     proposal,
     revision_argument,
+    trust_option,
+    warned,
 )
 from reconciler.cli.context import repo_option, settings
-from reconciler.cli.render import print_json, stdout
-from reconciler.desired.review import Change
+from reconciler.cli.render import json_text
+
+if TYPE_CHECKING:
+    from reconciler.desired.review import Change
 
 
 @click.command("review")
 @revision_argument
 @repo_option
 @introduction_option
-@identities_option
+@trust_option
 @click.option(
     "--output",
     "-o",
@@ -46,40 +48,59 @@ def command(
     revision: str,
     repo: Path,
     introduction_file: Path | None,
-    identities: IdentityVerifier | None,
+    trust: Trust,
     output: str | None,
 ) -> int:
     """Show what approving REVISION would approve: its desired-state changes, the rules they
     trigger, who has signed, who is missing, and which approvals are stale."""
     mode = output or settings().output  # text, json or markdown
-    git = open_repo(repo)
     now = int(time.time())
-    found = proposal(git, revision, now, identities, introduction_file)
+    asked = answers.question(
+        repo,
+        "review",
+        revision=revision,
+        output=mode,
+        trust=trust.label,
+        introduction=answers.file_digest(introduction_file),
+    )
+    code = answers.replay(asked, now)
+    if code is not None:
+        return code
+    # Only now the chain (pygit2 and the document models): see `reconciler.cli.answers`.
+    from reconciler.chain import headcache
+    from reconciler.chain.review import review
+
+    git = open_repo(repo)
+    found = proposal(git, revision, now, trust.verifier(), introduction_file)
+    kept = None if warned() else asked
     if found.approved:
         step = found.steps[-1]
-        return _render_approved(mode, step.seq, step.commit, step.signers)
-    done = review(git, found, now, identities)
+        held = answers.window(headcache.instants(git, step.seq + 1), now)
+        return answers.answer(
+            kept, _render_approved(mode, step.seq, step.commit, step.signers), 0, held
+        )
+    done = review(git, found, now, trust.verifier())
     report = done.to_json()
     report["asked"] = revision
     changes = done.changes
     label = named(git, revision, found.target)
     if mode == "json":
-        print_json(report)
+        text = json_text(report)
     elif mode == "markdown":
-        stdout.print(_markdown(report, changes, label), markup=False)
+        text = _markdown(report, changes, label) + "\n"
     else:
-        stdout.print(_text(report, changes, label), markup=False)
-    return 0
+        text = _text(report, changes, label) + "\n"
+    held = answers.window(done.instants | headcache.instants(git, found.seq), now)
+    return answers.answer(kept, text, 0, held)
 
 
-def _render_approved(mode: str, seq: int, commit: str, signers: tuple[str, ...]) -> int:
+def _render_approved(mode: str, seq: int, commit: str, signers: tuple[str, ...]) -> str:
     if mode == "json":
-        print_json({"revision": commit, "seq": seq, "approved": True, "signers": list(signers),
-                    "changes": [], "rules": [], "excluded": [], "stale": []})  # fmt: skip
-        return 0
+        return json_text({"revision": commit, "seq": seq, "approved": True,
+                          "signers": list(signers), "changes": [], "rules": [], "excluded": [],
+                          "stale": []})  # fmt: skip
     line = f"{commit[:12]} is the approved head (seq {seq}), signed by {', '.join(signers)}"
-    stdout.print(f"**{line}**" if mode == "markdown" else line, markup=False)
-    return 0
+    return (f"**{line}**" if mode == "markdown" else line) + "\n"
 
 
 def _status(report: dict[str, Any]) -> str:
@@ -90,6 +111,8 @@ def _status(report: dict[str, Any]) -> str:
 
 
 def _rule_line(rule: dict[str, Any]) -> str:
+    from reconciler.chain.quorum import missing
+
     text = (
         f"{rule['rule']}{' (proposed policy)' if rule['policy'] != 'current' else ''}: "
         f"weight {rule['weight']}/{rule['threshold']}"
@@ -134,13 +157,11 @@ def _markdown(report: dict[str, Any], changes: list[Change], label: str) -> str:
         "| --- | --- | --- | --- |",
     ]
     for rule in report["rules"]:
-        missing = ", ".join(
-            rule["requiredMissing"] + ([] if rule["satisfied"] else rule["missing"])
-        )
+        absent = ", ".join(rule["requiredMissing"] + ([] if rule["satisfied"] else rule["missing"]))
         lines.append(
             f"| {'✅' if rule['satisfied'] else '❌'} {rule['rule']} | "
             f"{rule['weight']}/{rule['threshold']} | {', '.join(rule['signed']) or '-'} | "
-            f"{missing or '-'} |"
+            f"{absent or '-'} |"
         )
     if report["excluded"]:
         lines += ["", "**Not counted**", ""] + [f"- {e}" for e in report["excluded"]]

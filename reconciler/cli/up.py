@@ -21,7 +21,7 @@ from rich.live import Live
 from rich.table import Table
 
 from reconciler.cli.context import output_option, settings
-from reconciler.cli.render import plural, print_columns, print_json, stderr, stdout
+from reconciler.cli.render import console_of, plural, print_columns, print_json, stderr, stdout
 from reconciler.desired.shipped import shipped_dir
 from reconciler.errors import InputError
 from reconciler.files import remove_tree
@@ -260,7 +260,11 @@ def _watch(site: Site, record: Record, wait: float, *, live: bool) -> Snapshot |
     if wait <= 0:
         return seen
     said = ""
-    with Live(console=stdout, auto_refresh=False, transient=False) if live else _Quiet() as shown:
+    with (
+        Live(console=console_of(stdout), auto_refresh=False, transient=False)
+        if live
+        else _Quiet() as shown
+    ):
         while True:
             elapsed = time.monotonic() - started
             if live:

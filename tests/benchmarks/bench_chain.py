@@ -156,11 +156,15 @@ def main() -> None:
         shown = f"{after * 1000:>10.0f}ms" if after is not None else ""
         print(f"{name:44}{first * 1000:>10.0f}ms{shown:>12}")
     nexts = [after for _, _, after in owners if after is not None]
+    print("  (first call: no cache; next call: the kept answer; after a new approval: the")
+    print("   verified-head cache walks on, the answer is made afresh)")
     print(f"  target: next call <= 100 ms (slowest: {max(nexts) * 1000:.0f} ms)")
 
 
 def owner_commands(repo: Path, sim: ChainSimulator) -> list[tuple[str, float, float | None]]:
-    """Each command's first call (no cache) and its median next call, as a process."""
+    """Each command's first call (no cache), its median next call (the kept answer) and, for
+    verify and review, the call after an approval was filed (the head cache, no kept answer),
+    as a process."""
     sim.scale(99_999)  # a pending change on main: what verify and review judge
 
     def run(*argv: str) -> float:
@@ -169,17 +173,25 @@ def owner_commands(repo: Path, sim: ChainSimulator) -> list[tuple[str, float, fl
         return time.perf_counter() - started
 
     circle = [sys.executable, "-m", "reconciler"]
-    cache = Path(sim.repo.path) / "circle" / "verified.json"
+    caches = [Path(sim.repo.path) / "circle" / name for name in ("verified.json", "answers.json")]
     rows: list[tuple[str, float, float | None]] = []
     git_log = f"git -C {repo} log --oneline main | wc -l"
     rows.append(("baseline: git log --oneline | wc -l", run("sh", "-c", git_log), None))
     rows.append(("baseline: circle --version (start-up)", run(*circle, "--version"), None))
     for name in ("log", "verify", "review"):
         argv = [*circle, name, "--repo", str(repo), "--sigstore-root", "none"]
-        cache.unlink(missing_ok=True)
+        for cache in caches:
+            cache.unlink(missing_ok=True)
         first = run(*argv)
         after = statistics.median(run(*argv) for _ in range(5))
         rows.append((f"circle {name}", first, after))
+    head = sim.chain().walk(NOW)[1]
+    assert head is not None
+    pending = str(sim.repo.references["refs/heads/main"].target)
+    for index, name in enumerate(("verify", "review")):
+        sim.approve(head.seq + 1, head.commit, pending, [OWNERS[index]])  # the answers change
+        argv = [*circle, name, "--repo", str(repo), "--sigstore-root", "none"]
+        rows.append((f"circle {name}, after a new approval", run(*argv), None))
     return rows
 
 

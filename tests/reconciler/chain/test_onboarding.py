@@ -137,7 +137,14 @@ def test_a_plain_git_clone_is_made_whole_by_circle_pull(
     plain = tmp_path / "plain"
     git(tmp_path, "clone", "-q", str(origin), str(plain))
     assert git(plain, "for-each-ref", approvals.REF) == ""
-    assert circle("log", "--repo", str(plain)).stdout.strip() == "no approved transition yet"
+    assert circle("log", "--repo", str(plain)).stdout.strip() == (
+        "no approved transition yet: this clone has no refs/circle/approvals, where the "
+        "approvals are kept (`circle pull` fetches them; `circle clone` brings them)"
+    )
+    unseen = circle("verify", "--repo", str(plain))
+    assert unseen.code == 1
+    assert "hint: this clone has no refs/circle/approvals" in unseen.stderr
+    assert "`circle pull` fetches them" in unseen.stderr
 
     pulled = circle("pull", "--repo", str(plain))
     assert pulled.code == 0, pulled.stderr
