@@ -20,6 +20,7 @@ import pytest
 from hypothesis import settings
 
 from reconciler.cli.main import main
+from tests import output_shapes
 
 # CI explores the same examples on every run, so that a red build always means a change broke
 # something; local runs keep exploring new examples (and keep what they find in .hypothesis/).
@@ -47,7 +48,9 @@ def run_circle_inprocess(capsys: pytest.CaptureFixture[str], *args: str) -> Resu
         main(list(args))
     out, err = capsys.readouterr()
     code = exited.value.code
-    return Result(code if isinstance(code, int) else 0, out, err)
+    result = Result(code if isinstance(code, int) else 0, out, err)
+    output_shapes.check(args, result.code, result.stdout)
+    return result
 
 
 @pytest.fixture
@@ -65,7 +68,9 @@ def run_circle_process(*args: str, cwd: Path | None = None) -> Result:
         timeout=120,
         check=False,
     )
-    return Result(completed.returncode, completed.stdout, completed.stderr)
+    result = Result(completed.returncode, completed.stdout, completed.stderr)
+    output_shapes.check(args, result.code, result.stdout)
+    return result
 
 
 def copy_example(destination: Path) -> Path:

@@ -104,7 +104,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except click.exceptions.Exit as done:
         code = done.exit_code
     except click.ClickException as error:
-        error.show()
+        if json_output:  # a machine asked: the same one JSON object as every other error
+            print_error(error.format_message(), True)
+        else:
+            error.show()
         code = error.exit_code
     except click.exceptions.Abort:
         print_error("aborted", json_output)

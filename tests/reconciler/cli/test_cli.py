@@ -41,7 +41,7 @@ def test_commands_load_lazily_and_each_name_is_its_own() -> None:
     )
     package = Path(__file__).parents[3] / "reconciler" / "cli"
     modules = {p.stem for p in package.glob("*.py")} - {"__init__", "main"}
-    helpers = {"context", "render", "chain_options", "provenance"}
+    helpers = {"answers", "context", "render", "chain_options", "provenance"}
     named = {target.partition(":")[0] for target in cli.lazy.values()}
     assert modules - helpers == named
 
@@ -80,6 +80,17 @@ def test_bad_usage_exits_2(circle: Callable[..., Result], args: list[str], messa
     assert result.code == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_bad_usage_under_json_output_is_one_json_error(circle: Callable[..., Result]) -> None:
+    for args, message in [
+        (["verify", "--bogus", "-o", "json"], "No such option '--bogus'."),
+        (["-o", "json", "frobnicate"], "No such command 'frobnicate'."),
+    ]:
+        result = circle(*args)
+        assert result.code == 2
+        assert result.json() == {"error": message, "problems": []}
+        assert result.stderr == ""
 
 
 def test_missing_directory_is_one_line(circle: Callable[..., Result], tmp_path: Path) -> None:

@@ -242,6 +242,12 @@ def test_init_takes_repo_and_output_as_every_command_does(
     intro = circle("introduction", "--repo", str(repo)).json()
     assert lines[0] == f"{repo}: circle c, first commit {intro['commit'][:12]} on main (1 member)"
     assert lines[1].endswith(json.dumps(intro))
+    assert circle("introduction", "--repo", str(repo), "-o", "json").json() == intro
+    assert circle("introduction", "--repo", str(repo), "-o", "text").stdout.splitlines() == [
+        "circle          c",
+        f"first commit    {intro['commit']}",
+        f"policy sha256   {intro['policySha256']}",
+    ]
     assert circle("init", str(tmp_path / "d"), "--name", "d", *member, "-o", "json").json() == (
         circle("introduction", "--repo", str(tmp_path / "d")).json()
     )

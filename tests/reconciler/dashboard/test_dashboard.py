@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
+from tests import output_shapes
 from tests.browser import needs_browser, open_browser
 from tests.conftest import Result, copy_example, edit, git, run_circle_process
 from tests.reconciler.node.runtime_world import needs_sandbox
@@ -70,6 +71,7 @@ def start_dashboard(*args: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     assert ready, "the dashboard did not say where it listens within 60 s"
     line = process.stdout.readline()
     assert line, process.stderr.read() if process.stderr else "no output"
+    output_shapes.check(["dashboard", *args, "-o", "json"], 0, line)
     return process, json.loads(line)
 
 

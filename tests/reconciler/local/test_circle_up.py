@@ -146,9 +146,10 @@ def test_circle_up_heals_applies_the_quorum_and_goes_down_clean(tmp_path: Path) 
             n: p for n, p in pids.items() if n != victim
         }
     finally:
-        down = run_circle_process("down", "--dir", str(site), "--purge")
+        down = run_circle_process("down", "--dir", str(site), "--purge", "-o", "json")
     assert down.code == 0, down.stderr
-    assert "removed" in down.stdout
+    assert down.json()["purged"] is True
+    assert sorted(down.json()["stopped"]) == ["node-a", "node-b", "node-c"]
     assert not site.exists()
     left = [
         p
