@@ -13,7 +13,13 @@ A stored value is the exact signed bytes, a line feed, then the armored SSH sign
     -----END SSH SIGNATURE-----
 
 The first line is RFC 8785 canonical JSON, which never holds a raw line feed, so the value
-splits at its first one; the two parts verify with `ssh-keygen -Y verify` as they are. The
+splits at its first one; the two parts verify with `ssh-keygen -Y verify` as they are.
+
+A node whose key has an ML-DSA-65 half (`PATH.ml-dsa-65`, beside the Ed25519 key) signs hybrid:
+right after the SSH signature's last line feed comes the ML-DSA envelope of the same payload
+(`reconciler.chain.mldsa`, the kind's namespace as its context, armored in 70 columns with a
+final line feed). A reader given the node's ML-DSA public key (`mldsa_keys`) needs both halves
+to verify; a reader given none refuses a value with an ML-DSA half (one spelling per value). The
 signature's namespace is the kind's (`circle-registration-v1`, `circle-status-v1`,
 `circle-assignment-v1`, `circle-leader-v1`, `circle-event-v1`), never `git`, `file` or
 `circle-approval-v1`: a signature made for one kind, or for any other purpose, never opens as
@@ -49,9 +55,11 @@ from typing import Any, ClassVar, TypeAlias
 import rfc8785
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey
 
 from builders import sshsig
 from qss.durable import write_atomically
+from reconciler.chain import mldsa
 from reconciler.errors import CheckFailed, InputError
 from reconciler.plan.inputs import NodeName
 
@@ -85,6 +93,7 @@ _FIELDS = frozenset({"format", "kind", "signer", "body"})
 _BEGIN = "-----BEGIN SSH SIGNATURE-----"
 _END = "-----END SSH SIGNATURE-----"
 _COLUMNS = 70  # ssh-keygen's armor width
+MLDSA_SUFFIX = ".ml-dsa-65"  # the ML-DSA half of the key at PATH: PATH.ml-dsa-65 (and .pub)
 
 
 class RecordKind(enum.Enum):
@@ -155,26 +164,41 @@ class Signed:
 
 
 class NodeKey:
-    """A node's Ed25519 private key, as `ssh-keygen -t ed25519` or `circle keygen` makes it."""
+    """A node's Ed25519 private key, as `ssh-keygen -t ed25519` or `circle keygen` makes it,
+    and optionally an ML-DSA-65 half: then every record it signs is hybrid."""
 
-    __slots__ = ("_comment", "_private")
+    __slots__ = ("_comment", "_mldsa", "_private")
 
-    def __init__(self, private_key: Ed25519PrivateKey, comment: str = "") -> None:
+    def __init__(
+        self,
+        private_key: Ed25519PrivateKey,
+        comment: str = "",
+        mldsa_key: MLDSA65PrivateKey | None = None,
+    ) -> None:
         if "\n" in comment or "\r" in comment:
             raise NodeKeyError("a node key's comment must be a single line")
         self._private = private_key
         self._comment = comment
+        self._mldsa = mldsa_key
 
     def __repr__(self) -> str:
         return f"NodeKey({self.fingerprint})"
 
     @classmethod
-    def generate(cls, path: Path, comment: str = "") -> NodeKey:
+    def generate(cls, path: Path, comment: str = "", *, hybrid: bool = False) -> NodeKey:
         """A new key: the private key at `path` (0600) and its public line at `path`.pub;
-        neither may exist yet."""
-        key = cls(Ed25519PrivateKey.generate(), comment)
+        with `hybrid`, its ML-DSA-65 half too, at `path`.ml-dsa-65 (0600) and
+        `path`.ml-dsa-65.pub. None of them may exist yet."""
+        key = cls(
+            Ed25519PrivateKey.generate(),
+            comment,
+            MLDSA65PrivateKey.generate() if hybrid else None,
+        )
         public_path = path.with_name(path.name + ".pub")
-        for target in (path, public_path):
+        mldsa_path = path.with_name(path.name + MLDSA_SUFFIX)
+        mldsa_public = path.with_name(mldsa_path.name + ".pub")
+        targets = [path, public_path, *([mldsa_path, mldsa_public] if hybrid else [])]
+        for target in targets:
             if os.path.lexists(target):
                 raise NodeKeyError(f"{target}: exists; refusing to overwrite a key")
         private = key._private.private_bytes(
@@ -184,17 +208,31 @@ class NodeKey:
         )
         _write_new(path, private, 0o600)
         _write_new(public_path, (key.public_key_line + "\n").encode(), 0o644)
+        if key._mldsa is not None:
+            _write_new(mldsa_path, mldsa.encode_private_key(key._mldsa, None), 0o600)
+            _write_new(mldsa_public, f"{key.mldsa_public_key_line}\n".encode(), 0o644)
         return key
 
     @classmethod
     def load(cls, path: Path, passphrase: bytes | None = None) -> NodeKey:
         """The key at `path`: a regular file of this user's that nobody else may read, as ssh
-        insists for a private key. The comment is not kept (it lives in `path`.pub)."""
+        insists for a private key; and its ML-DSA-65 half at `path`.ml-dsa-65 when there is
+        one (held to the same checks; with `passphrase` if it is encrypted). The comment is
+        not kept (it lives in `path`.pub)."""
         data = _read_private(path)
         try:
-            return cls(sshsig.load_private_key(data, passphrase))
+            private = sshsig.load_private_key(data, passphrase)
         except sshsig.SignatureError as error:
             raise NodeKeyError(f"{path}: {error}") from None
+        mldsa_path = path.with_name(path.name + MLDSA_SUFFIX)
+        if not os.path.lexists(mldsa_path):
+            return cls(private)
+        half = _read_private(mldsa_path)
+        try:
+            pq = mldsa.load_private_key(half, passphrase if mldsa.is_encrypted(half) else None)
+        except mldsa.MlDsaError as error:
+            raise NodeKeyError(f"{mldsa_path}: {error}") from None
+        return cls(private, mldsa_key=pq)
 
     @property
     def public_key_line(self) -> str:
@@ -204,6 +242,13 @@ class NodeKey:
     @property
     def fingerprint(self) -> str:
         return sshsig.fingerprint(self.public_key_line)
+
+    @property
+    def mldsa_public_key_line(self) -> str | None:
+        """`ml-dsa-65 BASE64 comment` of the ML-DSA half, None for an Ed25519-only key."""
+        if self._mldsa is None:
+            return None
+        return mldsa.public_key_line(self._mldsa, self._comment)
 
     def sign(self, kind: RecordKind, signer: str, body: Mapping[str, Json]) -> bytes:
         """The value to store: `body` as a record of `kind` by node `signer`, signed.
@@ -223,6 +268,8 @@ class NodeKey:
             ) from None
         armored = sshsig.sign(payload, self._private, kind.namespace)
         value = payload + b"\n" + armored.encode("ascii")
+        if self._mldsa is not None:
+            value += mldsa.sign(payload, self._mldsa, kind.namespace).encode("ascii")
         if len(value) > MAX_RECORD_BYTES:
             raise ValueError(
                 f"a {kind.value} record of {len(value)} bytes is over {MAX_RECORD_BYTES}"
@@ -230,9 +277,16 @@ class NodeKey:
         return value
 
 
-def open_signed(value: bytes, kind: RecordKind, keys: Mapping[str, str]) -> Signed:
+def open_signed(
+    value: bytes,
+    kind: RecordKind,
+    keys: Mapping[str, str],
+    mldsa_keys: Mapping[str, str] | None = None,
+) -> Signed:
     """Open a stored value as a record of `kind`, signed by one of `keys` (admitted node name
-    -> its public key line, from the applied commit). ForgedRecord, and nothing else, otherwise.
+    -> its public key line, from the applied commit) and, for a node of `mldsa_keys` (name ->
+    its ML-DSA-65 public key line), also by that key: both halves must verify. ForgedRecord,
+    and nothing else, otherwise.
     """
     what = f"{kind.value} record"
     if len(value) > MAX_RECORD_BYTES:
@@ -253,15 +307,36 @@ def open_signed(value: bytes, kind: RecordKind, keys: Mapping[str, str]) -> Sign
             f"{what} refused: signed in the name of {signer!r}, which is not one of the "
             f"{len(keys)} admitted nodes"
         )
-    armored = _canonical_armor(signature, what)
+    classic, ended, quantum_safe = signature.partition(_END.encode() + b"\n")
+    if not quantum_safe.startswith(mldsa.BEGIN.encode()):
+        classic, ended, quantum_safe = signature, b"", b""  # anything else after: not armor
+    armored = _canonical_armor(classic + ended, what)
+    mldsa_line = (mldsa_keys or {}).get(signer)
+    envelope_text = _canonical_mldsa_armor(quantum_safe, what) if quantum_safe else None
     try:
         sshsig.parse(armored)
-    except sshsig.SignatureError as error:
+        parsed = mldsa.parse(envelope_text) if envelope_text is not None else None
+    except (sshsig.SignatureError, mldsa.MlDsaError) as error:
         raise MalformedRecord(f"{what} refused: {error}") from None
+    if parsed is not None and mldsa_line is None:
+        raise MalformedRecord(
+            f"{what} refused: it carries an ML-DSA signature, and node {signer!r} has no ML-DSA "
+            "key here"
+        )
     try:
         sshsig.verify(payload, armored, key_line, kind.namespace)
     except sshsig.SignatureError as error:
         raise BadSignature(f"{what} refused: node {signer!r}: {error}") from None
+    if mldsa_line is not None:
+        if envelope_text is None:
+            raise BadSignature(
+                f"{what} refused: node {signer!r} signs hybrid, and the value has no ML-DSA "
+                "signature"
+            )
+        try:
+            mldsa.verify(payload, envelope_text, mldsa_line, kind.namespace)
+        except mldsa.MlDsaError as error:
+            raise BadSignature(f"{what} refused: node {signer!r}: {error}") from None
     return Signed(signer, envelope["body"], payload)
 
 
@@ -314,6 +389,26 @@ def _canonical_armor(signature: bytes, what: str) -> str:
         raise MalformedRecord(
             f"{what} refused: the signature is not armored as ssh-keygen writes it "
             f"({_BEGIN}, base64 in {_COLUMNS} columns, {_END}, a final line feed)"
+        )
+    return armored
+
+
+def _canonical_mldsa_armor(signature: bytes, what: str) -> str:
+    """The ML-DSA half, refused unless spelled exactly as `mldsa.sign` writes it."""
+    try:
+        armored = signature.decode("ascii")
+    except UnicodeDecodeError:
+        raise MalformedRecord(f"{what} refused: the ML-DSA signature is not ASCII armor") from None
+    lines = armored.split("\n")
+    encoded = "".join(lines[1:-2])
+    try:
+        canonical = base64.b64encode(base64.b64decode(encoded, validate=True)).decode("ascii")
+    except ValueError:
+        canonical = None
+    if canonical != encoded or lines != [mldsa.BEGIN, *_wrap(canonical or ""), mldsa.END, ""]:
+        raise MalformedRecord(
+            f"{what} refused: the ML-DSA signature is not armored as circle writes it "
+            f"({mldsa.BEGIN}, base64 in {_COLUMNS} columns, {mldsa.END}, a final line feed)"
         )
     return armored
 

@@ -17,6 +17,7 @@ camelCase, as everywhere in a circle; every body names its own `format`:
     volume        circle-volume-status/1      {node, volume, object, name, k, n, shares,
                                                margin, scrubbedAt, repairs, repairedAt}
 
+`sign_record` signs hybrid (Ed25519 + ML-DSA-65) when the node key has an ML-DSA half;
 `open_record` opens a stored value (`identity.open_signed`) and reads its body; a registration,
 status or leader record must also be signed by the node it is about, or it is `WrongSigner`:
 one admitted node can never speak for another. An event may be about any object and is
@@ -481,10 +482,16 @@ def sign_record(key: NodeKey, signer: str, record: Record) -> bytes:
     return key.sign(record.KIND, signer, body)
 
 
-def open_record(value: bytes, record_type: type[R], keys: Mapping[str, str]) -> Opened[R]:
+def open_record(
+    value: bytes,
+    record_type: type[R],
+    keys: Mapping[str, str],
+    mldsa_keys: Mapping[str, str] | None = None,
+) -> Opened[R]:
     """A stored value as a `record_type`, signed by an admitted node (`keys`: name -> public
-    key line) and, unless an event, by the node it is about. ForgedRecord otherwise."""
-    signed = open_signed(value, record_type.KIND, keys)
+    key line; `mldsa_keys`: name -> ML-DSA-65 public key line of the nodes that sign hybrid)
+    and, unless an event, by the node it is about. ForgedRecord otherwise."""
+    signed = open_signed(value, record_type.KIND, keys, mldsa_keys)
     # `from_body` returns Self; mypy sees the union through a bound TypeVar.
     record = cast(R, record_type.from_body(signed.body))
     if record.subject is not None and record.subject != signed.signer:
@@ -500,10 +507,13 @@ def sign_assignment(key: NodeKey, leader: str, assignment: Assignment) -> bytes:
     return key.sign(RecordKind.ASSIGNMENT, leader, assignment.to_dict())
 
 
-def open_assignment(value: bytes, keys: Mapping[str, str]) -> Opened[Assignment]:
-    """A stored assignment, signed by an admitted node; whether that node is the current
-    leader, and the assignment approved, is the caller's to check."""
-    signed = open_signed(value, RecordKind.ASSIGNMENT, keys)
+def open_assignment(
+    value: bytes, keys: Mapping[str, str], mldsa_keys: Mapping[str, str] | None = None
+) -> Opened[Assignment]:
+    """A stored assignment, signed by an admitted node (by both its keys when it signs hybrid,
+    as `open_record`); whether that node is the current leader, and the assignment approved,
+    is the caller's to check."""
+    signed = open_signed(value, RecordKind.ASSIGNMENT, keys, mldsa_keys)
     try:
         assignment = Assignment.from_dict(signed.body)
     except AssignmentFormatError as error:
