@@ -3,13 +3,15 @@
     refs/circle/approvals -> commit -> tree
         <seq, 10 digits>/<to commit>/<SIGNER>-<PAIR>.statement   the exact bytes signed
         <seq, 10 digits>/<to commit>/<SIGNER>-<PAIR>.sig         SSHSIG, armored (or a sigstore
-                                                                 bundle, JSON)
+                                                                 bundle, JSON, or an ML-DSA
+                                                                 envelope, armored)
 
-SIGNER is 16 hex digits of the sha256 of the signer's key blob (or of a sigstore bundle's
-certificate), PAIR 32 hex digits of the sha256 of the statement and signature: the name follows
-from the content. Co-signers never touch the same path, a signer who signs again (after an
-expiry) adds a pair beside the old one, and a path planted ahead of a signer holds the content
-its name says or is skipped on reading. So approvals made in different clones merge as a union
+SIGNER is 16 hex digits of the sha256 of the signer's key blob (an ML-DSA key's blob is
+`string "ml-dsa-65", string KEY`; for a sigstore bundle, the sha256 of its certificate), PAIR
+32 hex digits of the sha256 of the statement and signature: the name follows from the content.
+Co-signers never touch the same path, a signer who signs again (after an expiry) adds a pair
+beside the old one, and a path planted ahead of a signer holds the content its name says or is
+skipped on reading. So approvals made in different clones merge as a union
 of trees without conflicts, and a merge only ever adds. Nothing here is trusted: the chain
 verifier checks every statement and signature it reads; this module only stores bytes. Git
 notes are not used (one note per object, O(n) writes).
@@ -25,12 +27,14 @@ from typing import Any
 import pygit2
 
 from builders import sshsig
+from reconciler.chain import mldsa
 from reconciler.chain.gitcli import GitFailed, git
 from reconciler.chain.statements import MAX_STATEMENT_BYTES, decode
 from reconciler.errors import CheckFailed
 
 REF = "refs/circle/approvals"
-MAX_SIGNATURE_BYTES = 64 << 10  # an armored SSHSIG is 300 bytes, a sigstore bundle about 6 KiB
+# An armored SSHSIG is 300 bytes, a sigstore bundle about 6 KiB, an ML-DSA-65 envelope 7.2 KiB.
+MAX_SIGNATURE_BYTES = 64 << 10
 _AUTHOR = pygit2.Signature("circle", "circle@localhost", 0, 0)
 
 
@@ -53,6 +57,8 @@ def _name(statement: bytes, signature: bytes) -> str:
         from reconciler.chain.sigstore import bundle_name
 
         signer = bundle_name(text)
+    elif mldsa.is_envelope(text):
+        signer = hashlib.sha256(mldsa.parse(text).public_key).hexdigest()
     else:
         signer = hashlib.sha256(sshsig.parse(text).public_key).hexdigest()
     return f"{signer[:16]}-{_pair_digest(statement, signature)}"

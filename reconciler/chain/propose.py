@@ -16,7 +16,7 @@ from pathlib import Path
 import pygit2
 
 from builders import BuildError, sshsig
-from reconciler.chain import approvals, headcache, statements
+from reconciler.chain import approvals, headcache, mldsa, statements
 from reconciler.chain.follow import load_introduction
 from reconciler.chain.quorum import QuorumNotMet
 from reconciler.chain.trees import desired_at
@@ -31,7 +31,7 @@ from reconciler.chain.values import (
 from reconciler.chain.verify import members_by_key
 from reconciler.chain.walk import MAIN, Chain, Found, Step
 from reconciler.desired.model.circle import POLICY_FILE
-from reconciler.desired.model.types import ed25519_key_blob
+from reconciler.desired.model.types import MLDSA65, member_key_blob
 from reconciler.errors import CheckFailed, InputError
 
 
@@ -122,7 +122,7 @@ def signer(proposal: Proposal, key_line: str) -> str | None:
     """The member whose key `key_line` is: in the policy in force, or in the proposed one for a
     step that changes circle.yaml (a member being admitted co-signs their admission)."""
     step = proposal.transition()
-    blob = ed25519_key_blob(key_line)
+    blob = member_key_blob(key_line)
     member = members_by_key(proposal.walker.policy(step.header.policy_in_force)).get(blob)
     if member is None and POLICY_FILE in step.changed:
         member = members_by_key(proposal.walker.policy(step.policy_to)).get(blob)
@@ -130,7 +130,8 @@ def signer(proposal: Proposal, key_line: str) -> str | None:
 
 
 Sign = Callable[[bytes], tuple[str, str]]
-"""Signs statement bytes: gives the SSHSIG and the signer's public key line (`chain.signing`)."""
+"""Signs statement bytes: gives the signature (SSHSIG or ML-DSA envelope) and the signer's
+public key line (`chain.signing`)."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,8 @@ class Approved:
     commit: str
     member: str
     path: str  # of the pair in the approvals ref
+    key: str = ""  # the key file (as given) that signed
+    key_type: str = "ssh-ed25519"  # or "ml-dsa-65"
 
 
 def approve(
@@ -146,16 +149,37 @@ def approve(
 ) -> Approved:
     """Sign `data` (the `statement` of `proposal`) as the member whose key `sign` holds (`key`
     names it in messages) and file the pair in the approvals ref."""
-    signature, key_line = sign(data)
-    member = signer(proposal, key_line)
-    if member is None:
-        raise InputError(f"{key}: this key belongs to no member of circle {proposal.intro.circle}")
-    try:
-        sshsig.verify(data, signature, key_line, statements.NAMESPACE)
-    except BuildError as error:
-        raise InputError(f"{key}: the signature made does not verify: {error}") from None
-    path = approvals.add(repo, data, signature)
-    return Approved(proposal.seq, proposal.target, member, path)
+    return approve_all(repo, proposal, data, [(sign, key)])[0]
+
+
+def approve_all(
+    repo: pygit2.Repository, proposal: Proposal, data: bytes, signs: list[tuple[Sign, str]]
+) -> list[Approved]:
+    """Sign `data` with every key of `signs` (each with the name messages give it) and file all
+    the pairs in one commit of the approvals ref: a member's classic and ML-DSA signatures of
+    the same statement bytes (what a hybrid rule counts), or none if one key fails."""
+    made: list[tuple[str, str, str, str]] = []  # signature, member, key, key type
+    for sign, key in signs:
+        signature, key_line = sign(data)
+        member = signer(proposal, key_line)
+        if member is None:
+            raise InputError(
+                f"{key}: this key belongs to no member of circle {proposal.intro.circle}"
+            )
+        key_type = key_line.split(maxsplit=1)[0]
+        try:
+            if key_type == MLDSA65:
+                mldsa.verify(data, signature, key_line, statements.NAMESPACE)
+            else:
+                sshsig.verify(data, signature, key_line, statements.NAMESPACE)
+        except (BuildError, mldsa.MlDsaError) as error:
+            raise InputError(f"{key}: the signature made does not verify: {error}") from None
+        made.append((signature, member, key, key_type))
+    paths = approvals.add_many(repo, [(data, signature) for signature, *_ in made])
+    return [
+        Approved(proposal.seq, proposal.target, member, path, key, key_type)
+        for (_, member, key, key_type), path in zip(made, paths, strict=True)
+    ]
 
 
 class NeverApprovable(CheckFailed):

@@ -10,6 +10,9 @@ The rules of `circle.yaml` (DESIGN.md section 4):
   with; signers who are not members of the rule count nothing for it.
 - A change to `circle.yaml` must satisfy the old policy (the one in force: a commit never
   authorizes itself) AND the governance rule of the new policy.
+- A rule's `signatures` says which signatures make a member a signer for it: `classic`, any
+  valid signature of the member's keys; `post-quantum`, an ML-DSA one; `hybrid`, a classic one
+  AND an ML-DSA one over the same statement bytes (`Signers`).
 
 Two APIs, as python-tuf has: `evaluate` reports (what `circle review` shows: who signed, what
 is missing, per rule) and `enforce` raises (what a node calls). Signers are member ids; turning
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 
 from builders.paths import matches_any
 from reconciler.desired.model import Circle
-from reconciler.desired.model.circle import GOVERNANCE_RULE, POLICY_FILE, Rule
+from reconciler.desired.model.circle import GOVERNANCE_RULE, POLICY_FILE, Rule, SignatureMode
 from reconciler.errors import CheckFailed, Retry
 
 CATCH_ALL = "**"  # the pattern of a rule that covers every path
@@ -53,6 +56,36 @@ class QuorumNotMet(CheckFailed):
 
 
 @dataclass(frozen=True, slots=True)
+class Signers:
+    """Who signed, by the kind of signature: `classic`, members with any valid signature (an
+    ML-DSA one included); `post_quantum`, with a valid ML-DSA signature; `hybrid`, with a
+    classic and an ML-DSA signature of the same statement bytes."""
+
+    classic: frozenset[str]
+    post_quantum: frozenset[str] = frozenset()
+    hybrid: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, signers: Iterable[str] | Signers) -> Signers:
+        """`signers` as Signers: plain member ids are classic signers only (kinds unknown)."""
+        return signers if isinstance(signers, Signers) else cls(frozenset(signers))
+
+    def counted(self, mode: SignatureMode) -> frozenset[str]:
+        """The members a rule with `signatures: mode` counts."""
+        if mode == "post-quantum":
+            return self.post_quantum
+        if mode == "hybrid":
+            return self.hybrid
+        return self.classic
+
+
+_SHORT_OF = {
+    "hybrid": "a classic and an ML-DSA signature of one statement",
+    "post-quantum": "an ML-DSA signature",
+}
+
+
+@dataclass(frozen=True, slots=True)
 class RuleResult:
     rule: str
     policy: str  # "current" or "proposed" (governance of a new circle.yaml)
@@ -62,6 +95,8 @@ class RuleResult:
     unsigned: tuple[str, ...]  # members of the rule who could still sign
     required_missing: tuple[str, ...]
     paths: tuple[str, ...]  # the changed paths that trigger the rule (a sample)
+    signatures: SignatureMode = "classic"  # which signatures the rule counts
+    uncounted: tuple[str, ...] = ()  # members who signed, but not with what the rule counts
 
     @property
     def satisfied(self) -> bool:
@@ -70,9 +105,13 @@ class RuleResult:
     def explain(self) -> str:
         """`rule workloads needs weight 2, has 1 (alice); missing one of: bob, carol`."""
         who = f" ({', '.join(self.signed)})" if self.signed else ""
-        text = f"rule {self.rule} needs weight {self.threshold}, has {self.weight}{who}"
+        kind = "" if self.signatures == "classic" else f" of {self.signatures} signatures"
+        text = f"rule {self.rule} needs weight {self.threshold}{kind}, has {self.weight}{who}"
         if self.policy != "current":
             text = f"{self.policy} policy: {text}"
+        if self.uncounted:
+            short = _SHORT_OF.get(self.signatures, "a counted signature")
+            text += f"; not counted, without {short}: {', '.join(self.uncounted)}"
         if self.required_missing:
             text += f"; required: {', '.join(self.required_missing)}"
         if self.weight < self.threshold and self.unsigned:
@@ -108,10 +147,11 @@ def _members(policy: Circle, rule: Rule) -> list[str]:
 
 
 def _result(
-    policy: Circle, rule: Rule, signers: set[str], paths: Sequence[str], which: str
+    policy: Circle, rule: Rule, every: Signers, paths: Sequence[str], which: str
 ) -> RuleResult:
     weights = {member.id: member.weight for member in policy.members}
     members = _members(policy, rule)
+    signers = every.counted(rule.signatures)
     signed = tuple(m for m in members if m in signers)
     return RuleResult(
         rule=rule.name,
@@ -122,6 +162,8 @@ def _result(
         unsigned=tuple(m for m in members if m not in signers),
         required_missing=tuple(m for m in rule.required if m not in signers),
         paths=tuple(paths[:5]),
+        signatures=rule.signatures,
+        uncounted=tuple(m for m in members if m not in signers and m in every.classic),
     )
 
 
@@ -144,20 +186,21 @@ def triggered(policy: Circle, changed: Iterable[str]) -> list[tuple[Rule, list[s
 def evaluate(
     policy: Circle,
     changed: Iterable[str],
-    signers: Iterable[str],
+    signers: Iterable[str] | Signers,
     *,
     proposed: Circle | None = None,
-    proposed_signers: Iterable[str] | None = None,
+    proposed_signers: Iterable[str] | Signers | None = None,
 ) -> QuorumResult:
-    """Report, rule by rule, whether `signers` (member ids) satisfy the change.
+    """Report, rule by rule, whether `signers` (member ids, or `Signers` by kind of
+    signature; plain ids count as classic signatures only) satisfy the change.
 
     `policy` is the policy in force (the one in the parent commit). When the change rewrites
     circle.yaml, pass the new policy as `proposed`: its governance rule must be met too, by
     `proposed_signers` (the signers among the new policy's members, new members included, as
     TUF's root rotation requires the new root's threshold; default: `signers`).
     """
-    signer_set = set(signers)
-    proposed_set = signer_set if proposed_signers is None else set(proposed_signers)
+    signer_set = Signers.of(signers)
+    proposed_set = signer_set if proposed_signers is None else Signers.of(proposed_signers)
     paths = sorted(set(changed))
     results = [
         _result(policy, rule, signer_set, hits, "current")
@@ -173,7 +216,7 @@ def evaluate(
 def enforce(
     policy: Circle,
     changed: Iterable[str],
-    signers: Iterable[str],
+    signers: Iterable[str] | Signers,
     *,
     proposed: Circle | None = None,
 ) -> QuorumResult:

@@ -15,11 +15,11 @@ from typing import Any
 import pygit2
 
 from builders import BuildError, sshsig
-from reconciler.chain import approvals, statements
+from reconciler.chain import approvals, mldsa, statements
 from reconciler.chain.propose import Proposal
 from reconciler.chain.trees import commit_of, files_at
 from reconciler.chain.values import IdentityVerifier
-from reconciler.chain.verify import Assessment, check_ssh, members_by_key
+from reconciler.chain.verify import Assessment, check_mldsa, check_ssh, members_by_key
 from reconciler.desired.model import Circle
 from reconciler.desired.repository import PathRole, classify
 from reconciler.desired.review import Change, describe_changes
@@ -158,12 +158,19 @@ def _filed(repo: pygit2.Repository, seq: int, target: str) -> Iterator[approvals
 
 
 def _signed_by(policy: Circle, statement: bytes, signature: str) -> str | None:
-    """The member whose valid SSH signature this is (stale approvals are named, not counted)."""
+    """The member whose valid SSH or ML-DSA signature this is (stale approvals are named, not
+    counted)."""
     try:
+        if mldsa.is_envelope(signature):
+            envelope = mldsa.parse(signature)
+            member = members_by_key(policy).get(envelope.public_key)
+            if member is not None:
+                check_mldsa(statement, envelope)
+            return member
         parsed = sshsig.parse(signature)
         member = members_by_key(policy).get(parsed.public_key)
         if member is not None:
             check_ssh(statement, parsed)
-    except BuildError:
+    except (BuildError, CheckFailed):
         return None
     return member

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from builders import sshsig
+from reconciler.chain.mldsa import MlDsaSignature
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +87,16 @@ class Evidence:
     statement: bytes
     signature: str
     parsed: sshsig.SshSignature | None = None  # `sshsig.parse(signature)`, when already done
+    envelope: MlDsaSignature | None = None  # `mldsa.parse(signature)`, when already done
 
 
 SshCheck = Callable[[bytes, sshsig.SshSignature], None]
 """Raises SignatureError unless the parsed SSHSIG signs the statement bytes (for the approval
 namespace) with the key it carries. The default checks at once; a walk may check ahead."""
+
+MlDsaCheck = Callable[[bytes, MlDsaSignature], None]
+"""Raises MlDsaError unless the parsed ML-DSA envelope signs the statement bytes (the approval
+namespace as its context) with the key it carries; as `SshCheck`, a walk may check ahead."""
 
 
 class IdentityVerifier(Protocol):

@@ -23,9 +23,11 @@ is never changed by one:
    circle, introduction, ref, seq, from, to, tree and policy (`MisplacedApproval`), is no longer
    valid than the policy's `approvalLifetime` plus `CLOCK_SKEW` (`LifetimeExceeded`), is not
    issued in the future, and carries a valid signature (`BadSignature`: SSHSIG, namespace
-   circle-approval-v1, or a sigstore bundle) of a member of the policy in force
-   (`NotAMember`). The others are excluded, each with its error. With no member's approval the
-   candidate is refused here (`NotVouched`): nothing of its trees is read, nothing parsed.
+   circle-approval-v1, a sigstore bundle, or an ML-DSA-65 envelope whose context is that
+   namespace: `reconciler.chain.mldsa`) of a member of the policy in force (`NotAMember`).
+   Any kind of signature vouches; which kinds count is the quorum's business (rule 6). The
+   others are excluded, each with its error. With no member's approval the candidate is
+   refused here (`NotVouched`): nothing of its trees is read, nothing parsed.
 4. Ancestry and tree facts (the shell reads them now): `to` descends from the applied commit
    (`ForkError`: not a jump to unrelated history), the sha256 manifest of the `to` tree each
    counted approval names (`MisplacedApproval`), and no symbolic link or submodule unless the
@@ -35,7 +37,10 @@ is never changed by one:
    `PolicyError`); it must keep the circle id, bump the version by one, name the sha256 of the
    old bytes as `previous`, and its own governance must be met too, by its own members.
 6. Quorum (`reconciler.chain.quorum`) over the changed paths, among approvals all current at
-   one instant (`QuorumNotMet`); once met, a step stays approved, whatever the time now.
+   one instant (`QuorumNotMet`); once met, a step stays approved, whatever the time now. Each
+   rule counts the signatures its `signatures` setting names: any (classic), ML-DSA ones
+   (post-quantum), or a classic and an ML-DSA one of the same member over the same statement
+   bytes (hybrid).
 7. One step per seq (`choose`): of the candidates filed for a seq, those that fail any rule are
    not this seq's step and never block it; two that pass are an `Equivocation`.
 
@@ -50,7 +55,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from builders import BuildError, sshsig
-from reconciler.chain import quorum, statements
+from reconciler.chain import mldsa, quorum, statements
 from reconciler.chain.changes import TreeRefused
 from reconciler.chain.quorum import Excluded
 from reconciler.chain.values import (
@@ -59,6 +64,7 @@ from reconciler.chain.values import (
     IdentityVerifier,
     Introduction,
     MainFacts,
+    MlDsaCheck,
     NodeState,
     SshCheck,
     Transition,
@@ -66,8 +72,8 @@ from reconciler.chain.values import (
 )
 from reconciler.desired.documents import parse_document
 from reconciler.desired.model import KINDS, Circle
-from reconciler.desired.model.circle import POLICY_FILE, SigstoreIdentity, SshKey
-from reconciler.desired.model.types import ed25519_key_blob
+from reconciler.desired.model.circle import POLICY_FILE, MlDsaKey, SigstoreIdentity, SshKey
+from reconciler.desired.model.types import ed25519_key_blob, mldsa65_key_blob
 from reconciler.desired.problems import DocumentError
 from reconciler.errors import CheckFailed, Retry
 
@@ -172,6 +178,10 @@ def check_ssh(statement: bytes, signature: sshsig.SshSignature) -> None:
     sshsig.verify_parsed(statement, signature, statements.NAMESPACE)
 
 
+def check_mldsa(statement: bytes, signature: mldsa.MlDsaSignature) -> None:
+    mldsa.verify_parsed(statement, signature, statements.NAMESPACE)
+
+
 @dataclass(frozen=True)
 class Verdict:
     state: NodeState
@@ -191,13 +201,16 @@ def parse_policy(data: bytes) -> Circle:
 
 
 def members_by_key(policy: Circle) -> dict[bytes, str]:
-    """Member ids by the SSH key blobs of their Ed25519 keys."""
-    return {
-        ed25519_key_blob(key.key): member.id
-        for member in policy.members
-        for key in member.keys
-        if isinstance(key, SshKey)
-    }
+    """Member ids by the key blobs of their Ed25519 keys (SSH wire blobs) and ML-DSA keys
+    (`mldsa65_key_blob`: never equal to an SSH blob)."""
+    found: dict[bytes, str] = {}
+    for member in policy.members:
+        for key in member.keys:
+            if isinstance(key, SshKey):
+                found[ed25519_key_blob(key.key)] = member.id
+            elif isinstance(key, MlDsaKey):
+                found[mldsa65_key_blob(key.key)] = member.id
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,19 +301,41 @@ def _check_tree(policy: Circle, step: Transition) -> None:
 
 
 def _signer(
-    members: Policy, item: Evidence, identities: IdentityVerifier | None, ssh: SshCheck
-) -> str | None:
-    """The member whose valid signature `item` holds, or None when it is no member's."""
-    if item.parsed is None and item.signature.lstrip().startswith("{"):  # a sigstore bundle
-        if identities is None:
-            raise ChainError("a sigstore approval, and no sigstore trust root is configured")
-        return members.by_identity.get(identities.identify(item.statement, item.signature))
+    members: Policy,
+    item: Evidence,
+    identities: IdentityVerifier | None,
+    ssh: SshCheck,
+    pq: MlDsaCheck,
+) -> tuple[str | None, bool]:
+    """The member whose valid signature `item` holds (None when it is no member's), and
+    whether it is an ML-DSA signature."""
+    if item.parsed is None:
+        text = item.signature.lstrip()
+        if text.startswith("{"):  # a sigstore bundle
+            if identities is None:
+                raise ChainError("a sigstore approval, and no sigstore trust root is configured")
+            found = identities.identify(item.statement, item.signature)
+            return members.by_identity.get(found), False
+        if text.startswith(mldsa.BEGIN):
+            return _mldsa_signer(members, item, pq), True
     try:
         parsed = item.parsed or sshsig.parse(item.signature)
         member = members.by_key.get(parsed.public_key)
         if member is not None:
             ssh(item.statement, parsed)
     except BuildError as error:  # sshsig's SignatureError
+        raise BadSignature(str(error)) from None
+    return member, False
+
+
+def _mldsa_signer(members: Policy, item: Evidence, pq: MlDsaCheck) -> str | None:
+    """The member whose valid ML-DSA signature `item` holds; the maths only for a member's key."""
+    try:
+        parsed = item.envelope or mldsa.parse(item.signature)
+        member = members.by_key.get(parsed.public_key)
+        if member is not None:
+            pq(item.statement, parsed)
+    except mldsa.MlDsaError as error:
         raise BadSignature(str(error)) from None
     return member
 
@@ -314,12 +349,8 @@ class _Counted:
     expires_at: int
     tree_sha256: str  # the manifest it names: checked once the tree is read (step 4)
     index: int  # its position in the evidence, for messages
-
-
-_BOUND = (
-    "circle", "introduction", "ref", "seq", "from commit", "to commit", "to tree",
-    "policy sha256",
-)  # fmt: skip
+    quantum_safe: bool = False  # an ML-DSA signature
+    statement: bytes = b""  # the bytes signed: a hybrid pair signs the same ones
 
 
 _BOUND = (
@@ -337,6 +368,7 @@ def _signers(
     now: int,
     identities: IdentityVerifier | None,
     ssh: SshCheck,
+    pq: MlDsaCheck,
 ) -> tuple[list[_Counted], list[Excluded]]:
     """The approvals in `evidence` validly signed by members of `members` (the policy in force,
     or a proposed one) for exactly `step`, and why each other one does not count."""
@@ -370,14 +402,22 @@ def _signers(
                 )
             if approval.issued_at > now:
                 approval.check_current(now)  # refused: issued in the future
-            member = _signer(members, item, identities, ssh)
+            member, quantum_safe = _signer(members, item, identities, ssh, pq)
             if member is None:
                 raise NotAMember("signed by a key of no member")
         except CheckFailed as error:
             excluded.append(Excluded(index, error))
             continue
         counted.append(
-            _Counted(member, approval.issued_at, approval.expires_at, approval.tree_sha256, index)
+            _Counted(
+                member,
+                approval.issued_at,
+                approval.expires_at,
+                approval.tree_sha256,
+                index,
+                quantum_safe,
+                item.statement,
+            )
         )
     return counted, excluded
 
@@ -388,6 +428,22 @@ def _detail(excluded: Sequence[Excluded]) -> str:
 
 def _current(counted: Sequence[_Counted], at: int) -> set[str]:
     return {c.member for c in counted if c.issued_at <= at < c.expires_at}
+
+
+def _signers_at(counted: Sequence[_Counted], at: int) -> quorum.Signers:
+    """The members with approvals current at `at`, by kind of signature (`quorum.Signers`):
+    a hybrid signer holds a classic and an ML-DSA signature of the very same statement."""
+    current = [c for c in counted if c.issued_at <= at < c.expires_at]
+    classic = frozenset(c.member for c in current)
+    quantum_safe = [c for c in current if c.quantum_safe]
+    if not quantum_safe:
+        return quorum.Signers(classic)
+    pairs = {(c.member, c.statement) for c in current if not c.quantum_safe}
+    return quorum.Signers(
+        classic,
+        frozenset(c.member for c in quantum_safe),
+        frozenset(c.member for c in quantum_safe if (c.member, c.statement) in pairs),
+    )
 
 
 @dataclass(frozen=True)
@@ -466,8 +522,9 @@ def _unmet(
 class Verifier:
     """The Human Chain of one circle, from its introduction: the rules above, applied to what
     the Git shell reads. It keeps the policies it parsed (a walk meets few policies and many
-    steps); `ssh` checks SSH signatures (a cold walk swaps in one that checks ahead) and
-    `identities` sigstore bundles (without it, sigstore approvals are excluded)."""
+    steps); `ssh` and `mldsa_check` check SSH and ML-DSA signatures (a cold walk swaps in
+    ones that check ahead) and `identities` sigstore bundles (without it, sigstore approvals
+    are excluded)."""
 
     def __init__(
         self,
@@ -476,10 +533,12 @@ class Verifier:
         identities: IdentityVerifier | None = None,
         ssh: SshCheck = check_ssh,
         policies: Policies | None = None,
+        mldsa_check: MlDsaCheck = check_mldsa,
     ) -> None:
         self.intro = intro
         self.identities = identities
         self.ssh = ssh
+        self.mldsa_check = mldsa_check
         self.policies = policies or Policies()
 
     # -- rule 0 -----------------------------------------------------------------------------
@@ -520,7 +579,15 @@ class Verifier:
         NotVouched unless a member of the policy in force validly approved exactly this step."""
         in_force = self.place(state, header)
         counted, excluded = _signers(
-            self.intro, header, in_force, in_force, evidence, now, self.identities, self.ssh
+            self.intro,
+            header,
+            in_force,
+            in_force,
+            evidence,
+            now,
+            self.identities,
+            self.ssh,
+            self.mldsa_check,
         )
         if not counted:
             raise NotVouched(
@@ -560,6 +627,7 @@ class Verifier:
                 now,
                 self.identities,
                 self.ssh,
+                self.mldsa_check,
             )
         elif vouched.header != header:
             raise ValueError("vouched for another transition")
@@ -574,7 +642,7 @@ class Verifier:
         evolution = policy_changed and state is not None
 
         def in_force_only(instant: int) -> quorum.QuorumResult:
-            return quorum.evaluate(in_force.circle, step.changed, _current(counted, instant))
+            return quorum.evaluate(in_force.circle, step.changed, _signers_at(counted, instant))
 
         if evolution and in_force_first and _met_at(counted, in_force_only, now) is None:
             return _unmet(counted, excluded, in_force_only(now), next_state, None, step, now)
@@ -587,7 +655,15 @@ class Verifier:
             # The new policy's governance is met by its own members' signatures (of the same
             # statement): a member being added can co-sign their own admission.
             proposed, _ = _signers(
-                self.intro, header, in_force, new, evidence, now, self.identities, self.ssh
+                self.intro,
+                header,
+                in_force,
+                new,
+                evidence,
+                now,
+                self.identities,
+                self.ssh,
+                self.mldsa_check,
             )
             proposed, _ = _same_tree(proposed, step.tree_sha256)
 
@@ -595,9 +671,9 @@ class Verifier:
             return quorum.evaluate(
                 in_force.circle,
                 step.changed,
-                _current(counted, instant),
+                _signers_at(counted, instant),
                 proposed=after if policy_changed else None,
-                proposed_signers=None if proposed is None else _current(proposed, instant),
+                proposed_signers=None if proposed is None else _signers_at(proposed, instant),
             )
 
         met = _met_at([*counted, *(proposed or [])], at, now)

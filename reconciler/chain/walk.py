@@ -24,7 +24,7 @@ from typing import Any
 import pygit2
 
 from builders import BuildError, sshsig
-from reconciler.chain import approvals
+from reconciler.chain import approvals, mldsa
 from reconciler.chain.trees import TreeReader, bounded_commit, commit_of, exact_commit, policy_at
 from reconciler.chain.values import (
     Evidence,
@@ -34,7 +34,14 @@ from reconciler.chain.values import (
     Transition,
     sha256,
 )
-from reconciler.chain.verify import ChainError, Verdict, Verifier, check_ssh, parse_policy
+from reconciler.chain.verify import (
+    ChainError,
+    Verdict,
+    Verifier,
+    check_mldsa,
+    check_ssh,
+    parse_policy,
+)
 from reconciler.desired.model import Circle
 from reconciler.desired.model.circle import POLICY_FILE
 from reconciler.errors import CheckFailed
@@ -292,13 +299,14 @@ class Chain:
         """Every approved step after `state` (from the introduction when None), and the state
         after the last one.
 
-        From the introduction, every approval is read at once and the SSH signatures are
-        checked ahead on other cores while this thread reads Git (`_Ahead`)."""
+        From the introduction, every approval is read at once and the SSH and ML-DSA
+        signatures are checked ahead on other cores while this thread reads Git (`_Ahead`)."""
         workers = _cores()
         ahead = _Ahead(workers) if state is None and workers > 1 else None
         if ahead is not None:
             self._read = _read_all(self.repo, self.approvals, ahead, self._likely_signers())
             self.verifier.ssh = ahead
+            self.verifier.mldsa_check = ahead.check_mldsa
         try:
             steps: list[Step] = []
             while True:
@@ -312,6 +320,7 @@ class Chain:
             if ahead is not None:
                 ahead.close()
                 self.verifier.ssh = check_ssh
+                self.verifier.mldsa_check = check_mldsa
 
 
 def _cores() -> int:
@@ -321,20 +330,24 @@ def _cores() -> int:
     return os.cpu_count() or 1
 
 
+_Parsed = sshsig.SshSignature | mldsa.MlDsaSignature
+
+
 class _Ahead:
-    """SSH signatures checked ahead of a walk on a thread pool. OpenSSL verifies without the
-    GIL, so later steps' signatures are checked while the walk reads Git; the walk still asks
-    for every signature it counts and gets exactly the answer `check_ssh` would give."""
+    """SSH and ML-DSA signatures checked ahead of a walk on a thread pool. OpenSSL verifies
+    without the GIL, so later steps' signatures are checked while the walk reads Git; the walk
+    still asks for every signature it counts and gets exactly the answer `check_ssh` (or
+    `check_mldsa`) would give."""
 
     BATCH = 64
 
     def __init__(self, workers: int) -> None:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="circle-verify")
-        self._pending: dict[tuple[bytes, sshsig.SshSignature], tuple[Future[_Results], int]] = {}
+        self._pending: dict[tuple[bytes, _Parsed], tuple[Future[_Results], int]] = {}
 
-        self._batch: list[tuple[bytes, sshsig.SshSignature]] = []
+        self._batch: list[tuple[bytes, _Parsed]] = []
 
-    def add(self, statement: bytes, signature: sshsig.SshSignature) -> None:
+    def add(self, statement: bytes, signature: _Parsed) -> None:
         """Queue one pair; a full batch goes to the pool at once (checking starts while the
         approvals are still being read)."""
         self._batch.append((statement, signature))
@@ -349,29 +362,41 @@ class _Ahead:
                 self._pending[pair] = (future, index)
 
     def __call__(self, statement: bytes, signature: sshsig.SshSignature) -> None:
+        if not self._answer(statement, signature):
+            check_ssh(statement, signature)
+
+    def check_mldsa(self, statement: bytes, signature: mldsa.MlDsaSignature) -> None:
+        if not self._answer(statement, signature):
+            check_mldsa(statement, signature)
+
+    def _answer(self, statement: bytes, signature: _Parsed) -> bool:
+        """Raise what checking ahead found, if `signature` was checked ahead (True)."""
         found = self._pending.get((statement, signature))
         if found is None:
-            check_ssh(statement, signature)
-            return
+            return False
         future, index = found
         error = future.result()[index]
         if error is not None:
             raise error
+        return True
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-_Results = list[BuildError | None]
+_Results = list[BuildError | mldsa.MlDsaError | None]
 
 
-def _check_all(batch: list[tuple[bytes, sshsig.SshSignature]]) -> _Results:
+def _check_all(batch: list[tuple[bytes, _Parsed]]) -> _Results:
     results: _Results = []
     for statement, signature in batch:
         try:
-            check_ssh(statement, signature)
+            if isinstance(signature, mldsa.MlDsaSignature):
+                check_mldsa(statement, signature)
+            else:
+                check_ssh(statement, signature)
             results.append(None)
-        except BuildError as error:
+        except (BuildError, mldsa.MlDsaError) as error:
             results.append(error)
     return results
 
@@ -379,23 +404,29 @@ def _check_all(batch: list[tuple[bytes, sshsig.SshSignature]]) -> _Results:
 def _read_all(
     repo: pygit2.Repository, tree: pygit2.Tree | None, ahead: _Ahead, keys: set[bytes]
 ) -> dict[int, dict[str, list[Evidence]]]:
-    """Every approval in the approvals `tree`, by seq and `to` commit; the SSH signatures by
-    `keys` are handed to `ahead` as they are read, in seq order."""
+    """Every approval in the approvals `tree`, by seq and `to` commit; the SSH and ML-DSA
+    signatures by `keys` are handed to `ahead` as they are read, in seq order."""
     found: dict[int, dict[str, list[Evidence]]] = {}
     if tree is not None:
         for stored in approvals.read_tree(repo, tree):
             seq, to, _ = stored.path.split("/", 2)
             if not (_SEQ.fullmatch(seq) and _COMMIT_ID.fullmatch(to)):
                 continue
+            parsed: sshsig.SshSignature | None = None
+            envelope: mldsa.MlDsaSignature | None = None
             try:
-                parsed: sshsig.SshSignature | None = sshsig.parse(stored.signature)
-            except BuildError:
-                parsed = None  # not SSHSIG (a sigstore bundle) or malformed: checked in turn
+                if mldsa.is_envelope(stored.signature):
+                    envelope = mldsa.parse(stored.signature)
+                else:
+                    parsed = sshsig.parse(stored.signature)
+            except (BuildError, mldsa.MlDsaError):
+                pass  # a sigstore bundle, or malformed: checked (and refused) in turn
             found.setdefault(int(seq), {}).setdefault(to, []).append(
-                Evidence(stored.statement, stored.signature, parsed)
+                Evidence(stored.statement, stored.signature, parsed, envelope)
             )
-            if parsed is not None and parsed.public_key in keys:
-                ahead.add(stored.statement, parsed)
+            checked = parsed or envelope
+            if checked is not None and checked.public_key in keys:
+                ahead.add(stored.statement, checked)
     ahead.flush()
     return found
 

@@ -1,5 +1,9 @@
 """`circle approve [REV]`: sign the transition from the approved head to REV and file the
-approval in the approvals ref, after the checks `circle verify` makes."""
+approval in the approvals ref, after the checks `circle verify` makes.
+
+With several `--key`s (an Ed25519 key and an ML-DSA-65 key, for a `hybrid` rule), every key
+signs the same statement bytes and the approvals are filed together, one pair per key.
+"""
 
 from __future__ import annotations
 
@@ -30,14 +34,16 @@ from reconciler.errors import InputError
 @introduction_option
 @click.option(
     "--key",
-    "key_file",
+    "key_files",
+    multiple=True,
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    help="Sign with this Ed25519 SSH private key.",
+    help="Sign with this private key (Ed25519 SSH or ML-DSA-65); repeat it to sign with "
+    "several keys (one approval each).",
 )
 @click.option(
     "--passphrase-file",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    help="The key's passphrase, for an encrypted key.",
+    help="The passphrase of the encrypted keys (keys that are not encrypted need none).",
 )
 @click.option(
     "--statement-out",
@@ -60,8 +66,9 @@ from reconciler.errors import InputError
     "--ssh-keygen",
     "use_ssh_keygen",
     is_flag=True,
-    help="Sign with `ssh-keygen -Y sign`: KEY may then be a .pub whose private half is in "
-    "ssh-agent, or an encrypted key ssh-keygen asks the passphrase of.",
+    help="Sign the SSH keys with `ssh-keygen -Y sign`: KEY may then be a .pub whose private "
+    "half is in ssh-agent, or an encrypted key ssh-keygen asks the passphrase of (ML-DSA keys "
+    "are still signed here).",
 )
 @identities_option
 @output_option
@@ -69,7 +76,7 @@ def approve_command(
     revision: str,
     repo: Path,
     introduction_file: Path | None,
-    key_file: Path | None,
+    key_files: tuple[Path, ...],
     passphrase_file: Path | None,
     statement_out: Path | None,
     statement_in: Path | None,
@@ -106,31 +113,45 @@ def approve_command(
             markup=False,
         )
         return 0
-    if key_file is None:
+    if not key_files:
         raise InputError("give --key KEY, or --statement-out FILE to sign elsewhere")
-    if use_ssh_keygen:
-        done = propose.approve(
-            git,
-            found,
-            statement,
-            lambda data: signing.with_ssh_keygen(data, key_file),
-            str(key_file),
-        )
-    else:
-        lines = passphrase_file.read_bytes().splitlines() if passphrase_file else None
-        passphrase = (lines or [b""])[0] if lines is not None else None
-        done = propose.approve(
-            git,
-            found,
-            statement,
-            lambda data: signing.with_key_file(data, key_file, passphrase),
-            str(key_file),
-        )
+    lines = passphrase_file.read_bytes().splitlines() if passphrase_file else None
+    passphrase = (lines or [b""])[0] if lines is not None else None
+    signs = [
+        (_signer(key_file, passphrase, use_ssh_keygen), str(key_file)) for key_file in key_files
+    ]
+    done = propose.approve_all(git, found, statement, signs)
+    first = done[0]
     if settings(output).json:
         print_json(
-            {"seq": done.seq, "commit": done.commit, "member": done.member, "path": done.path}
+            {
+                "seq": first.seq,
+                "commit": first.commit,
+                "member": first.member,
+                "path": first.path,
+                "approvals": [
+                    {
+                        "key": item.key,
+                        "type": item.key_type,
+                        "member": item.member,
+                        "path": item.path,
+                    }
+                    for item in done
+                ],
+            }
         )
     else:
-        stdout.print(f"approved seq {done.seq} {named(git, revision, done.commit)} as "
-                     f"{done.member}", markup=False)  # fmt: skip
+        for item in done:
+            how = "" if len(done) == 1 else f" with {item.key_type} key {item.key}"
+            stdout.print(f"approved seq {item.seq} {named(git, revision, item.commit)} as "
+                         f"{item.member}{how}", markup=False)  # fmt: skip
     return 0
+
+
+def _signer(key_file: Path, passphrase: bytes | None, use_ssh_keygen: bool) -> propose.Sign:
+    """How `key_file` signs: in this process (an ML-DSA key always), or by ssh-keygen."""
+    if signing.is_mldsa_key_file(key_file):
+        return lambda data: signing.with_mldsa_key_file(data, key_file, passphrase)
+    if use_ssh_keygen:
+        return lambda data: signing.with_ssh_keygen(data, key_file)
+    return lambda data: signing.with_key_file(data, key_file, passphrase)

@@ -15,11 +15,12 @@ from reconciler.cli.render import print_json, print_problems, report_json, stdou
 from reconciler.desired.documents import Loaded
 from reconciler.desired.folder import check_circle_dir
 from reconciler.desired.model import Circle, Node, Volume, Workload
-from reconciler.desired.model.circle import SshKey
+from reconciler.desired.model.circle import MlDsaKey, SshKey
 from reconciler.desired.model.types import (
     format_bytes,
     format_cpu,
     format_duration,
+    key_fingerprint,
     ssh_fingerprint,
 )
 from reconciler.desired.repository import DesiredState
@@ -58,6 +59,8 @@ def _members(circle: Circle) -> Table:
         keys = [
             ssh_fingerprint(key.key)
             if isinstance(key, SshKey)
+            else f"ml-dsa-65 {key_fingerprint(key.key)}"
+            if isinstance(key, MlDsaKey)
             else f"sigstore {key.identity} ({key.issuer})"
             for key in member.keys
         ]

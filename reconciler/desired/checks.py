@@ -23,8 +23,16 @@ from reconciler.desired.model import (
     Volume,
     Workload,
 )
-from reconciler.desired.model.circle import GOVERNANCE_RULE, POLICY_FILE, SshKey
-from reconciler.desired.model.types import ed25519_key_blob, format_bytes
+from reconciler.desired.model.circle import (
+    CLASSIC_KEYS,
+    GOVERNANCE_RULE,
+    POLICY_FILE,
+    Member,
+    MlDsaKey,
+    Rule,
+    SshKey,
+)
+from reconciler.desired.model.types import ed25519_key_blob, format_bytes, mldsa65_key_blob
 from reconciler.desired.problems import DocPath, Finding, Severity
 
 # Set by the node agent for every workload; a workload cannot choose them.
@@ -70,7 +78,21 @@ def duplicates(
 def _key_identity(key: Any) -> Hashable:
     if isinstance(key, SshKey):
         return ("ssh-ed25519", ed25519_key_blob(key.key))
+    if isinstance(key, MlDsaKey):
+        return ("ml-dsa-65", mldsa65_key_blob(key.key))
     return ("sigstore", key.identity, key.issuer)
+
+
+def can_sign_for(member: Member, rule: Rule) -> bool:
+    """Whether `member` holds the keys `rule`'s `signatures` setting counts: any key (classic),
+    an ML-DSA key (post-quantum), or both an ML-DSA and a classic key (hybrid)."""
+    quantum_safe = any(isinstance(key, MlDsaKey) for key in member.keys)
+    classic = any(isinstance(key, CLASSIC_KEYS) for key in member.keys)
+    if rule.signatures == "post-quantum":
+        return quantum_safe
+    if rule.signatures == "hybrid":
+        return quantum_safe and classic
+    return True
 
 
 @_check.register
@@ -160,6 +182,8 @@ def _check_rules(circle: Circle) -> Iterator[Finding]:
                 f"{total}: it could never be satisfied",
                 "rule.unsatisfiable",
             )
+        elif rule.signatures != "classic":
+            yield from _check_signature_mode(circle, rule, base, set(names))
     if not any("**" in rule.paths for rule in rules):
         yield Finding(
             ("consensus", "rules"),
@@ -167,6 +191,17 @@ def _check_rules(circle: Circle) -> Iterator[Finding]:
             "rule.no-catch-all",
         )
     governance = circle.rule(GOVERNANCE_RULE)
+    if governance is not None and governance.signatures == "classic":
+        for index, rule in enumerate(rules):
+            if rule.signatures != "classic":
+                yield Finding(
+                    ("consensus", "rules", index, "signatures"),
+                    f"rule {rule.name} counts {rule.signatures} signatures, but rule "
+                    f"{GOVERNANCE_RULE} counts classic ones: whoever forges a classic signature "
+                    f"(with a quantum computer) can rewrite {POLICY_FILE}, this rule with it",
+                    "rule.weaker-governance",
+                    Severity.WARNING,
+                )
     if governance is None:
         yield Finding(
             ("consensus", "rules"),
@@ -180,6 +215,31 @@ def _check_rules(circle: Circle) -> Iterator[Finding]:
             f"rule '{GOVERNANCE_RULE}' must cover {POLICY_FILE}",
             "rule.no-governance",
         )
+
+
+def _check_signature_mode(
+    circle: Circle, rule: Rule, base: DocPath, names: set[str]
+) -> Iterator[Finding]:
+    """A hybrid or post-quantum rule must be satisfiable by the members holding the keys it
+    counts, and every member it requires must hold them."""
+    needs = "an ML-DSA key" if rule.signatures == "post-quantum" else "a classic and an ML-DSA key"
+    able = {m.id: m.weight for m in circle.members if m.id in names and can_sign_for(m, rule)}
+    if rule.threshold > sum(able.values()):
+        yield Finding(
+            (*base, "threshold"),
+            f"rule {rule.name} counts {rule.signatures} signatures and needs weight "
+            f"{rule.threshold}, but its members with {needs} hold only {sum(able.values())} "
+            f"({', '.join(sorted(able)) or 'none'}): it could never be satisfied",
+            "rule.unsatisfiable",
+        )
+    for member_index, member_id in enumerate(rule.required):
+        if member_id in names and member_id not in able:
+            yield Finding(
+                (*base, "required", member_index),
+                f"rule {rule.name} counts {rule.signatures} signatures and requires "
+                f"{member_id!r}, who lacks {needs}",
+                "rule.unsatisfiable",
+            )
 
 
 @_check.register

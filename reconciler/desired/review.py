@@ -19,7 +19,7 @@ from typing import Any
 
 from reconciler.desired.documents import parse_document
 from reconciler.desired.model import REPOSITORY_KINDS, Document, Kind
-from reconciler.desired.model.types import ssh_fingerprint
+from reconciler.desired.model.types import key_fingerprint, ssh_fingerprint
 from reconciler.desired.problems import DocumentError
 from reconciler.desired.repository import PathRole, classify
 
@@ -228,12 +228,16 @@ def _member_details(old: dict[str, Json], new: dict[str, Json]) -> list[str]:
 def _key_identity(key: dict[str, Json]) -> tuple[str, ...]:
     if key["type"] == "ssh-ed25519":
         return ("ssh-ed25519", ssh_fingerprint(key["key"]))
+    if key["type"] == "ml-dsa-65":
+        return ("ml-dsa-65", key_fingerprint(key["key"]))
     return ("sigstore", key["identity"], key["issuer"])
 
 
 def _key_text(key: dict[str, Json]) -> str:
     if key["type"] == "ssh-ed25519":
         return _text(key["key"])
+    if key["type"] == "ml-dsa-65":
+        return f"ml-dsa-65 {key_fingerprint(key['key'])}"  # the 2.6 KB line says nothing
     return f"sigstore {key['identity']} ({key['issuer']})"
 
 
@@ -247,6 +251,8 @@ def _rule_summary(rule: dict[str, Json]) -> list[str]:
     summary = [f"threshold {rule['threshold']} of {members}", f"paths {_text(rule['paths'])}"]
     if rule["required"]:
         summary.append(f"required {_text(rule['required'])}")
+    if rule.get("signatures", "classic") != "classic":
+        summary.append(f"signatures {rule['signatures']}")
     return summary
 
 

@@ -13,7 +13,14 @@ from pydantic import Field
 
 from reconciler.desired.model.admission import AdmissionRules
 from reconciler.desired.model.base import Document, Strict
-from reconciler.desired.model.types import Duration, Name, PathPattern, Sha256Hex, SshPublicKey
+from reconciler.desired.model.types import (
+    Duration,
+    MlDsa65PublicKey,
+    Name,
+    PathPattern,
+    Sha256Hex,
+    SshPublicKey,
+)
 
 GOVERNANCE_RULE = "governance"
 POLICY_FILE = "circle.yaml"
@@ -39,7 +46,23 @@ class SigstoreIdentity(Strict):
     )
 
 
-MemberKey = Annotated[SshKey | SigstoreIdentity, Field(discriminator="type")]
+class MlDsaKey(Strict):
+    """An ML-DSA-65 key (FIPS 204): a signature a quantum computer cannot forge."""
+
+    type: Literal["ml-dsa-65"]
+    key: MlDsa65PublicKey = Field(
+        description="The public key line, as circle keygen --type ml-dsa-65 writes to PATH.pub."
+    )
+
+
+MemberKey = Annotated[SshKey | SigstoreIdentity | MlDsaKey, Field(discriminator="type")]
+CLASSIC_KEYS = (SshKey, SigstoreIdentity)
+"""Keys a quantum computer could forge signatures of (Ed25519, and sigstore's ECDSA)."""
+
+SignatureMode = Literal["classic", "hybrid", "post-quantum"]
+"""Which members' signatures a rule counts: `classic`, any valid signature of a member's key
+(ML-DSA included); `hybrid`, only a member who signed the same statement with a classic key AND
+an ML-DSA key; `post-quantum`, only ML-DSA signatures."""
 
 
 class Member(Strict):
@@ -64,6 +87,12 @@ class Rule(Strict):
     threshold: int = Field(ge=1, description="Weight of signatures needed.")
     required: list[Name] = Field(
         default_factory=list, description="Members who must be among the signers."
+    )
+    signatures: SignatureMode = Field(
+        default="classic",
+        description="Which signatures count: 'classic' (any member key, ML-DSA included), "
+        "'hybrid' (a member counts only with a classic AND an ML-DSA signature of the same "
+        "statement) or 'post-quantum' (ML-DSA signatures only).",
     )
 
 

@@ -451,3 +451,69 @@ SshPublicKey = Annotated[
         }
     ),
 ]
+
+
+# -- post-quantum keys (ML-DSA-65, FIPS 204) -------------------------------------------------------
+
+MLDSA65 = "ml-dsa-65"
+MLDSA65_PUBLIC_KEY_BYTES = 1952  # FIPS 204, table 2: the encoded public key of ML-DSA-65
+_MLDSA65_TYPE_FIELD = len(MLDSA65).to_bytes(4, "big") + MLDSA65.encode()
+_MLDSA65_KEY_FIELD = MLDSA65_PUBLIC_KEY_BYTES.to_bytes(4, "big")
+
+
+def mldsa65_key_blob(value: str) -> bytes:
+    """The key blob of an `ml-dsa-65 BASE64 [comment]` public key line, checked: the SSH wire
+    encoding `string "ml-dsa-65", string PUBLIC KEY` (so it can never equal an Ed25519 blob).
+
+    The line carries the 1952-byte FIPS 204 public key itself, base64; ValueError says what
+    is wrong. As for SSH keys, the comment is no part of the key's identity."""
+    fields = value.split()
+    if len(fields) < 2 or fields[0] != MLDSA65:
+        raise ValueError(
+            f"invalid public key {_shorten(value)!r}: expected a line "
+            f"'{MLDSA65} BASE64 [comment]' (circle keygen --type {MLDSA65})"
+        )
+    try:
+        raw = base64.b64decode(fields[1], validate=True)
+    except ValueError:
+        raise ValueError(f"invalid public key {_shorten(value)!r}: the key is not base64") from None
+    if len(raw) != MLDSA65_PUBLIC_KEY_BYTES:
+        raise ValueError(
+            f"invalid public key {_shorten(value)!r}: {len(raw)} bytes, expected the "
+            f"{MLDSA65_PUBLIC_KEY_BYTES}-byte {MLDSA65} public key"
+        )
+    return _MLDSA65_TYPE_FIELD + _MLDSA65_KEY_FIELD + raw
+
+
+def member_key_blob(value: str) -> bytes:
+    """The key blob of a public key line of either kind a member may hold: `ssh-ed25519 ...`
+    (the SSH wire blob) or `ml-dsa-65 ...` (`mldsa65_key_blob`)."""
+    if value.lstrip().startswith(MLDSA65 + " "):
+        return mldsa65_key_blob(value)
+    return ed25519_key_blob(value)
+
+
+def key_fingerprint(value: str) -> str:
+    """`SHA256:...` of a public key line's blob: OpenSSH's fingerprint for an SSH key, the same
+    digest of `mldsa65_key_blob` for an ML-DSA key."""
+    digest = hashlib.sha256(member_key_blob(value)).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def _check_mldsa65_key(value: str) -> str:
+    mldsa65_key_blob(value)
+    return value
+
+
+MlDsa65PublicKey = Annotated[
+    str,
+    AfterValidator(_check_mldsa65_key),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": "^ml-dsa-65 [A-Za-z0-9+/]{2603}=( .*)?$",
+            "description": "an ML-DSA-65 public key line, as circle keygen --type ml-dsa-65 "
+            "writes it to PATH.pub",
+        }
+    ),
+]

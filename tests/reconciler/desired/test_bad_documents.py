@@ -232,7 +232,7 @@ CASES: list[tuple[str, str, str | None, str, list[str]]] = [
         "circle.yaml",
         "      - type: sigstore",
         "      - type: pgp",
-        ["circle.yaml:28:9: unknown type 'pgp'; expected 'ssh-ed25519', 'sigstore'"],
+        ["circle.yaml:28:9: unknown type 'pgp'; expected 'ssh-ed25519', 'sigstore', 'ml-dsa-65'"],
     ),
     (
         "path-traversal",
