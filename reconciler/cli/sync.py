@@ -9,9 +9,11 @@ approvals ref together (`reconciler.chain.sync`); `follow` is what a node runs
 from __future__ import annotations
 
 import functools
+import json
 import re
 import shlex
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -291,12 +293,15 @@ def follow_command(
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    said: list[object] = []  # what the last round said: a round that changes nothing is quiet
     try:
         while True:
             try:
-                _follow_once(source, intro, state_dir, identities, output)
+                _follow_once(source, intro, state_dir, identities, output, said)
             except (CheckFailed, InputError) as error:
-                stderr.print(f"refused: {error}", markup=False)
+                if said != [str(error)]:
+                    stderr.print(f"refused: {error}", markup=False)
+                    said[:] = [str(error)]
             if local.exists():
                 for _ in watchfiles.watch(
                     local, rust_timeout=int(interval * 1000), yield_on_timeout=True
@@ -316,12 +321,19 @@ def _follow_once(
     state_dir: Path,
     identities: IdentityVerifier | None,
     output: str | None,
+    said: list[object] | None = None,
 ) -> int:
+    """One round; with `said` (--watch), nothing is printed when the round changed nothing
+    since the last one, and JSON is one line a round (JSON Lines)."""
     done = follow.follow_once(source, intro, state_dir, int(time.time()), identities)
     state = done.state
+    if said is not None:
+        now_said = [state, done.target, done.refusal]
+        if not done.applied and said == now_said:
+            return 1 if done.refusal else 0
+        said[:] = now_said
     if settings(output).json:
-        print_json(
-            {
+        document = {
                 "state": None if state is None else {
                     "commit": state.commit, "seq": state.seq, "policySha256": state.policy_sha256
                 },
@@ -331,8 +343,12 @@ def _follow_once(
                 ],
                 "source": done.target,
                 "refused": done.refusal,
-            }
-        )  # fmt: skip
+            }  # fmt: skip
+        if said is None:
+            print_json(document)
+        else:
+            sys.stdout.write(json.dumps(document, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
     else:
         for step in done.applied:
             stdout.print(

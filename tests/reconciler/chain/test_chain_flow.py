@@ -259,6 +259,7 @@ def test_follow_watch_applies_a_push_as_it_lands(
     state_file = world["node"] / "state.json"
     try:
         wait_for(lambda: state_file.exists() and '"seq": 1' in state_file.read_text())
+        time.sleep(2.5)  # two rounds (--interval 1) that find nothing new
         change = add_workload(owner, 3)
         for name in ("alice", "bob"):
             assert circle("approve", "--repo", str(owner), "--key", str(keys / name)).code == 0
@@ -272,6 +273,8 @@ def test_follow_watch_applies_a_push_as_it_lands(
     assert not list(world["node"].glob(".state.json.tmp-*"))
     # (the line for seq 2 may be cut by the SIGTERM that follows its save at once)
     assert f"applied seq 1 ({json.loads(world['intro'].read_text())['commit'][:12]})" in output
+    # Rounds that change nothing (one a second while the owner approves and pushes) are quiet.
+    assert output.count("at seq 1 (") == 1, output
 
 
 def wait_for(condition: Callable[[], bool], seconds: float = 60) -> None:
