@@ -34,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -192,6 +193,17 @@ def owner_commands(repo: Path, sim: ChainSimulator) -> list[tuple[str, float, fl
         sim.approve(head.seq + 1, head.commit, pending, [OWNERS[index]])  # the answers change
         argv = [*circle, name, "--repo", str(repo), "--sigstore-root", "none"]
         rows.append((f"circle {name}, after a new approval", run(*argv), None))
+    key = Path(sim.repo.path) / "carol.key"
+    key.write_bytes(
+        sim.keys["carol"].private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
+    key.chmod(0o600)
+    argv = [*circle, "approve", "--repo", str(repo), "--key", str(key), "--sigstore-root", "none"]
+    rows.append(("circle approve (signs and files)", run(*argv), None))
     return rows
 
 

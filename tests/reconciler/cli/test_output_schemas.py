@@ -77,8 +77,8 @@ def test_a_schema_is_valid_strict_and_camel_case(path: Path) -> None:
 
 
 def test_a_shape_that_does_not_match_is_said_with_where(monkeypatch: pytest.MonkeyPatch) -> None:
+    step = {"seq": "1", "commit": "a" * 40, "signers": ["alice"], "policyVersion": 1}
     with pytest.raises(AssertionError, match=r"does not match schemas/output/log.json at 0/seq"):
-        step = {"seq": "1", "commit": "a" * 40, "signers": ["alice"], "policyVersion": 1}
         output_shapes.check(["log", "-o", "json"], 0, json.dumps([step]))
     output_shapes.check(["log", "-o", "text"], 0, json.dumps([step]))  # not JSON output
     monkeypatch.setattr(output_shapes, "schema", lambda name: None)
