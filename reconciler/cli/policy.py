@@ -41,7 +41,7 @@ from reconciler.desired.evolution import ApprovedPolicy, evolution_problems
 from reconciler.desired.folder import display_prefix, list_tree
 from reconciler.desired.model import Circle
 from reconciler.desired.model.circle import GOVERNANCE_RULE, POLICY_FILE
-from reconciler.desired.model.types import ed25519_key_blob
+from reconciler.desired.model.types import MLDSA65, member_key_blob
 from reconciler.desired.policy_edit import (
     AddMember,
     Change,
@@ -182,8 +182,8 @@ def chosen_repo(directory: Path | None, repo: Path) -> Path:
 
 
 def read_public_key(path: Path) -> str:
-    """The one `ssh-ed25519 AAAA... [comment]` line of a .pub file; InputError otherwise (and
-    never a word of a private key in the message)."""
+    """The one `ssh-ed25519 AAAA... [comment]` or `ml-dsa-65 BASE64 [comment]` line of a .pub
+    file; InputError otherwise (and never a word of a private key in the message)."""
     data = read_bounded(path, MAX_KEY_FILE)
     text = data.decode("utf-8", errors="replace")
     if "PRIVATE KEY" in text:
@@ -193,18 +193,19 @@ def read_public_key(path: Path) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if len(lines) != 1:
         raise InputError(
-            f"{path}: expected one public key line 'ssh-ed25519 AAAA... [comment]', found "
-            f"{len(lines)} lines"
+            f"{path}: expected one public key line 'ssh-ed25519 AAAA... [comment]' or "
+            f"'ml-dsa-65 BASE64 [comment]', found {len(lines)} lines"
         )
     line = lines[0]
     try:
-        ed25519_key_blob(line)
+        member_key_blob(line)
     except ValueError as error:
         kind = line.split()[0][:32]
-        if kind != "ssh-ed25519":
+        if kind not in ("ssh-ed25519", MLDSA65):
             raise InputError(
-                f"{path}: not an Ed25519 public key (it starts {kind!r}): give a .pub line "
-                "'ssh-ed25519 AAAA... [comment]' (circle keygen or ssh-keygen -t ed25519)"
+                f"{path}: not an Ed25519 or ML-DSA-65 public key (it starts {kind!r}): give a "
+                ".pub line 'ssh-ed25519 AAAA... [comment]' (circle keygen or ssh-keygen -t "
+                "ed25519) or 'ml-dsa-65 BASE64 [comment]' (circle keygen --type ml-dsa-65)"
             ) from None
         raise InputError(f"{path}: {error}") from None
     return line
@@ -264,7 +265,8 @@ def _who(circle: Circle, rule: Any) -> str:
     names = rule.members if rule.members is not None else list(weights)
     shown = [name if weights.get(name, 1) == 1 else f"{name} ({weights[name]})" for name in names]
     text = f"weight {rule.threshold} of {', '.join(shown)}"
-    return text + (f", including {', '.join(rule.required)}" if rule.required else "")
+    text += f", including {', '.join(rule.required)}" if rule.required else ""
+    return text + (f", {rule.signatures} signatures" if rule.signatures != "classic" else "")
 
 
 def _approvals(old: Circle, new: Circle) -> list[dict[str, Any]]:
@@ -284,6 +286,7 @@ def _approvals(old: Circle, new: Circle) -> list[dict[str, Any]]:
                 rule.members if rule.members is not None else [m.id for m in policy.members]
             ),
             "required": list(rule.required),
+            "signatures": rule.signatures,
             "needs": _who(policy, rule),
         }
         for which, version, rule in found
@@ -454,7 +457,8 @@ KEY_FILE = click.Path(path_type=Path, dir_okay=False, exists=True)
 @click.option("--weight", type=click.IntRange(1, 1000), help="Votes they carry (default 1).")
 @_common
 def add_command(member_id: str, key_file: Path, weight: int | None, **common: Any) -> int:
-    """Add owner ID with the Ed25519 public key in KEY.pub."""
+    """Add owner ID with the public key in KEY.pub (Ed25519, or ML-DSA-65 from `circle keygen
+    --type ml-dsa-65`; give them the other kind too with `rotate-key ID --keep-old`)."""
     return _run(_options(**common), AddMember(member_id, read_public_key(key_file), weight))
 
 
@@ -479,9 +483,9 @@ def remove_command(member_id: str, **common: Any) -> int:
 def rotate_command(
     member_id: str, key_file: Path, old: str | None, keep_old: bool, **common: Any
 ) -> int:
-    """Give owner ID a new key (TUF-style: the new key is added, the old one removed unless
-    --keep-old). The change is approved with the old key for the approved policy and the new
-    key for the new one."""
+    """Give owner ID a new key (TUF-style: the new key is added, the old one of the same type,
+    Ed25519 or ML-DSA-65, removed unless --keep-old). The change is approved with the old key
+    for the approved policy and the new key for the new one."""
     old_key = old
     if old is not None and not old.startswith("SHA256:"):
         old_key = read_public_key(Path(old))
@@ -497,6 +501,12 @@ def rotate_command(
 @click.option("--all-members", is_flag=True, help="Every member counts (no member list).")
 @click.option("--required", multiple=True, metavar="ID", help="Members who must sign (repeat).")
 @click.option("--no-required", is_flag=True, help="No member is required.")
+@click.option(
+    "--signatures",
+    type=click.Choice(["classic", "hybrid", "post-quantum"]),
+    help="What counts: any valid signature (classic), a classic and an ML-DSA one of the same "
+    "statement (hybrid), ML-DSA ones only (post-quantum).",
+)
 @_common
 def set_command(
     rule: str,
@@ -506,10 +516,11 @@ def set_command(
     all_members: bool,
     required: tuple[str, ...],
     no_required: bool,
+    signatures: str | None,
     **common: Any,
 ) -> int:
-    """Set RULE's threshold, paths, members or required members; a new RULE needs --paths
-    and --threshold. Lists given replace the rule's (repeat the option for more)."""
+    """Set RULE's threshold, paths, members, required members or signatures; a new RULE needs
+    --paths and --threshold. Lists given replace the rule's (repeat the option for more)."""
     if required and no_required:
         raise InputError("give --required or --no-required, not both")
     change = SetRule(
@@ -519,10 +530,11 @@ def set_command(
         members=rule_members or None,
         all_members=all_members,
         required=() if no_required else (required or None),
+        signatures=signatures,
     )
     if change == SetRule(rule):
         raise InputError(
-            "say what to set: --threshold, --paths, --members, --all-members, --required or "
-            "--no-required"
+            "say what to set: --threshold, --paths, --members, --all-members, --required, "
+            "--no-required or --signatures"
         )
     return _run(_options(**common), change)

@@ -31,11 +31,12 @@ from ruamel.yaml.tokens import CommentToken
 from reconciler.desired.documents import Loaded, parse_document
 from reconciler.desired.model import KINDS, Circle, Member
 from reconciler.desired.model.circle import POLICY_FILE
-from reconciler.desired.model.types import ed25519_key_blob, ssh_fingerprint
+from reconciler.desired.model.types import MLDSA65, key_fingerprint, member_key_blob
 from reconciler.desired.problems import DocumentError
 from reconciler.errors import InputError
 
 SSH_KEY = "ssh-ed25519"
+CLASSIC = "classic"
 
 
 class PolicyEditError(InputError):
@@ -45,7 +46,7 @@ class PolicyEditError(InputError):
 @dataclass(frozen=True, slots=True)
 class AddMember:
     member_id: str
-    key: str  # an OpenSSH `ssh-ed25519 AAAA... [comment]` line
+    key: str  # an `ssh-ed25519 AAAA... [comment]` or `ml-dsa-65 BASE64 [comment]` line
     weight: int | None = None  # None: the default weight (1), not written
 
 
@@ -56,7 +57,8 @@ class RemoveMember:
 
 @dataclass(frozen=True, slots=True)
 class RotateKey:
-    """TUF-style rotation: `key` is added; the old SSH key goes unless `keep_old`."""
+    """TUF-style rotation: `key` is added; the member's old key of the same type (SSH or
+    ML-DSA) goes unless `keep_old`."""
 
     member_id: str
     key: str
@@ -76,6 +78,7 @@ class SetRule:
     members: tuple[str, ...] | None = None
     all_members: bool = False
     required: tuple[str, ...] | None = None
+    signatures: str | None = None  # classic, hybrid or post-quantum: what the rule counts
 
 
 Change = AddMember | RemoveMember | RotateKey | SetRule
@@ -172,18 +175,27 @@ def _index(members: CommentedSeq, member_id: str) -> int:
 
 def _key_line(line: str, what: str) -> bytes:
     try:
-        return ed25519_key_blob(line)
+        return member_key_blob(line)
     except ValueError as error:
         raise PolicyEditError(f"{what}: {error}") from None
 
 
+def _key_type(line: str) -> str:
+    """The `type` a member key of this public key line has in circle.yaml."""
+    return MLDSA65 if line.lstrip().startswith(MLDSA65 + " ") else SSH_KEY
+
+
+def _kind(key_type: str) -> str:
+    return "ML-DSA" if key_type == MLDSA65 else "SSH"
+
+
 def _owner(members: CommentedSeq, blob: bytes) -> str | None:
-    """The member holding the SSH key `blob`, if any."""
+    """The member holding the key `blob` (SSH or ML-DSA), if any."""
     for member in members:
         for key in member.get("keys") or []:
-            if isinstance(key, dict) and key.get("type") == SSH_KEY:
+            if isinstance(key, dict) and key.get("type") in (SSH_KEY, MLDSA65):
                 try:
-                    if ed25519_key_blob(str(key.get("key"))) == blob:
+                    if member_key_blob(str(key.get("key"))) == blob:
                         return str(member.get("id"))
                 except ValueError:
                     continue  # a broken key line: its own problem, reported by validation
@@ -194,7 +206,7 @@ def _check_new_key(members: CommentedSeq, blob: bytes, line: str) -> None:
     owner = _owner(members, blob)
     if owner is not None:
         raise PolicyEditError(
-            f"key {ssh_fingerprint(line)} belongs to member {owner} already: a key may belong "
+            f"key {key_fingerprint(line)} belongs to member {owner} already: a key may belong "
             "to one member only, and be listed once"
         )
 
@@ -211,7 +223,7 @@ def _add_member(data: CommentedMap, change: AddMember) -> Iterator[str]:
     entry: dict[str, Any] = {"id": change.member_id}
     if change.weight is not None:
         entry["weight"] = change.weight
-    entry["keys"] = [{"type": SSH_KEY, "key": change.key}]
+    entry["keys"] = [{"type": _key_type(change.key), "key": change.key}]
     try:
         Member.model_validate(entry)
     except ValidationError as error:
@@ -220,7 +232,7 @@ def _add_member(data: CommentedMap, change: AddMember) -> Iterator[str]:
     new["keys"] = CommentedSeq([CommentedMap(entry["keys"][0])])
     _insert(members, len(members), new)
     weight = change.weight if change.weight is not None else 1
-    yield f"member {change.member_id} added (weight {weight}, key {ssh_fingerprint(change.key)})"
+    yield f"member {change.member_id} added (weight {weight}, key {key_fingerprint(change.key)})"
 
 
 def _weights(members: CommentedSeq) -> dict[str, int]:
@@ -272,46 +284,47 @@ def _remove_member(data: CommentedMap, change: RemoveMember) -> Iterator[str]:
             yield f"rule {rule.get('name')}: {gone} no longer among its members"
 
 
-def _ssh_keys(member: dict[str, Any]) -> list[tuple[int, str]]:
+def _keys_of(member: dict[str, Any], key_type: str) -> list[tuple[int, str]]:
     return [
         (index, str(key.get("key")))
         for index, key in enumerate(member.get("keys") or [])
-        if isinstance(key, dict) and key.get("type") == SSH_KEY
+        if isinstance(key, dict) and key.get("type") == key_type
     ]
 
 
 def _fingerprint(line: str) -> str:
     try:
-        return ssh_fingerprint(line)
+        return key_fingerprint(line)
     except ValueError:
         return "(unreadable key)"
 
 
-def _old_key(member_id: str, keys: list[tuple[int, str]], old: str | None) -> int | None:
-    """The index (in the member's keys) of the SSH key a rotation replaces."""
+def _old_key(member_id: str, keys: list[tuple[int, str]], old: str | None, kind: str) -> int | None:
+    """The index (in the member's keys) of the key of that `kind` a rotation replaces."""
     if old is None:
         if len(keys) > 1:
             listed = ", ".join(_fingerprint(line) for _, line in keys)
             raise PolicyEditError(
-                f"member {member_id} has {len(keys)} SSH keys ({listed}): say which one goes "
+                f"member {member_id} has {len(keys)} {kind} keys ({listed}): say which one goes "
                 "with --old KEY.pub or its SHA256: fingerprint, or keep them all with --keep-old"
             )
         return keys[0][0] if keys else None
     if not old.startswith("SHA256:"):
         _key_line(old, "--old")
-    wanted = old if old.startswith("SHA256:") else ssh_fingerprint(old)
+    wanted = old if old.startswith("SHA256:") else key_fingerprint(old)
     for index, line in keys:
         if _fingerprint(line) == wanted:
             return index
     listed = ", ".join(_fingerprint(line) for _, line in keys) or "none"
-    raise PolicyEditError(f"member {member_id} has no key {wanted} (its SSH keys: {listed})")
+    raise PolicyEditError(f"member {member_id} has no key {wanted} (its {kind} keys: {listed})")
 
 
 def _rotate_key(data: CommentedMap, change: RotateKey) -> Iterator[str]:
     members = _members(data)
     member = members[_index(members, change.member_id)]
     blob = _key_line(change.key, "the new key")
-    new_print = ssh_fingerprint(change.key)
+    new_print = key_fingerprint(change.key)
+    key_type = _key_type(change.key)
     if _owner(members, blob) == change.member_id:
         raise PolicyEditError(f"member {change.member_id} already has key {new_print}")
     _check_new_key(members, blob, change.key)
@@ -320,11 +333,12 @@ def _rotate_key(data: CommentedMap, change: RotateKey) -> Iterator[str]:
     keys = member.get("keys")
     if not isinstance(keys, CommentedSeq):
         raise PolicyEditError(f"member {change.member_id} has no block list of keys to edit")
-    ssh = _ssh_keys(member)
-    old = None if change.keep_old else _old_key(change.member_id, ssh, change.old)
+    same = _keys_of(member, key_type)
+    kind = _kind(key_type)
+    old = None if change.keep_old else _old_key(change.member_id, same, change.old, kind)
     if old is None:
-        where = ssh[-1][0] + 1 if ssh else len(keys)
-        _insert(keys, where, CommentedMap([("type", SSH_KEY), ("key", change.key)]))
+        where = same[-1][0] + 1 if same else len(keys)
+        _insert(keys, where, CommentedMap([("type", key_type), ("key", change.key)]))
         yield f"member {change.member_id}: key {new_print} added"
         return
     before = _fingerprint(str(keys[old].get("key")))
@@ -414,6 +428,13 @@ def _set_rule(data: CommentedMap, change: SetRule) -> Iterator[str]:
         else:
             del rule["required"]
         yield f"rule {name}: required {_text(old)} -> {_text(change.required)}"
+    was = rule.get("signatures", CLASSIC)
+    if change.signatures is not None and was != change.signatures:
+        if change.signatures == CLASSIC:
+            del rule["signatures"]  # the default, as circle.yaml says it before any change
+        else:
+            _put(rule, "signatures", change.signatures, "required", "threshold")
+        yield f"rule {name}: signatures {was} -> {change.signatures}"
 
 
 def _add_rule(rules: CommentedSeq, change: SetRule) -> Iterator[str]:
@@ -429,6 +450,8 @@ def _add_rule(rules: CommentedSeq, change: SetRule) -> Iterator[str]:
     rule["threshold"] = change.threshold
     if change.required:
         rule["required"] = _styled(change.required, like, quotes=False)
+    if change.signatures not in (None, CLASSIC):
+        rule["signatures"] = change.signatures
     _insert(rules, len(rules), rule)
     members = "all members" if change.members is None else _text(change.members)
     yield (

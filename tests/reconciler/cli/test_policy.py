@@ -145,6 +145,56 @@ def test_rotate_a_key(circle: Circle, world: World, tmp_path: Path) -> None:
     assert last_step(circle, world)["signers"] == ["bob", "carol"]
 
 
+def test_ml_dsa_keys_and_a_hybrid_rule_in_three_commands(
+    circle: Circle, world: World, tmp_path: Path
+) -> None:
+    """Owners add ML-DSA-65 keys beside their Ed25519 ones, then make `workloads` hybrid:
+    each a policy version approved by the governance in force; a hybrid rule their keys
+    cannot meet is refused, naming why, circle.yaml untouched."""
+    keys = world.keys
+    for name in ("alice", "bob"):
+        made = circle("keygen", str(tmp_path / f"{name}-pq"), "--type", "ml-dsa-65")
+        assert made.code == 0, made.stderr
+    early = policy(circle, world, "rules", "set", "workloads", "--signatures", "hybrid")
+    assert early.code == 2
+    assert (
+        "rule workloads counts hybrid signatures and needs weight 2, but its members with a "
+        "classic and an ML-DSA key hold only 0 (none): it could never be satisfied" in early.stderr
+    )
+    assert git(world.circle, "status", "--porcelain") == ""
+
+    for name in ("alice", "bob"):
+        pq = tmp_path / f"{name}-pq.pub"
+        added = policy(circle, world, "members", "rotate-key", name, "--key", str(pq),
+                       "--keep-old")  # fmt: skip
+        assert added.code == 0, added.stderr
+        assert f"member {name}: key SHA256:" in added.stdout
+        text = (world.circle / "circle.yaml").read_text()
+        assert f"- type: ml-dsa-65\n        key: {pq.read_text().strip()}\n" in text
+        git(world.circle, "commit", "-q", "-am", f"{name}'s ML-DSA key")
+        approved_by(circle, world, keys / "alice", keys / "bob", keys / "carol")
+        assert verify(circle, world).code == 0
+
+    hybrid = policy(circle, world, "rules", "set", "workloads", "--signatures", "hybrid",
+                    "-o", "json")  # fmt: skip
+    assert hybrid.code == 0, hybrid.stderr
+    assert hybrid.json()["done"] == ["rule workloads: signatures classic -> hybrid"]
+    assert "signatures: hybrid" in (world.circle / "circle.yaml").read_text()
+    git(world.circle, "commit", "-q", "-am", "workloads: hybrid")
+    approved_by(circle, world, keys / "alice", keys / "bob", keys / "carol")
+    assert verify(circle, world).code == 0
+
+    workload = world.circle / "workloads" / "langid.yaml"
+    edit(workload, "replicas: 2", "replicas: 3")
+    git(world.circle, "commit", "-q", "-am", "three replicas")
+    approved_by(circle, world, keys / "alice", keys / "bob")
+    classic_only = verify(circle, world)
+    assert classic_only.code == 1
+    assert "weight 2 of hybrid signatures" in classic_only.stdout
+    approved_by(circle, world, tmp_path / "alice-pq", tmp_path / "bob-pq")
+    assert verify(circle, world).code == 0
+
+
 def test_remove_a_member(circle: Circle, world: World) -> None:
     sha = approved_sha(world)
     lowered = policy(circle, world, "rules", "set", "governance", "--threshold", "2")
@@ -214,8 +264,8 @@ REFUSALS: list[tuple[str, Callable[[World, Path], list[str]], str]] = [
     (
         "not-ed25519",
         lambda w, t: ["members", "add", "dave", "--key", str(ssh_keygen(t / "dave", "ecdsa"))],
-        "dave.pub: not an Ed25519 public key (it starts 'ecdsa-sha2-nistp256'): give a .pub "
-        "line 'ssh-ed25519 AAAA... [comment]'",
+        "dave.pub: not an Ed25519 or ML-DSA-65 public key (it starts 'ecdsa-sha2-nistp256'): "
+        "give a .pub line 'ssh-ed25519 AAAA... [comment]'",
     ),
     ("private-key", _private, "/dave: this is a private key; give "),
     (
