@@ -64,6 +64,19 @@ def approved_sha(world: World) -> str:
     return hashlib.sha256((world.circle / "circle.yaml").read_bytes()).hexdigest()
 
 
+def node_follows(circle: Circle, world: World) -> dict[str, object]:
+    """A node that pinned the introduction follows the circle to its approved head (a real
+    `circle follow`: quarantine fetch, verification from its own state file)."""
+    state = world.root / "node"
+    state.mkdir(mode=0o700, exist_ok=True)
+    done = circle("follow", str(world.circle), "--introduction", str(world.intro),
+                  "--state", str(state), "-o", "json")  # fmt: skip
+    assert done.code == 0, done.stdout
+    found = done.json()["state"]
+    assert isinstance(found, dict)
+    return found
+
+
 def commit_note(world: World, text: str) -> None:
     """A next change (the catch-all rule: weight 2 of the members)."""
     (world.circle / "NOTES.md").write_text(text)
@@ -107,6 +120,7 @@ def test_add_a_member(circle: Circle, world: World, tmp_path: Path) -> None:
     approved_by(circle, world, world.keys / "alice")
     assert verify(circle, world).code == 0
     assert last_step(circle, world)["signers"] == ["alice", "dave"]
+    assert node_follows(circle, world)["seq"] == 3
 
 
 def test_rotate_a_key(circle: Circle, world: World, tmp_path: Path) -> None:
@@ -143,6 +157,7 @@ def test_rotate_a_key(circle: Circle, world: World, tmp_path: Path) -> None:
     approved_by(circle, world, tmp_path / "bob-new", keys / "carol")
     assert verify(circle, world).code == 0
     assert last_step(circle, world)["signers"] == ["bob", "carol"]
+    assert node_follows(circle, world)["seq"] == 3
 
 
 def test_ml_dsa_keys_and_a_hybrid_rule_in_three_commands(
@@ -193,6 +208,7 @@ def test_ml_dsa_keys_and_a_hybrid_rule_in_three_commands(
     assert "weight 2 of hybrid signatures" in classic_only.stdout
     approved_by(circle, world, tmp_path / "alice-pq", tmp_path / "bob-pq")
     assert verify(circle, world).code == 0
+    assert node_follows(circle, world)["seq"] == 5  # a node verifies the hybrid quorum too
 
 
 def test_remove_a_member(circle: Circle, world: World) -> None:
@@ -242,6 +258,8 @@ def test_remove_a_member(circle: Circle, world: World) -> None:
         "signers": ["alice", "bob"],
         "policyVersion": 2,
     }
+    followed = node_follows(circle, world)
+    assert (followed["seq"], followed["commit"]) == (3, git(world.circle, "rev-parse", "HEAD"))
 
 
 def _private(world: World, tmp: Path) -> list[str]:
