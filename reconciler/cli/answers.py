@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import reconciler
-from qss.durable import write_atomically
 
 FORMAT = "circle-answers/1"
 NAME = "circle/answers.json"
@@ -168,6 +167,8 @@ def answer(asked: Question | None, text: str, code: int, held: Window) -> int:
     ]
     data = json.dumps({"format": FORMAT, "answers": entries}, separators=(",", ":"))
     if len(data) <= MAX_BYTES:
+        from qss.durable import write_atomically  # only when keeping: a replay writes nothing
+
         path = asked.git_dir / NAME
         with contextlib.suppress(OSError):  # a read-only clone answers afresh every time
             path.parent.mkdir(mode=0o700, exist_ok=True)
