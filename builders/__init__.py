@@ -8,7 +8,8 @@ Errors raised here derive from `BuildError`:
     ├── ChunkError            builders.chunks: ChunkMissing, ChunkCorrupt
     ├── SignatureError        builders.sshsig: an SSHSIG that does not verify
     ├── ProvenanceError       builders.provenance: too few trusted builders agree
-    └── MaterializeError      builders.materialize (and ChunkUnavailable)
+    └── MaterializeError      builders.faults, raised by builders.materialize and its helpers
+                              (assemble, swarm); ChunkUnavailable, TreeMismatch
 """
 
 

@@ -1,10 +1,12 @@
 """Content-addressed chunks: the local store and the sources a node fetches missing chunks from.
 
 A chunk is named by the sha256 of its bytes. The local store keeps it at
-`<root>/sha256/ab/cd/<hex>`, writes it atomically (temp file + fsync + rename) and verifies it on
-every read: a chunk that does not hash to its name is refused (and removed from the store), never
-returned. `ChunkSource` is what materialization reads from: the local store, a peer's store over
-HTTP (`circle artifact serve`), later QSS.
+`<root>/sha256/ab/cd/<hex>`, writes it atomically (temp file + rename; fsynced too unless the
+store is made with `durable=False`) and verifies it on every read: a chunk that does not hash
+to its name is refused (and removed from the store), never returned. Which is why a node's store
+need not flush: a chunk torn by a crash is refused on its next read and fetched again.
+`ChunkSource` is what materialization reads from: the local store, a peer's store over HTTP
+(`circle artifact serve`), later QSS.
 
 Every read is bounded: a source's `get` takes the most bytes the chunk may have (materialization
 knows each chunk's size from the manifest), a store reads at most that (and a manifest at most
@@ -27,6 +29,7 @@ from typing import Protocol, runtime_checkable
 
 from builders import BuildError
 from builders.manifest import Limits
+from builders.seal import replace_file
 from qss.durable import write_atomically
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -84,8 +87,9 @@ class ChunkSource(Protocol):
 class ChunkStore:
     """A local content-addressed chunk store; also a `ChunkSource`."""
 
-    def __init__(self, root: Path, *, create: bool = True) -> None:
+    def __init__(self, root: Path, *, create: bool = True, durable: bool = True) -> None:
         self.root = root
+        self.durable = durable
         self.name = f"store:{root}"
         if create:
             try:
@@ -136,7 +140,10 @@ class ChunkStore:
             return actual
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(target, data)
+            if self.durable:
+                write_atomically(target, data)
+            else:
+                replace_file(target, data)
         except OSError as error:
             raise ChunkError(f"chunk {actual[:16]}: cannot write: {error.strerror}") from None
         return actual

@@ -3,25 +3,26 @@ every start and while replicas run (DESIGN.md section 5).
 
     STATE/chunks/          the node's chunk store (and manifests), served to its peers
     STATE/artifacts/<hex>  an installed artifact (root's, read-only to every workload)
-    STATE/artifacts/.seen/<hex>.json   what the tree looked like when last verified
+    STATE/artifacts/.seen/<hex>.json   its seal: what the tree looked like when last known
+                                       good, and in which boot (`builders.seal`)
 
 `ensure` gives a verified tree: the manifest comes from the local store or the first source
-that has one whose bytes hash to the pinned id; the chunks from the local store first, then
-the sources in order (peers, then configured sources); `builders.materialize` writes and
-verifies the tree. An installed tree is trusted again only when nothing of it has changed
-since its last full check: every entry's type, mode, size, inode, mtime and ctime (root can
-set an mtime back, no one can set a ctime) and every folder's listing. Anything else is
-hashed in full; a tree that differs from its manifest in one bit is refused (the caller hears
-why, as ArtifactTampered), set aside and rebuilt from verified chunks. `check` does the same
-for a tree in use, cheaply by default and in full when asked (periodically).
+that has one whose bytes hash to the pinned id; the bytes from installed versions whose seals
+hold (hard links, kernel copies), the local store, then every source at once (peers, then
+configured sources); `builders.materialize` writes and verifies the tree. Nothing is flushed
+byte by byte (neither chunks nor trees): durability is verification. An installed tree is
+trusted again only while its seal holds: the same boot, and nothing of it changed since its
+last full check (every entry's type, mode, size, inode, mtime and ctime: root can set an mtime
+back, no one can set a ctime; and every folder's listing). After a reboot, or on any change,
+it is hashed in full before it is started; a tree that differs from its manifest in one bit is
+refused (the caller hears why, as ArtifactTampered), set aside and rebuilt from verified
+chunks. `check` does the same for a tree in use, cheaply by default and in full when asked
+(periodically).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import stat
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,12 +32,12 @@ from builders import BuildError
 from builders.chunks import ChunkError, ChunkSource, ChunkStore
 from builders.manifest import ArtifactManifest, ManifestRefused, decode
 from builders.materialize import TreeMismatch, materialize, verify_tree
-from qss.durable import write_atomically
+from builders.seal import forget_seal, read_boot_id, read_seal, tree_facts, write_seal
 from reconciler.errors import ReconcilerError, Retry
-from reconciler.files import read_bounded
+
+__all__ = ["SEEN", "ArtifactUnavailable", "Artifacts", "Installed", "tree_facts"]
 
 SEEN = ".seen"
-_MAX_SEEN = 64 << 20
 
 
 class ArtifactUnavailable(ReconcilerError):
@@ -68,9 +69,13 @@ class Artifacts:
         *,
         say: Callable[[str], None] | None = None,
         on_chunk: Callable[[ChunkSource, int], None] | None = None,
+        boot_id: Callable[[], str] = read_boot_id,
     ) -> None:
-        self.store = ChunkStore(state_dir / "chunks")
+        # Verified on every read, so a chunk torn by a crash is refused and fetched again.
+        self.store = ChunkStore(state_dir / "chunks", durable=False)
         self.root = state_dir / "artifacts"
+        self.seals = self.root / SEEN
+        self.boot_id = boot_id  # a seal from another boot is void: hashed in full again
         self.sources = sources
         self.say = say or (lambda line: None)
         self.on_chunk = on_chunk  # where each chunk of a materialization came from
@@ -107,10 +112,12 @@ class Artifacts:
                     switch=False,
                     on_problem=self.say,
                     on_chunk=self.on_chunk,
+                    seals=self.seals,
+                    boot_id=self.boot_id(),
+                    durable=False,
                 )
             except BuildError as error:
                 raise ArtifactUnavailable(f"artifact {artifact_id[:19]}: {error}") from error
-            self._remember(path)
             return Installed(path, manifest, tampered)
 
     def check(self, installed: Installed, *, full: bool = False) -> str | None:
@@ -140,61 +147,21 @@ class Artifacts:
         raise ArtifactUnavailable(f"no source has the manifest of {artifact_id[:19]} ({said})")
 
     def _verify(self, path: Path, manifest: ArtifactManifest, *, full: bool) -> str | None:
-        if not full and self._seen(path) == tree_facts(path):
-            return None
+        artifact_id = manifest.artifact_id
+        boot = self.boot_id()
+        seal = read_seal(self.seals, artifact_id)
+        if not full and seal is not None:
+            if seal.holds(boot, tree_facts(path)):
+                return None
+            if seal.boot_id != boot:
+                self.say(
+                    f"artifact {artifact_id[:19]} was sealed in another boot (its bytes may "
+                    "not have reached the disk): hashing it in full before it is used"
+                )
         try:
             verify_tree(path, manifest)
         except TreeMismatch as error:
+            forget_seal(self.seals, artifact_id)
             return str(error)
-        self._remember(path)
+        write_seal(self.seals, artifact_id, path, boot)
         return None
-
-    def _seen_file(self, path: Path) -> Path:
-        return self.root / SEEN / f"{path.name}.json"
-
-    def _seen(self, path: Path) -> object:
-        try:
-            return json.loads(read_bounded(self._seen_file(path), _MAX_SEEN))
-        except (ReconcilerError, ValueError):
-            return None
-
-    def _remember(self, path: Path) -> None:
-        target = self._seen_file(path)
-        target.parent.mkdir(mode=0o700, exist_ok=True)
-        write_atomically(target, json.dumps(tree_facts(path)), mode=0o600)
-
-
-def tree_facts(root: Path) -> list[list[object]] | None:
-    """Every entry below `root` (never following a symlink) with what a change would touch:
-    type and mode, size, inode, mtime, ctime and link count. None if it cannot be read."""
-    found: list[list[object]] = []
-    try:
-        _walk(root, "", found)
-    except OSError:
-        return None
-    return found
-
-
-def _walk(folder: Path, prefix: str, found: list[list[object]]) -> None:
-    status = os.lstat(folder)
-    found.append(_entry(prefix or ".", status))
-    with os.scandir(folder) as entries:
-        for entry in sorted(entries, key=lambda e: e.name):
-            relative = f"{prefix}/{entry.name}" if prefix else entry.name
-            status = entry.stat(follow_symlinks=False)
-            if stat.S_ISDIR(status.st_mode):
-                _walk(Path(entry.path), relative, found)
-            else:
-                found.append(_entry(relative, status))
-
-
-def _entry(relative: str, status: os.stat_result) -> list[object]:
-    return [
-        relative,
-        status.st_mode,
-        status.st_size,
-        status.st_ino,
-        status.st_mtime_ns,
-        status.st_ctime_ns,
-        status.st_nlink,
-    ]
