@@ -103,6 +103,7 @@ class HttpPool:
         self._tls = (ssl_context or ssl.create_default_context()) if scheme == "https" else None
         self._max_idle = max_idle
         self._idle: list[_Connection] = []
+        self._closed = False  # a request finishing after close() closes its connection
         self._lock = threading.Lock()
 
     @property
@@ -160,6 +161,7 @@ class HttpPool:
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
+            self._closed = True
         for connection in idle:
             connection.close()
 
@@ -172,7 +174,7 @@ class HttpPool:
 
     def _checkin(self, connection: _Connection) -> None:
         with self._lock:
-            if len(self._idle) < self._max_idle:
+            if not self._closed and len(self._idle) < self._max_idle:
                 self._idle.append(connection)
                 return
         connection.close()
