@@ -1,16 +1,29 @@
 """Benchmark: start a new version of a large model by moving only what changed.
 
-One run, on loopback, the chunk server throttled to 100 MB/s (a 1 Gbit/s link):
+One run, on loopback, every chunk server throttled to 100 MB/s (a 1 Gbit/s link):
 
 - v1: a 1 GiB model-like file (a JSON header and weights), built with the `model` builder
-  (content-defined chunks) and materialized on an empty node: time and bytes;
-- v2: the header edited and 1% of the weights changed, materialized on the node that holds v1:
-  time and bytes, against
-- the baselines: a full download of v2 through the same throttled server, written to disk and
+  (content-defined chunks) and materialized on an empty node from one peer: time and bytes;
+- v2: the header edited and 1% of the weights changed, materialized on the node that holds v1
+  (reusing v1's unchanged ranges in the kernel): time, bytes, and how its bytes were got;
+- v1 cold on another empty node from three peers at once, each throttled to 100 MB/s;
+- v1's chunks alone (into an empty store, no tree) from one peer and from three: the fetching,
+  where the node's own disk and CPU are not the limit;
+- v2 pre-staged on that node (`switch=False`, as while a proposal waits for its quorum), then
+  switched: the time from "start v2" to `current` pointing at it;
+- the baselines: a full download of v2 through one throttled server, written to disk and
   flushed (the same end state as a materialization), and a plain local copy of the file (page
   cache, not flushed: the floor of local work).
 
+Materializations run as a node runs them: seals with the boot id, nothing flushed byte by byte
+(`durable=False`; a tree from another boot is hashed in full before it is used). v1's pages
+are written back (`sync`) before v2 starts, as they would be on a node that has held v1 for
+more than half a minute. Where the scratch folder's filesystem has reflinks (`--dir` on XFS
+with reflink=1 or btrfs), v2's unchanged ranges share v1's blocks; elsewhere
+`copy_file_range` copies them in the kernel.
+
     .venv/bin/python tests/benchmarks/bench_rapid_start.py [--size-mib 1024] [--rate-mbps 100]
+        [--dir SCRATCH] [--avg-kib 1024]
 
 Not a test: it prints figures and asserts nothing.
 """
@@ -29,7 +42,9 @@ from pathlib import Path
 
 from builders.chunks import MAX_CHUNK, ChunkStore
 from builders.http_chunks import ChunkServer, HttpChunkSource
-from builders.materialize import materialize
+from builders.manifest import ArtifactManifest, Chunking
+from builders.materialize import Assembly, materialize
+from builders.swarm import Swarm
 from builders.tree import MODEL_CHUNKING, TreeBuild, build_tree
 
 MiB = 1024 * 1024
@@ -77,13 +92,64 @@ class Counting:
         return self.source.has(digest)
 
 
+def node_materialize(
+    manifest: ArtifactManifest, urls: list[str], node: Path, *, switch: bool = True
+) -> tuple[float, int, Assembly]:
+    """Materialize as a node does (seals, no flush); (seconds, bytes moved, how)."""
+    sources = [Counting(HttpChunkSource(url)) for url in urls]
+    assemblies: list[Assembly] = []
+    started = time.perf_counter()
+    materialize(
+        manifest.artifact_id,
+        manifest.encode(),
+        sources=sources,
+        store=ChunkStore(node / "chunks", durable=False),
+        artifacts_root=node / "artifacts",
+        workers=4,
+        seals=node / "seals",
+        durable=False,
+        on_assembled=assemblies.append,
+        switch=switch,
+    )
+    elapsed = time.perf_counter() - started
+    for source in sources:
+        source.source.close()
+    return (
+        elapsed,
+        sum(source.bytes for source in sources),
+        (assemblies or [Assembly()])[0],
+    )  # none: it was installed
+
+
+def fetch_only(manifest: ArtifactManifest, urls: list[str], folder: Path) -> float:
+    """Seconds to fetch every chunk of `manifest` into an empty store, from `urls` at once."""
+    sources = [HttpChunkSource(url) for url in urls]
+    started = time.perf_counter()
+    with Swarm(sources, ChunkStore(folder, durable=False), workers=4) as swarm:
+        swarm.want([chunk for entry in manifest.files() for chunk in entry.chunks])
+        swarm.finish()
+    elapsed = time.perf_counter() - started
+    for source in sources:
+        source.close()
+    shutil.rmtree(folder, ignore_errors=True)
+    return elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--rate-mbps", type=float, default=100.0, help="MB/s (10^6 bytes)")
     parser.add_argument("--dir", type=Path, default=None, help="Scratch folder (default: temp).")
+    parser.add_argument(
+        "--avg-kib",
+        type=int,
+        default=MODEL_CHUNKING.avg // 1024,
+        help="The model builder's average chunk (min a quarter, max four times it).",
+    )
     args = parser.parse_args()
     size = args.size_mib * MiB
+    average = args.avg_kib * 1024
+    chunking = Chunking("fastcdc", average // 4, average, average * 4)
     rate = args.rate_mbps * 1e6
     scratch = Path(tempfile.mkdtemp(prefix="bench-rapid-", dir=args.dir))
     try:
@@ -98,7 +164,7 @@ def main() -> None:
         for version in ("v1", "v2"):
             started = time.perf_counter()
             manifest = build_tree(
-                TreeBuild(scratch / version, chunking=MODEL_CHUNKING, prefetch=("model.bin",)),
+                TreeBuild(scratch / version, chunking=chunking, prefetch=("model.bin",)),
                 server_store,
             )
             server_store.put_manifest(manifest.artifact_id, manifest.encode())
@@ -109,25 +175,35 @@ def main() -> None:
             f"model: {args.size_mib} MiB, v2 changes its header and {changed / MiB:.1f} MiB of "
             f"weights; {len(v2.chunk_digests())} chunks, {len(reused)} shared with v1"
         )
-        print(f"build v1 {versions['v1'][1]:.1f} s, v2 {versions['v2'][1]:.1f} s (model builder)")
-        print(f"link: chunk server on loopback throttled to {args.rate_mbps:g} MB/s\n")
-        print(f"{'':44}{'time':>8} {'bytes moved':>14}")
+        print(
+            f"build v1 {versions['v1'][1]:.1f} s, v2 {versions['v2'][1]:.1f} s (model builder, "
+            f"chunks of {average // 1024} KiB on average)"
+        )
+        print(f"link: each chunk server on loopback throttled to {args.rate_mbps:g} MB/s\n")
+        print(f"{'':46}{'time':>8} {'bytes moved':>14}")
 
-        with ChunkServer(server_store, rate_limit=rate) as server:
-            node_store = ChunkStore(scratch / "node-store")
-            for label, manifest in (("v1 on an empty node", v1), ("v2 on the node holding v1", v2)):
-                source = Counting(HttpChunkSource(server.url))
-                started = time.perf_counter()
-                materialize(
-                    manifest.artifact_id,
-                    manifest.encode(),
-                    sources=[source],
-                    store=node_store,
-                    artifacts_root=scratch / "node",
-                    workers=4,
-                )
-                elapsed = time.perf_counter() - started
-                print(f"  {label:42}{elapsed:7.2f}s {source.bytes / MiB:10.1f} MiB")
+        with (
+            ChunkServer(server_store, rate_limit=rate) as server,
+            ChunkServer(server_store, rate_limit=rate) as second,
+            ChunkServer(server_store, rate_limit=rate) as third,
+        ):
+            node = scratch / "node"
+            v1_time, _, _ = node_materialize(v1, [server.url], node)
+            # A node holds v1 for longer than the kernel keeps pages dirty (30 s): written
+            # back by the time v2 comes. A reflink of a dirty range waits for that writeback.
+            os.sync()
+            v2_time, v2_bytes, assembly = node_materialize(v2, [server.url], node)
+            three_time, three_bytes, three = node_materialize(
+                v1, [server.url, second.url, third.url], scratch / "node-3"
+            )
+            # The fetching alone (into an empty store, no tree written): what the swarm does
+            # where the node's own disk and CPU are not the limit.
+            fetch_one = fetch_only(v1, [server.url], scratch / "fetch-1")
+            fetch_three = fetch_only(v1, [server.url, second.url, third.url], scratch / "fetch-3")
+            # Pre-staged while the proposal waited for its quorum (not timed), then switched.
+            os.sync()
+            node_materialize(v2, [server.url], scratch / "node-3", switch=False)
+            switch_time, switch_bytes, _ = node_materialize(v2, [server.url], scratch / "node-3")
 
             # The same end state as a materialization: the bytes on disk, flushed, hashed.
             full = Counting(HttpChunkSource(server.url))
@@ -141,14 +217,55 @@ def main() -> None:
                         sink.write(data)
                 sink.flush()
                 os.fsync(sink.fileno())
-            elapsed = time.perf_counter() - started
-            label = "baseline: full download of v2 to disk"
-            print(f"  {label:42}{elapsed:7.2f}s {full.bytes / MiB:10.1f} MiB")
+            download_time = time.perf_counter() - started
 
         started = time.perf_counter()
         shutil.copyfile(scratch / "v2/model.bin", scratch / "copy.bin")
-        elapsed = time.perf_counter() - started
-        print(f"  {'baseline: plain local copy of v2':42}{elapsed:7.2f}s {size / MiB:10.1f} MiB")
+        copy_time = time.perf_counter() - started
+
+        def row(label: str, seconds: float, moved: float, note: str = "") -> None:
+            print(f"  {label:44}{seconds:7.2f}s {moved / MiB:10.1f} MiB  {note}")
+
+        row("v1 on an empty node, from 1 peer", v1_time, size)
+        row(
+            "v2 on the node holding v1",
+            v2_time,
+            v2_bytes,
+            f"{download_time / v2_time:.1f}x sooner than the full download, "
+            f"{100 * v2_bytes / size:.2f}% of the bytes",
+        )
+        row(
+            "v1 on an empty node, from 3 peers",
+            three_time,
+            three_bytes,
+            f"{v1_time / three_time:.2f}x sooner than from 1 peer",
+        )
+        row("v1's chunks only, from 1 peer (no tree)", fetch_one, size)
+        row(
+            "v1's chunks only, from 3 peers (no tree)",
+            fetch_three,
+            size,
+            f"{fetch_one / fetch_three:.2f}x sooner than from 1 peer",
+        )
+        row(
+            "v2 pre-staged, then switched",
+            switch_time,
+            switch_bytes,
+            f"{1000 * switch_time:.0f} ms: the seal checked, `current` renamed",
+        )
+        row("baseline: full download of v2 to disk", download_time, full.bytes)
+        row("baseline: plain local copy of v2", copy_time, size)
+        kernel = assembly.reused
+        print(
+            f"\nv2's bytes: {kernel.cloned / MiB:.1f} MiB reflinked, {kernel.copied / MiB:.1f} "
+            f"MiB copied in the kernel, {kernel.written / MiB:.1f} MiB read and written, "
+            f"{assembly.from_store / MiB:.1f} MiB written from the store, "
+            f"{assembly.linked_files} files hard-linked"
+        )
+        shares = ", ".join(
+            f"{stats.bytes / MiB:.0f} MiB ({stats.duplicates} duplicate)" for stats in three.sources
+        )
+        print(f"v1 from 3 peers, by peer: {shares}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
