@@ -6,6 +6,7 @@ of `reconciler.desired.checks` find no error (unique ids, distinct keys, satisfi
 
 from __future__ import annotations
 
+import base64
 import string
 from typing import Any
 
@@ -39,6 +40,7 @@ from reconciler.desired.model.circle import (
 )
 from reconciler.desired.model.node import Capacity, Gpu
 from reconciler.desired.model.presets import MemberCount, TemplateRule
+from reconciler.desired.model.secret import Recipient, Secret
 from reconciler.desired.model.volume import BACKEND_URL, Backend, VolumeObject
 from reconciler.desired.model.workload import (
     ArtifactRef,
@@ -302,6 +304,10 @@ nodes = st.builds(
     name=names,
     description=st.none() | free_text,
     publicKey=ssh_public_keys,
+    kemPublicKey=st.none()
+    | st.binary(min_size=1216, max_size=1216).map(
+        lambda raw: f"x-wing {base64.b64encode(raw).decode()}"
+    ),
     failureDomain=names,
     address=st.none() | _regex(r"https?://[^\s/]+(:[0-9]{1,5})?/?"),
     labels=labels,
@@ -437,7 +443,7 @@ def workloads(draw: st.DrawFn) -> Workload:
                     SecretRef, secret=names, env=env_names.filter(lambda name: name not in env)
                 ),
                 max_size=3,
-                unique_by=lambda secret: secret.env,
+                unique_by=(lambda secret: secret.env, lambda secret: secret.secret),
             )
         ),
     )
@@ -543,12 +549,47 @@ def volumes(draw: st.DrawFn) -> Volume:
 
 # -- every kind ------------------------------------------------------------------------------
 
+# -- Secret ----------------------------------------------------------------------------------
+
+
+def _b64_of(size: int) -> st.SearchStrategy[str]:
+    return st.binary(min_size=size, max_size=size).map(lambda raw: base64.b64encode(raw).decode())
+
+
+secrets_documents = st.builds(
+    Secret,
+    apiVersion=st.just(API_VERSION),
+    kind=st.just("Secret"),
+    name=names,
+    description=st.none() | free_text,
+    circle=names,
+    workloads=st.lists(names, min_size=1, max_size=3, unique=True),
+    digests=st.lists(digests, max_size=2, unique=True),
+    algorithm=st.just("x-wing+aes-256-gcm"),
+    nonce=_b64_of(12),
+    ciphertext=st.binary(min_size=16, max_size=64).map(lambda raw: base64.b64encode(raw).decode()),
+    recipients=st.lists(
+        st.builds(
+            Recipient,
+            node=names,
+            kemKey=digests,
+            encapsulation=_b64_of(1120),
+            wrappedKey=_b64_of(48),
+        ),
+        min_size=1,
+        max_size=3,
+        unique_by=lambda recipient: recipient.node,
+    ),
+)
+
+
 DOCUMENTS: dict[str, st.SearchStrategy[Any]] = {
     "Circle": circles(),
     "Node": nodes,
     "Workload": workloads(),
     "Build": builds(),
     "Volume": volumes(),
+    "Secret": secrets_documents,
     "AdmissionPolicy": admission_policies,
     "ConsensusTemplate": consensus_templates(),
 }

@@ -45,6 +45,7 @@ COMMANDS: dict[str, str] = {
     "schemas": "schemas:command",
     "presets": "presets:group",
     "policy": "policy:group",
+    "secret": "secret:group",
     "qss": "qss:group",
     "artifact": "artifact:group",
     "node": "node:group",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from pathlib import Path
@@ -17,6 +18,7 @@ from reconciler.node import view
 from reconciler.node.agent import Agent, AgentConfig
 from reconciler.node.identity import NodeKey
 from reconciler.node.uids import parse_range
+from reconciler.secrets import keys as kem_keys
 from reconciler.store import resolve_store_url
 
 
@@ -30,16 +32,34 @@ def group() -> None:
 @click.option("--comment", "-C", default="", help="The comment of the public key line.")
 @output_option
 def keygen(path: Path, comment: str, output: str | None) -> int:
-    """Make a node key: PATH (0600) and PATH.pub, whose line is `publicKey` in nodes/NAME.yaml."""
+    """Make a node key: PATH (0600) and PATH.pub, whose line is `publicKey` in nodes/NAME.yaml,
+    and its X-Wing KEM key for sealed secrets: PATH.x-wing (0600) and PATH.x-wing.pub, whose
+    line is `kemPublicKey`."""
     refuse_public_name(path)
+    for target in (kem_keys.private_path(path), kem_keys.public_path(path)):
+        if os.path.lexists(target):  # before the node key is made: all of them or none
+            raise InputError(f"{target}: exists; refusing to overwrite a key")
     key = NodeKey.generate(path, comment)
+    kem = kem_keys.generate(path, comment)
+    kem_line = kem.public_key_line(comment)
     if settings(output).json:
         print_json(
-            {"key": str(path), "publicKey": key.public_key_line, "fingerprint": key.fingerprint}
+            {
+                "key": str(path),
+                "publicKey": key.public_key_line,
+                "fingerprint": key.fingerprint,
+                "kemKey": str(kem_keys.private_path(path)),
+                "kemPublicKey": kem_line,
+            }
         )
     else:
         stdout.print(f"node key {path}, public key {path}.pub ({key.fingerprint})", markup=False)
         stdout.print(f"publicKey: {key.public_key_line}", markup=False)
+        stdout.print(
+            f"KEM key {kem_keys.private_path(path)}, public key {kem_keys.public_path(path)}: "
+            "its line is kemPublicKey in nodes/NAME.yaml (for sealed secrets)",
+            markup=False,
+        )
     return 0
 
 

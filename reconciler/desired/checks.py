@@ -20,6 +20,7 @@ from reconciler.desired.model import (
     ConsensusTemplate,
     Document,
     Node,
+    Secret,
     Volume,
     Workload,
 )
@@ -278,6 +279,18 @@ def _check_node(node: Node) -> Iterator[Finding]:
         )
 
 
+# -- Secret --------------------------------------------------------------------------------------
+
+
+@_check.register
+def _check_secret(secret: Secret) -> Iterator[Finding]:
+    yield from duplicates(secret.workloads, lambda w: w, lambda i: ("workloads", i), "workload")
+    yield from duplicates(secret.digests, lambda d: d, lambda i: ("digests", i), "digest")
+    yield from duplicates(
+        secret.recipients, lambda r: r.node, lambda i: ("recipients", i, "node"), "recipient"
+    )
+
+
 # -- Workload ------------------------------------------------------------------------------------
 
 
@@ -357,6 +370,8 @@ def _check_workload(workload: Workload) -> Iterator[Finding]:
                 at_key=True,
             )
     for index, secret in enumerate(workload.secrets):
+        if secret.env is None:
+            continue
         if secret.env in workload.env:
             yield Finding(
                 ("secrets", index, "env"),
@@ -371,6 +386,9 @@ def _check_workload(workload: Workload) -> Iterator[Finding]:
             )
     yield from duplicates(
         workload.secrets, lambda s: s.env, lambda i: ("secrets", i, "env"), "secret variable"
+    )
+    yield from duplicates(
+        workload.secrets, lambda s: s.secret, lambda i: ("secrets", i, "secret"), "secret"
     )
 
     mounts = workload.volumes

@@ -9,6 +9,7 @@ run over the documents that parsed. The same core serves a working directory and
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Iterator, Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
@@ -23,10 +24,12 @@ from reconciler.desired.model import (
     Document,
     Kind,
     Node,
+    Secret,
     Volume,
     Workload,
 )
 from reconciler.desired.model.circle import POLICY_FILE, SshKey
+from reconciler.desired.model.secret import xwing_public_key_bytes
 from reconciler.desired.model.types import ed25519_key_blob, format_bytes, format_cpu
 from reconciler.desired.model.workload import GpuRequest
 from reconciler.desired.problems import (
@@ -80,6 +83,7 @@ class DesiredState:
     workloads: dict[str, Loaded[Workload]] = field(default_factory=dict)
     builds: dict[str, Loaded[Build]] = field(default_factory=dict)
     volumes: dict[str, Loaded[Volume]] = field(default_factory=dict)
+    secrets: dict[str, Loaded[Secret]] = field(default_factory=dict)
     # Documents that exist but could not be read, by kind: their problems are reported
     # already, so references to them are not reported again as unknown.
     unreadable: dict[str, set[str]] = field(default_factory=dict)
@@ -90,6 +94,8 @@ class DesiredState:
             "Node": self.nodes,
             "Build": self.builds,
             "Volume": self.volumes,
+            "Workload": self.workloads,
+            "Secret": self.secrets,
         }
         return name not in by_kind[kind] and name not in self.unreadable.get(kind, set())
 
@@ -191,6 +197,7 @@ def analyse(
         workloads=cast(dict[str, Loaded[Workload]], by_kind["Workload"]),
         builds=cast(dict[str, Loaded[Build]], by_kind["Build"]),
         volumes=cast(dict[str, Loaded[Volume]], by_kind["Volume"]),
+        secrets=cast(dict[str, Loaded[Secret]], by_kind["Secret"]),
         unreadable=unreadable,
     )
     if POLICY_FILE not in documents and POLICY_FILE not in refused:
@@ -213,11 +220,15 @@ def _cross_checks(state: DesiredState, tree: Set[str]) -> Iterator[Problem]:
     for workload in state.workloads.values():
         yield from (workload.problem(f) for f in _check_workload_refs(workload.document, state))
         yield from (workload.problem(f) for f in _check_fit(workload.document, state))
+        yield from (workload.problem(f) for f in _check_secret_refs(workload.document, state))
     for build in state.builds.values():
         yield from (build.problem(f) for f in _check_build_paths(build.document, tree))
     for volume in state.volumes.values():
         yield from (volume.problem(f) for f in _check_volume(volume.document, state))
+    for secret in state.secrets.values():
+        yield from (secret.problem(f) for f in _check_secret(secret.document, state))
     yield from _check_node_keys(state)
+    yield from _check_kem_keys(state)
 
 
 def _names(items: Mapping[str, Any]) -> str:
@@ -453,3 +464,101 @@ def _check_node_keys(state: DesiredState) -> Iterator[Problem]:
             )
         else:
             seen[blob] = name
+
+
+def kem_key_digest(node: Node) -> str | None:
+    """`sha256:HEX` of the node's raw X-Wing key: what a sealed copy names its key by."""
+    if node.kem_public_key is None:
+        return None
+    return "sha256:" + hashlib.sha256(xwing_public_key_bytes(node.kem_public_key)).hexdigest()
+
+
+def _check_secret_refs(workload: Workload, state: DesiredState) -> Iterator[Finding]:
+    for index, ref in enumerate(workload.secrets):
+        secret = state.secrets.get(ref.secret)
+        if secret is None:
+            if state.unknown("Secret", ref.secret):
+                yield Finding(
+                    ("secrets", index, "secret"),
+                    f"unknown secret {ref.secret!r} (secrets: {_names(state.secrets)})",
+                    "ref.secret",
+                )
+        elif workload.name not in secret.document.workloads:
+            yield Finding(
+                ("secrets", index, "secret"),
+                f"secret {ref.secret} is sealed for workloads "
+                f"{', '.join(secret.document.workloads)}, not {workload.name}: it would never "
+                "be released to it",
+                "secret.binding",
+            )
+
+
+def _check_secret(secret: Secret, state: DesiredState) -> Iterator[Finding]:
+    if state.circle is not None and secret.circle != state.circle.document.id:
+        yield Finding(
+            ("circle",),
+            f"sealed for circle {secret.circle!r}, but this is circle "
+            f"{state.circle.document.id!r}: no node of it would release the value",
+            "secret.circle",
+        )
+    for index, name in enumerate(secret.workloads):
+        if state.unknown("Workload", name):
+            yield Finding(
+                ("workloads", index),
+                f"unknown workload {name!r} (workloads: {_names(state.workloads)})",
+                "ref.workload",
+            )
+    reseal = f"circle secret reseal {secret.name}"
+    sealed_to = {recipient.node for recipient in secret.recipients}
+    for index, recipient in enumerate(secret.recipients):
+        node = state.nodes.get(recipient.node)
+        if node is None:
+            if state.unknown("Node", recipient.node):
+                yield Finding(
+                    ("recipients", index, "node"),
+                    f"sealed to node {recipient.node!r}, which is not admitted: {reseal}, and "
+                    "change the value if that node's key may be in other hands",
+                    "secret.recipient",
+                    Severity.WARNING,
+                )
+            continue
+        current = kem_key_digest(node.document)
+        if current != recipient.kem_key:
+            now = "has no kemPublicKey" if current is None else f"has KEM key {current}"
+            yield Finding(
+                ("recipients", index, "kemKey"),
+                f"sealed to KEM key {recipient.kem_key} of node {recipient.node}, which now "
+                f"{now}: it cannot open this copy ({reseal})",
+                "secret.recipient",
+                Severity.WARNING,
+            )
+    missing = sorted(
+        name
+        for name, node in state.nodes.items()
+        if node.document.kem_public_key is not None and name not in sealed_to
+    )
+    if missing:
+        yield Finding(
+            ("recipients",),
+            f"not sealed to node(s) {', '.join(missing)}: they cannot release it ({reseal})",
+            "secret.recipient",
+            Severity.WARNING,
+        )
+
+
+def _check_kem_keys(state: DesiredState) -> Iterator[Problem]:
+    seen: dict[str, str] = {}
+    for name, loaded in sorted(state.nodes.items()):
+        digest = kem_key_digest(loaded.document)
+        if digest is None:
+            continue
+        if digest in seen:
+            yield loaded.problem(
+                Finding(
+                    ("kemPublicKey",),
+                    f"KEM key is also the KEM key of node {seen[digest]}",
+                    "node.key",
+                )
+            )
+        else:
+            seen[digest] = name

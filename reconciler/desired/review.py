@@ -10,6 +10,7 @@ rest of the review.
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import re
 from collections import Counter
@@ -311,12 +312,32 @@ def _volume_summary(volume: dict[str, Json]) -> list[str]:
     ]
 
 
+def _secret_summary(secret: dict[str, Json]) -> list[str]:
+    summary = [f"for {', '.join(secret['workloads'])}"]
+    if secret["digests"]:
+        summary.append(f"artifacts {', '.join(short_digest(d) for d in secret['digests'])}")
+    return [*summary, f"sealed to {', '.join(r['node'] for r in secret['recipients'])}"]
+
+
+def _secret_view(secret: dict[str, Json]) -> dict[str, Json]:
+    """Sealed bytes say nothing to a reviewer: the value shows as a short hash of its
+    ciphertext (it changes with every seal; the value itself is never known here), the
+    recipients as their nodes and (a rotation) their KEM keys."""
+    view = _without(secret, "nonce", "ciphertext", "recipients")
+    sealed = hashlib.sha256(str(secret["ciphertext"]).encode()).hexdigest()[:12]
+    view["value"] = f"sealed {sealed}"
+    view["sealedTo"] = ", ".join(r["node"] for r in secret["recipients"])
+    view["kemKeys"] = [short_digest(r["kemKey"]) for r in secret["recipients"]]
+    return view
+
+
 _SUMMARIES: dict[str, Callable[[dict[str, Json]], list[str]]] = {
     "Circle": _circle_summary,
     "Node": _node_summary,
     "Workload": _workload_summary,
     "Build": _build_summary,
     "Volume": _volume_summary,
+    "Secret": _secret_summary,
 }
 
 
@@ -451,6 +472,7 @@ _DIFFERS: dict[str, _Differ] = {
     ),
     "Build": _Differ(labels={"digest": "lock digest"}),
     "Volume": _Differ(view=_volume_view),
+    "Secret": _Differ(view=_secret_view),
 }
 
 

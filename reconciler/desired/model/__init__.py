@@ -13,6 +13,7 @@ from reconciler.desired.model.build import Build, BuilderKind
 from reconciler.desired.model.circle import Circle, Member, Rule
 from reconciler.desired.model.node import Node
 from reconciler.desired.model.presets import ConsensusTemplate
+from reconciler.desired.model.secret import Secret
 from reconciler.desired.model.volume import Volume
 from reconciler.desired.model.workload import Workload
 
@@ -31,6 +32,7 @@ REPOSITORY_KINDS: tuple[Kind, ...] = (
     Kind("Workload", Workload, "workloads", "workload.json"),
     Kind("Build", Build, "builds", "build.json"),
     Kind("Volume", Volume, "volumes", "volume.json"),
+    Kind("Secret", Secret, "secrets", "secret.json"),
 )
 PRESET_KINDS: tuple[Kind, ...] = (
     Kind("ConsensusTemplate", ConsensusTemplate, "consensus", "consensus-template.json"),
@@ -55,6 +57,7 @@ __all__ = [
     "NamedDocument",
     "Node",
     "Rule",
+    "Secret",
     "Volume",
     "Workload",
 ]

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from reconciler.desired.model.base import NamedDocument, Strict
+from reconciler.desired.model.secret import XWingPublicKey
 from reconciler.desired.model.types import Bytes, Cpu, LabelKey, LabelValue, Name, SshPublicKey
 
 
@@ -30,6 +31,10 @@ class Capacity(Strict):
 class Node(NamedDocument):
     kind: Literal["Node"]
     public_key: SshPublicKey = Field(description="The node agent's identity key.")
+    kem_public_key: XWingPublicKey | None = Field(
+        default=None,
+        description="The node's X-Wing (X25519 + ML-KEM-768) key that secrets are sealed to.",
+    )
     failure_domain: Name = Field(description="What fails together: a site, rack or power feed.")
     address: str | None = Field(
         default=None,

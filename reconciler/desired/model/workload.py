@@ -125,8 +125,12 @@ class VolumeMount(Strict):
 
 
 class SecretRef(Strict):
-    secret: Name = Field(description="The circle secret (stored encrypted in QSS).")
-    env: EnvName = Field(description="Environment variable that receives it.")
+    secret: Name = Field(description="The circle secret: secrets/NAME.yaml, sealed to the nodes.")
+    env: EnvName | None = Field(
+        default=None,
+        description="Environment variable that receives the path of the secret's file "
+        "(/run/secrets/NAME, mode 0400); never the value itself.",
+    )
 
 
 class Workload(NamedDocument):

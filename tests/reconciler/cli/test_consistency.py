@@ -129,10 +129,10 @@ def test_schemas_without_a_flag_lists_and_writes_nothing(
     lines = listed.stdout.splitlines()
     assert lines[0].split() == ["SCHEMA", "STATE"]
     assert lines[1].split() == [f"{folder}/admission-policy.json", "missing"]
-    assert lines[-1] == "8 of 8 differ from the models: run `circle schemas --write`"
+    assert lines[-1] == "9 of 9 differ from the models: run `circle schemas --write`"
 
     assert circle("schemas", "--dir", str(folder), "--write").code == 0
-    assert len(list(folder.iterdir())) == 8
+    assert len(list(folder.iterdir())) == 9
     again = circle("schemas", "--dir", str(folder), "-o", "json").json()
     assert {item["state"] for item in again["schemas"]} == {"current"}
 
