@@ -206,7 +206,11 @@ def test_ml_dsa_keys_and_a_hybrid_rule_in_three_commands(
     classic_only = verify(circle, world)
     assert classic_only.code == 1
     assert "weight 2 of hybrid signatures" in classic_only.stdout
-    approved_by(circle, world, tmp_path / "alice-pq", tmp_path / "bob-pq")
+    # A hybrid pair is two signatures of one statement: both keys in one `circle approve`.
+    for name in ("alice", "bob"):
+        both = circle("approve", "--repo", str(world.circle), "--key", str(keys / name),
+                      "--key", str(tmp_path / f"{name}-pq"))  # fmt: skip
+        assert both.code == 0, both.stderr
     assert verify(circle, world).code == 0
     assert node_follows(circle, world)["seq"] == 5  # a node verifies the hybrid quorum too
 
