@@ -9,7 +9,7 @@ the proposed one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +28,9 @@ from reconciler.chain.values import (
     Transition,
     sha256,
 )
-from reconciler.chain.verify import members_by_key
+from reconciler.chain.verify import check_mldsa, check_ssh, members_by_key
 from reconciler.chain.walk import MAIN, Chain, Found, Step
+from reconciler.desired.model import Circle
 from reconciler.desired.model.circle import POLICY_FILE
 from reconciler.desired.model.types import MLDSA65, member_key_blob
 from reconciler.errors import CheckFailed, InputError
@@ -127,6 +128,68 @@ def signer(proposal: Proposal, key_line: str) -> str | None:
     if member is None and POLICY_FILE in step.changed:
         member = members_by_key(proposal.walker.policy(step.policy_to)).get(blob)
     return member
+
+
+def signed_by(policy: Circle, statement: bytes, signature: str) -> str | None:
+    """The member of `policy` whose valid SSH or ML-DSA signature of `statement` this is, or
+    None (sigstore bundles and junk included)."""
+    try:
+        if mldsa.is_envelope(signature):
+            envelope = mldsa.parse(signature)
+            member = members_by_key(policy).get(envelope.public_key)
+            if member is not None:
+                check_mldsa(statement, envelope)
+            return member
+        parsed = sshsig.parse(signature)
+        member = members_by_key(policy).get(parsed.public_key)
+        if member is not None:
+            check_ssh(statement, parsed)
+    except (BuildError, CheckFailed):
+        return None
+    return member
+
+
+def earlier_statement(proposal: Proposal, key_lines: Sequence[str], now: int) -> bytes | None:
+    """The statement for this very transition that the member holding `key_lines` already
+    signed and filed, still current at `now` (the one that expires last), or None.
+
+    Signing it again with another of their keys makes the pair a hybrid rule counts: a hybrid
+    member needs a classic and an ML-DSA signature of the same statement bytes, and a fresh
+    statement (another `issuedAt`) would not pair with the first. Only their own validly
+    signed statements are taken, and only one naming exactly this transition."""
+    try:
+        members = {signer(proposal, line) for line in key_lines}
+    except ValueError:  # a .pub that is no key: the signing itself will say what is wrong
+        return None
+    if len(members) != 1 or None in members:
+        return None
+    (member,) = members
+    step = proposal.transition()
+    policies = [proposal.walker.policy(step.header.policy_in_force)]
+    if POLICY_FILE in step.changed:
+        policies.append(proposal.walker.policy(step.policy_to))
+    wanted = (
+        proposal.intro.circle, proposal.intro.commit, MAIN, proposal.seq, step.from_commit,
+        step.to_commit, step.to_tree, step.tree_sha256, sha256(step.header.policy_in_force),
+    )  # fmt: skip
+    best: tuple[int, bytes] | None = None
+    for item in proposal.evidence():
+        try:
+            approval = statements.decode(item.statement)
+        except CheckFailed:
+            continue
+        named = (
+            approval.circle, approval.introduction, approval.ref, approval.seq,
+            approval.from_commit, approval.to_commit, approval.to_tree, approval.tree_sha256,
+            approval.policy_sha256,
+        )  # fmt: skip
+        if named != wanted or not approval.issued_at <= now < approval.expires_at:
+            continue
+        if member not in {signed_by(policy, item.statement, item.signature) for policy in policies}:
+            continue
+        if best is None or approval.expires_at > best[0]:
+            best = (approval.expires_at, item.statement)
+    return None if best is None else best[1]
 
 
 Sign = Callable[[bytes], tuple[str, str]]

@@ -14,12 +14,11 @@ from typing import Any
 
 import pygit2
 
-from builders import BuildError, sshsig
-from reconciler.chain import approvals, mldsa, statements
-from reconciler.chain.propose import Proposal
+from reconciler.chain import approvals, statements
+from reconciler.chain.propose import Proposal, signed_by
 from reconciler.chain.trees import commit_of, files_at
 from reconciler.chain.values import IdentityVerifier
-from reconciler.chain.verify import Assessment, check_mldsa, check_ssh, members_by_key
+from reconciler.chain.verify import Assessment
 from reconciler.desired.model import Circle
 from reconciler.desired.repository import PathRole, classify
 from reconciler.desired.review import Change, describe_changes
@@ -138,7 +137,7 @@ def stale_approvals(
             reason = f"made for seq {approval.seq}, before the approved head moved"
         else:
             continue
-        member = _signed_by(policy, stored.statement, stored.signature)
+        member = signed_by(policy, stored.statement, stored.signature)
         if member is not None:
             found.append(Stale(member, approval.seq, approval.to_commit, reason))
     return found
@@ -155,22 +154,3 @@ def _filed(repo: pygit2.Repository, seq: int, target: str) -> Iterator[approvals
         name = str(entry.name)
         if name.isdigit() and int(name) != seq:
             yield from approvals.read_folder(repo, int(name), target, tree)
-
-
-def _signed_by(policy: Circle, statement: bytes, signature: str) -> str | None:
-    """The member whose valid SSH or ML-DSA signature this is (stale approvals are named, not
-    counted)."""
-    try:
-        if mldsa.is_envelope(signature):
-            envelope = mldsa.parse(signature)
-            member = members_by_key(policy).get(envelope.public_key)
-            if member is not None:
-                check_mldsa(statement, envelope)
-            return member
-        parsed = sshsig.parse(signature)
-        member = members_by_key(policy).get(parsed.public_key)
-        if member is not None:
-            check_ssh(statement, parsed)
-    except (BuildError, CheckFailed):
-        return None
-    return member

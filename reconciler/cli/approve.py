@@ -26,6 +26,7 @@ from reconciler.cli.chain_options import (
 from reconciler.cli.context import output_option, repo_option, settings
 from reconciler.cli.render import print_json, stderr, stdout
 from reconciler.errors import InputError
+from reconciler.files import read_bounded
 
 
 @click.command("approve")
@@ -120,6 +121,15 @@ def approve_command(
     signs = [
         (_signer(key_file, passphrase, use_ssh_keygen), str(key_file)) for key_file in key_files
     ]
+    publics = [line for line in map(_public_line, key_files) if line is not None]
+    earlier = propose.earlier_statement(found, publics, now) if publics else None
+    if earlier is not None:  # so that this signature pairs with the member's earlier one
+        statement = earlier
+        stderr.print(
+            "signing the statement you filed for this transition earlier (a hybrid rule "
+            "counts a classic and an ML-DSA signature of the same statement)",
+            markup=False,
+        )
     done = propose.approve_all(git, found, statement, signs)
     first = done[0]
     if settings(output).json:
@@ -146,6 +156,17 @@ def approve_command(
             stdout.print(f"approved seq {item.seq} {named(git, revision, item.commit)} as "
                          f"{item.member}{how}", markup=False)  # fmt: skip
     return 0
+
+
+def _public_line(key_file: Path) -> str | None:
+    """The public key line of KEY (KEY.pub beside it, or KEY itself when it is a .pub), when
+    it can be had without unlocking anything; None otherwise."""
+    public = key_file if key_file.suffix == ".pub" else key_file.with_name(key_file.name + ".pub")
+    try:
+        text = read_bounded(public, 16 << 10).decode("utf-8", "replace").strip()
+    except InputError:
+        return None
+    return text if text and "\n" not in text else None
 
 
 def _signer(key_file: Path, passphrase: bytes | None, use_ssh_keygen: bool) -> propose.Sign:

@@ -206,13 +206,24 @@ def test_ml_dsa_keys_and_a_hybrid_rule_in_three_commands(
     classic_only = verify(circle, world)
     assert classic_only.code == 1
     assert "weight 2 of hybrid signatures" in classic_only.stdout
-    # A hybrid pair is two signatures of one statement: both keys in one `circle approve`.
+    # A hybrid pair is two signatures of one statement: an owner's later ML-DSA approval
+    # signs the statement their classic one filed (not a new one, with another issuedAt).
     for name in ("alice", "bob"):
+        later = approve(circle, world, tmp_path / f"{name}-pq")
+        assert later.code == 0, later.stderr
+        assert "signing the statement you filed for this transition earlier" in later.stderr
+    assert verify(circle, world).code == 0
+    assert node_follows(circle, world)["seq"] == 5  # a node verifies the hybrid quorum too
+
+    edit(workload, "replicas: 3", "replicas: 2")
+    git(world.circle, "commit", "-q", "-am", "two replicas")
+    for name in ("alice", "bob"):  # or both keys in one call
         both = circle("approve", "--repo", str(world.circle), "--key", str(keys / name),
                       "--key", str(tmp_path / f"{name}-pq"))  # fmt: skip
         assert both.code == 0, both.stderr
+        assert "earlier" not in both.stderr
     assert verify(circle, world).code == 0
-    assert node_follows(circle, world)["seq"] == 5  # a node verifies the hybrid quorum too
+    assert node_follows(circle, world)["seq"] == 6
 
 
 def test_remove_a_member(circle: Circle, world: World) -> None:
