@@ -79,6 +79,7 @@ from reconciler.node.records import (
 )
 from reconciler.node.replica import SandboxFailed
 from reconciler.node.runtime import Runtime, RuntimeConfig, Work
+from reconciler.node.secrets import Releaser
 from reconciler.node.source_watch import SourceWatch, local_refs
 from reconciler.node.uids import DEFAULT_RANGE, UidTable
 from reconciler.node.volumes import Volumes
@@ -93,6 +94,7 @@ from reconciler.plan import (
     Version,
 )
 from reconciler.plan.admission import Decision, Refused, admit
+from reconciler.secrets import keys as kem_keys
 from reconciler.store import (
     Compare,
     Delete,
@@ -196,6 +198,8 @@ class Agent:
     ) -> None:
         self.config = config
         self.key = NodeKey.load(config.key_file)
+        # The X-Wing key that opens sealed secrets, when this node has one (KEY.x-wing).
+        self.kem_key = kem_keys.load(config.key_file) if kem_keys.exists(config.key_file) else None
         self.metrics = AgentMetrics(lambda: self.caretaker.snapshot())  # served at /metrics
         self.store = self.metrics.timed(store or open_store(config.store_url))
         self.layout = Layout(config.introduction.circle)
@@ -863,6 +867,8 @@ class Agent:
                 on_change=self.wake.set,
                 clock=self.clock,
                 on_check=self.metrics.health_checked,
+                secrets=Releaser(name, self.kem_key),
+                on_release=self.metrics.secret_released,
             )
         except ReconcilerError as error:
             self.runtime_error = str(error)

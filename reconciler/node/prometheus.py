@@ -5,7 +5,8 @@ Each agent has a registry of its own (never the process-wide default: a test pro
 several agents). Two kinds of metrics share it:
 
 - measured where they happen, by instruments the agent hands out: the follow pass, the
-  planner, every health check, every state store call (`TimedStore`), the chunks of every
+  planner, every health check, every secret released to a replica (by workload and secret,
+  never its value), every state store call (`TimedStore`), the chunks of every
   materialization by origin;
 - read at scrape time from facts the agent publishes at the end of each pass (`NodeFacts`,
   frozen, replaced whole, so a scrape on the server's thread never sees half a pass) and from
@@ -326,6 +327,12 @@ class AgentMetrics:
         )
         for origin in ORIGINS:
             self.chunk_bytes.labels(origin)
+        self.secret_releases = Counter(
+            "circle_secret_releases_total",
+            "Secrets released to a replica as it started, by workload and secret.",
+            ["workload", "secret"],
+            registry=registry,
+        )
         self.store_seconds = Histogram(
             "circle_store_request_duration_seconds",
             "One call to the state store, by operation.",
@@ -354,6 +361,9 @@ class AgentMetrics:
         self.health_checks.labels(workload).observe(seconds)
         if not passed:
             self.health_failures.labels(workload).inc()
+
+    def secret_released(self, workload: str, secret: str) -> None:
+        self.secret_releases.labels(workload, secret).inc()
 
     def chunk_came(self, origin: str, size: int) -> None:
         self.chunk_bytes.labels(origin).inc(size)

@@ -8,6 +8,8 @@ written whatever happens (Flux's way):
                (ArtifactTampered), set aside and rebuilt from verified chunks   ArtifactUnavailable
     volumes    its QSS objects, read and verified into the read-only cache    VolumeUnavailable
     sandbox    uid, work folder, mount points, /etc files, control group      SandboxFailed
+    secrets    the secrets it names, released to this workload and artifact   SecretRefused
+               alone, into its private tmpfs (`reconciler.node.secrets`)
     start      the shim starts the sandbox (`reconciler.node.replica`)        SandboxFailed
     health     its check, until it passes                                     Unhealthy
     Ready
@@ -17,8 +19,10 @@ one whose check fails `failureThreshold` times in a row is stopped and restarted
 artifact changes on disk while it runs (a cheap check every `check_interval`, a full hash every
 `full_check_interval`) is stopped, repaired and restarted. A replica whose assignment goes is
 stopped (SIGTERM, the grace period, then its control group is killed) and its work folder
-removed; its log stays. `close(stop=False)` lets every replica run on: the next agent adopts
-them (`adopt`) from what their shims recorded.
+removed; its log stays. A replica's secrets go whenever it stops, for whatever reason (their
+tmpfs is unmounted); started again, it has them released again. `close(stop=False)` lets
+every replica run on: the next agent adopts them (`adopt`) from what their shims recorded,
+and takes away the secrets left mounted for any replica that no longer runs.
 
 Each replica has a thread of its own, which waits on its shim's pidfd (an exit is seen at
 once), its next check, and a wake-up from `sync`. Status changes and events are queued for the
@@ -35,7 +39,7 @@ import select
 import stat
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -45,6 +49,7 @@ from reconciler.desired.repository import DesiredState
 from reconciler.errors import ReconcilerError
 from reconciler.files import remove_entry, remove_tree
 from reconciler.node import health, sandbox, seccomp
+from reconciler.node import secrets as secret_files
 from reconciler.node.artifacts import Artifacts, ArtifactUnavailable, Installed
 from reconciler.node.cgroups import Cgroup, CgroupError, Cgroups
 from reconciler.node.netns import NamespaceError, PortProxy
@@ -138,6 +143,8 @@ class Runtime:
         on_change: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
         on_check: Callable[[str, float, bool], None] = lambda workload, seconds, passed: None,
+        secrets: Callable[[Work], Mapping[str, bytes]] | None = None,
+        on_release: Callable[[str, str], None] = lambda workload, secret: None,
     ) -> None:
         self.config = config
         self.artifacts = artifacts
@@ -147,6 +154,9 @@ class Runtime:
         self.gpu_devices = gpu_devices
         self.on_change = on_change
         self.on_check = on_check  # each health check: workload, seconds it took, passed
+        # The values of the secrets a replica names, or SecretRefused (default: no KEM key).
+        self.secrets = secrets or secret_files.Releaser(config.node, None)
+        self.on_release = on_release  # each secret released: workload, secret
         self.clock = clock
         self.host = _measure_host()
         try:
@@ -188,7 +198,21 @@ class Runtime:
                 with self._lock:
                     self._workers[key] = worker
                 worker.start()
+        self._tidy_secrets()
         return adopted
+
+    def _tidy_secrets(self) -> None:
+        """Take away the secrets an earlier agent left mounted for a replica not running."""
+        state = self.config.state_dir
+        for key in secret_files.leftovers(state):
+            worker = self._workers.get(key)
+            if worker is not None and worker.running is not None:
+                continue
+            try:
+                secret_files.unmount_secrets(secret_files.folder_of(state, *key))
+            except OSError as error:
+                self.event(EventType.WARNING, "CleanupFailed", f"assignment/{key[0]}/{key[1]}",
+                           f"its secrets could not be taken away: {error}")  # fmt: skip
 
     def sync(self, wanted: dict[tuple[str, int], Work]) -> None:
         """Make the replicas those of `wanted`: start new ones, replace changed ones, stop
@@ -378,6 +402,7 @@ class _Worker:
         self._current = wanted
         if self.running is None:
             if self.ended is not None:
+                self._drop_secrets()
                 self._after_exit(self.ended, now)
                 self.ended = None
                 return
@@ -403,9 +428,11 @@ class _Worker:
             except OSError as error:
                 raise StepFailed("SandboxFailed", f"cannot start the shim: {error}") from error
         except StepFailed as failed:
+            self._drop_secrets()
             self._failed(work, failed.reason, str(failed))
             return
         except SandboxFailed as error:
+            self._drop_secrets()
             self._failed(work, "SandboxFailed", str(error))
             return
         self._crash.started(self.runtime.clock(), first=self._starts == 0)
@@ -498,9 +525,47 @@ class _Worker:
             cgroup = runtime._cgroup(workload, slot)
             cgroup.create(limits)
             self._plan = self._make_plan(work, installed, binds)
-            return sandbox.bwrap_argv(self._plan, runtime.host), cgroup
+            argv = sandbox.bwrap_argv(self._plan, runtime.host)
+            self._hand_secrets(work, uid)
+            return argv, cgroup
         except (OSError, CgroupError, UidError, sandbox.SandboxError) as error:
             raise StepFailed("SandboxFailed", f"cannot prepare the sandbox: {error}") from error
+
+    def _hand_secrets(self, work: Work, uid: int) -> None:
+        """Release the secrets the replica names into its private tmpfs (the last step before
+        it starts); SecretRefused fails the start, and nothing is written."""
+        if not work.workload.secrets:
+            return
+        runtime = self.runtime
+        try:
+            values = runtime.secrets(work)
+        except secret_files.SecretRefused as refused:
+            raise StepFailed("SecretRefused", str(refused)) from None
+        folder = secret_files.folder_of(runtime.config.state_dir, *self.key)
+        try:
+            secret_files.mount_secrets(folder, uid, values)
+        finally:
+            names = sorted(values)
+            del values  # the values live on in the tmpfs alone
+        a = work.assignment
+        for name in names:
+            runtime.on_release(str(a.workload), name)
+            runtime.event(
+                EventType.NORMAL,
+                "SecretReleased",
+                self.subject,
+                f"secret {name} to workload {a.workload} running {a.digest} on node "
+                f"{runtime.config.node}, commit {a.commit}",
+            )
+
+    def _drop_secrets(self) -> None:
+        """Take the replica's secrets away (it stopped, or never started)."""
+        folder = secret_files.folder_of(self.runtime.config.state_dir, *self.key)
+        try:
+            secret_files.unmount_secrets(folder)
+        except OSError as error:
+            self.runtime.event(EventType.WARNING, "CleanupFailed", self.subject,
+                               f"its secrets could not be taken away: {error}")  # fmt: skip
 
     def _make_plan(
         self, work: Work, installed: Installed, binds: tuple[sandbox.VolumeBind, ...]
@@ -509,6 +574,9 @@ class _Worker:
         workload, slot = self.key
         uid = runtime.uids.uid_of(workload)
         gpus = tuple(work.assignment.gpus)
+        refs = work.workload.secrets
+        secret_paths = {ref.env: ref.secret for ref in refs if ref.env is not None}
+        folder = secret_files.folder_of(runtime.config.state_dir, workload, slot)
         return sandbox.SandboxPlan(
             uid=uid,
             gid=uid,
@@ -517,12 +585,15 @@ class _Worker:
             work=str(runtime.config.state_dir / "work" / workload / str(slot)),
             files=str(self.paths.etc),
             command=(*work.workload.command, *work.workload.args),
-            env=sandbox.environment(work.workload.env, builder=installed.builder, gpus=gpus),
+            env=sandbox.environment(
+                work.workload.env, builder=installed.builder, gpus=gpus, secret_paths=secret_paths
+            ),
             volumes=binds,
             devices=runtime.gpu_devices(gpus) if gpus else (),
             info_fd=INFO_FD,
             seccomp_fd=SECCOMP_FD,
             tmp_size=work.assignment.memory,
+            secrets=str(folder) if refs else None,
         )
 
     def _publish(self, work: Work) -> None:
@@ -571,6 +642,7 @@ class _Worker:
         if ended is not None:
             self.running = None
             self._close_proxies()
+            self._drop_secrets()
             self._after_exit(ended, now)
             return
         if self._health is not None and now >= self._health.next_at:
@@ -703,6 +775,7 @@ class _Worker:
         ended = self.running.stop(self.runtime.config.grace)
         self.running = None
         self._close_proxies()
+        self._drop_secrets()
         now = self.runtime.clock()
         wait = self._crash.ended(now)
         if self._current is not None:
@@ -717,6 +790,7 @@ class _Worker:
         self.running.stop(self.runtime.config.grace)
         self.running = None
         self._close_proxies()
+        self._drop_secrets()
 
     def _close_proxies(self) -> None:
         for proxy in self._proxies:
@@ -728,6 +802,7 @@ class _Worker:
     def _retire(self) -> None:
         """The assignment is gone: stop the replica, remove its work folder and group."""
         self._stop("Killing", "its assignment is gone")
+        self._drop_secrets()
         self._current = None
         workload, slot = self.key
         try:
@@ -745,6 +820,7 @@ class _Worker:
     def _leave(self, *, stop: bool) -> None:
         if stop:
             self._stop("Killing", "the agent is stopping")
+            self._drop_secrets()
         elif self.running is not None:
             self.running.close()
         self._close_proxies()

@@ -12,6 +12,8 @@ Inside, a replica sees (and nothing else of the machine):
     /work                       its private writable work folder (HOME, the working folder)
     /work/<path>                each volume, read-only, where the workload says
     /tmp                        a private tmpfs (charged to the replica's memory limit)
+    /run/secrets/<name>         the secrets it names, read-only, 0400 and its own (a tmpfs the
+                                agent fills: `reconciler.node.secrets`), when it names any
     /proc /dev                  its own: a procfs of its pid namespace, a minimal /dev
     /dev/nvidia<N> ...          only its GPUs, and the NVIDIA control devices, when it has any
 
@@ -41,6 +43,7 @@ NSENTER = "/usr/bin/nsenter"
 ARTIFACT = "/artifact"
 WORK = "/work"
 TMP = "/tmp"  # noqa: S108 - the sandbox's own private tmpfs
+SECRETS = "/run/secrets"
 PATH = "/artifact/bin:/usr/local/bin:/usr/bin:/bin"
 # The host's top-level system folders a workload may see (when the host has them).
 SYSTEM_TOP = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
@@ -102,6 +105,7 @@ class SandboxPlan:
     info_fd: int | None = None  # bwrap writes {"child-pid": N} there once the sandbox is up
     seccomp_fd: int | None = None  # the filter (`reconciler.node.seccomp`) bwrap loads
     tmp_size: int = 64 * 1024 * 1024  # bytes of /tmp (its pages count against the memory limit)
+    secrets: str | None = None  # host folder: the replica's secrets tmpfs, bound at SECRETS
 
 
 def bwrap_argv(plan: SandboxPlan, host: Host, *, own_network: bool = True) -> list[str]:
@@ -143,6 +147,9 @@ def bwrap_argv(plan: SandboxPlan, host: Host, *, own_network: bool = True) -> li
     argv += ["--ro-bind", plan.artifact, ARTIFACT, "--bind", plan.work, WORK]
     for volume in plan.volumes:
         argv += ["--ro-bind", volume.source, posixpath.join(WORK, volume.path)]
+    if plan.secrets is not None:
+        argv += ["--perms", "0755", "--dir", posixpath.dirname(SECRETS)]
+        argv += ["--ro-bind", plan.secrets, SECRETS]
     argv += ["--remount-ro", "/", "--chdir", WORK]
     for name, value in sorted(plan.env.items()):
         argv += ["--setenv", name, value]
@@ -184,9 +191,11 @@ def environment(
     *,
     builder: str,
     gpus: Sequence[str] = (),
+    secret_paths: Mapping[str, str] = {},
 ) -> dict[str, str]:
     """The whole environment of a replica: PATH, HOME, TMPDIR (and PYTHONPATH for a
-    `python-app` artifact), then the workload's `env`, then the GPUs it was given."""
+    `python-app` artifact), then the workload's `env`, then the path of each secret whose
+    `env` names a variable (`secret_paths`: variable -> secret), then the GPUs it was given."""
     env = {"PATH": PATH, "HOME": WORK, "TMPDIR": TMP, "LANG": "C.UTF-8"}
     if builder == "python-app":
         env["PYTHONPATH"] = f"{ARTIFACT}/app:{ARTIFACT}/site-packages"
@@ -195,6 +204,10 @@ def environment(
         if name in RESERVED_ENV:
             raise SandboxError(f"env {name} is set by the node (it names the replica's GPUs)")
         env[name] = value
+    for name, secret in secret_paths.items():
+        if name in RESERVED_ENV:
+            raise SandboxError(f"env {name} is set by the node (it names the replica's GPUs)")
+        env[name] = posixpath.join(SECRETS, secret)
     visible = ",".join(gpus) if gpus else "void"  # "void": no device, as the NVIDIA runtime says
     env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     env["NVIDIA_VISIBLE_DEVICES"] = visible
