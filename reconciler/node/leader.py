@@ -109,7 +109,11 @@ def observe(store: StateStore, layout: Layout, keys: Mapping[str, str]) -> Obser
         if status.load is not None and status.phase is Phase.READY:
             loads[status.key] = status.load / 1000
         if status.phase is not Phase.READY:
-            troubles[status.key] = f"{status.phase.value} {status.reason}: {status.message}"
+            # A crash loop is Running between its crashes: its restarts say so at any moment.
+            restarts = f" (restarted {status.restarts} times)" if status.restarts else ""
+            troubles[status.key] = (
+                f"{status.phase.value} {status.reason}: {status.message}{restarts}"
+            )
     return Observed(registrations, assignments, readiness, tuple(forged), loads, troubles)
 
 
