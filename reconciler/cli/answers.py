@@ -110,6 +110,17 @@ def question(repo: Path, command: str, **parameters: str | None) -> Question | N
         return None
 
 
+def ask(
+    repo: Path, command: str, now: int, *, trust: str, introduction: Path | None, **parameters: str
+) -> tuple[Question | None, int | None]:
+    """The question an owner command asks (with its sigstore trust label and introduction
+    file) and, when it was answered before, the exit code of the answer just replayed."""
+    asked = question(
+        repo, command, trust=trust, introduction=file_digest(introduction), **parameters
+    )
+    return asked, replay(asked, now)
+
+
 def file_digest(path: Path | None) -> str | None:
     """The sha256 of a small file a question names (an introduction), 'none' without one."""
     if path is None:

@@ -74,14 +74,9 @@ def log_command(
     """The approved chain: seq, commit, signers and policy version, verified from the start."""
     mode = settings(output).output
     now = int(time.time())
-    asked = answers.question(
-        repo,
-        "log",
-        output=mode,
-        trust=trust.label,
-        introduction=answers.file_digest(introduction_file),
+    asked, code = answers.ask(
+        repo, "log", now, trust=trust.label, introduction=introduction_file, output=mode
     )
-    code = answers.replay(asked, now)
     if code is not None:
         return code
     from reconciler.chain import approvals, headcache
@@ -138,15 +133,10 @@ def verify_command(
     commit checked out) has quorum, 1 if not; it names the commit it judged."""
     mode = settings(output).output
     now = int(time.time())
-    asked = answers.question(
-        repo,
-        "verify",
-        revision=revision,
-        output=mode,
-        trust=trust.label,
-        introduction=answers.file_digest(introduction_file),
-    )
-    code = answers.replay(asked, now)
+    asked, code = answers.ask(
+        repo, "verify", now, trust=trust.label, introduction=introduction_file,
+        revision=revision, output=mode,
+    )  # fmt: skip
     if code is not None:
         return code
     from reconciler.chain import headcache, propose

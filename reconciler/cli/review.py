@@ -55,15 +55,10 @@ def command(
     trigger, who has signed, who is missing, and which approvals are stale."""
     mode = output or settings().output  # text, json or markdown
     now = int(time.time())
-    asked = answers.question(
-        repo,
-        "review",
-        revision=revision,
-        output=mode,
-        trust=trust.label,
-        introduction=answers.file_digest(introduction_file),
-    )
-    code = answers.replay(asked, now)
+    asked, code = answers.ask(
+        repo, "review", now, trust=trust.label, introduction=introduction_file,
+        revision=revision, output=mode,
+    )  # fmt: skip
     if code is not None:
         return code
     # Only now the chain (pygit2 and the document models): see `reconciler.cli.answers`.
