@@ -312,7 +312,11 @@ def open_signed(
         classic, ended, quantum_safe = signature, b"", b""  # anything else after: not armor
     armored = _canonical_armor(classic + ended, what)
     mldsa_line = (mldsa_keys or {}).get(signer)
-    envelope_text = _canonical_mldsa_armor(quantum_safe, what) if quantum_safe else None
+    envelope_text = (
+        _canonical_armor(quantum_safe, what, mldsa.BEGIN, mldsa.END, "ML-DSA signature", "circle")
+        if quantum_safe
+        else None
+    )
     try:
         sshsig.parse(armored)
         parsed = mldsa.parse(envelope_text) if envelope_text is not None else None
@@ -372,43 +376,31 @@ def _parse_envelope(payload: bytes, what: str) -> dict[str, Any]:
     return document
 
 
-def _canonical_armor(signature: bytes, what: str) -> str:
-    """The armored signature, refused unless spelled exactly as ssh-keygen writes it."""
+def _canonical_armor(
+    signature: bytes,
+    what: str,
+    begin: str = _BEGIN,
+    end: str = _END,
+    kind: str = "signature",
+    writer: str = "ssh-keygen",
+) -> str:
+    """The armored signature, refused unless spelled exactly as its writer spells it (ssh-keygen
+    for the SSHSIG, `mldsa.sign` for the ML-DSA half): BEGIN, base64 in columns, END, a line
+    feed."""
     try:
         armored = signature.decode("ascii")
     except UnicodeDecodeError:
-        raise MalformedRecord(f"{what} refused: the signature is not ASCII armor") from None
+        raise MalformedRecord(f"{what} refused: the {kind} is not ASCII armor") from None
     lines = armored.split("\n")
     encoded = "".join(lines[1:-2])
     try:
         canonical = base64.b64encode(base64.b64decode(encoded, validate=True)).decode("ascii")
     except ValueError:
         canonical = None
-    expected = [_BEGIN, *_wrap(canonical or ""), _END, ""]
-    if canonical != encoded or lines != expected:
+    if canonical != encoded or lines != [begin, *_wrap(canonical or ""), end, ""]:
         raise MalformedRecord(
-            f"{what} refused: the signature is not armored as ssh-keygen writes it "
-            f"({_BEGIN}, base64 in {_COLUMNS} columns, {_END}, a final line feed)"
-        )
-    return armored
-
-
-def _canonical_mldsa_armor(signature: bytes, what: str) -> str:
-    """The ML-DSA half, refused unless spelled exactly as `mldsa.sign` writes it."""
-    try:
-        armored = signature.decode("ascii")
-    except UnicodeDecodeError:
-        raise MalformedRecord(f"{what} refused: the ML-DSA signature is not ASCII armor") from None
-    lines = armored.split("\n")
-    encoded = "".join(lines[1:-2])
-    try:
-        canonical = base64.b64encode(base64.b64decode(encoded, validate=True)).decode("ascii")
-    except ValueError:
-        canonical = None
-    if canonical != encoded or lines != [mldsa.BEGIN, *_wrap(canonical or ""), mldsa.END, ""]:
-        raise MalformedRecord(
-            f"{what} refused: the ML-DSA signature is not armored as circle writes it "
-            f"({mldsa.BEGIN}, base64 in {_COLUMNS} columns, {mldsa.END}, a final line feed)"
+            f"{what} refused: the {kind} is not armored as {writer} writes it "
+            f"({begin}, base64 in {_COLUMNS} columns, {end}, a final line feed)"
         )
     return armored
 
