@@ -7,7 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from reconciler.errors import InputError
+from reconciler.errors import InputError, ReconcilerError
 
 
 def read_bounded(path: Path, limit: int, *, display: str | None = None) -> bytes:
@@ -39,6 +39,48 @@ def read_bounded(path: Path, limit: int, *, display: str | None = None) -> bytes
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def read_private(path: Path, limit: int, what: str, error: type[ReconcilerError]) -> bytes:
+    """The bytes of the private key file `path` (a `what`: "node key", "KEM key"), as ssh
+    insists for one: opened without following a link or waiting on a FIFO, refused (`error`,
+    never a byte of the key in the message) unless it is a regular file of this uid's that
+    no one else may read, at most `limit` bytes (the caller names what is too large)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as failed:
+        if failed.errno == errno.ELOOP:
+            raise error(
+                f"{path}: the {what} is a symbolic link; give the key file itself"
+            ) from None
+        raise error(f"{path}: cannot read the {what}: {failed.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise error(f"{path}: the {what} is not a regular file")
+        if info.st_uid != os.geteuid():
+            raise error(
+                f"{path}: the {what} belongs to uid {info.st_uid}, not to this agent's uid "
+                f"{os.geteuid()}"
+            )
+        if info.st_mode & 0o077:
+            raise error(
+                f"{path}: permissions {stat.S_IMODE(info.st_mode):04o} are too open; a {what} "
+                f"must be readable by its agent alone (chmod 600 {path})"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as failed:
+        raise error(f"{path}: cannot read the {what}: {failed.strerror}") from None
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

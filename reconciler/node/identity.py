@@ -42,11 +42,9 @@ from __future__ import annotations
 
 import base64
 import enum
-import errno
 import json
 import os
 import re
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +59,7 @@ from builders import sshsig
 from qss.durable import write_atomically
 from reconciler.chain import mldsa
 from reconciler.errors import CheckFailed, InputError
+from reconciler.files import read_private
 from reconciler.plan.inputs import NodeName
 
 __all__ = [
@@ -446,42 +445,7 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
 
 
 def _read_private(path: Path) -> bytes:
-    """The bytes of a private key file, opened without following a link or waiting on a FIFO,
-    refused unless it is a regular file of ours that only we can read."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise NodeKeyError(
-                f"{path}: the node key is a symbolic link; give the key file itself"
-            ) from None
-        raise NodeKeyError(f"{path}: cannot read the node key: {error.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise NodeKeyError(f"{path}: the node key is not a regular file")
-        if info.st_uid != os.geteuid():
-            raise NodeKeyError(
-                f"{path}: the node key belongs to uid {info.st_uid}, not to this agent's uid "
-                f"{os.geteuid()}"
-            )
-        if info.st_mode & 0o077:
-            raise NodeKeyError(
-                f"{path}: permissions {stat.S_IMODE(info.st_mode):04o} are too open; a node key "
-                f"must be readable by its agent alone (chmod 600 {path})"
-            )
-        chunks: list[bytes] = []
-        size = 0
-        while size <= MAX_KEY_BYTES:
-            chunk = os.read(fd, MAX_KEY_BYTES + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except OSError as error:
-        raise NodeKeyError(f"{path}: cannot read the node key: {error.strerror}") from None
-    finally:
-        os.close(fd)
-    if size > MAX_KEY_BYTES:
+    data = read_private(path, MAX_KEY_BYTES, "node key", NodeKeyError)
+    if len(data) > MAX_KEY_BYTES:
         raise NodeKeyError(f"{path}: over {MAX_KEY_BYTES} bytes; not an OpenSSH Ed25519 key")
-    return b"".join(chunks)
+    return data

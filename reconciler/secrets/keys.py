@@ -9,12 +9,11 @@
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 from pathlib import Path
 
 from qss.durable import write_atomically
+from reconciler.files import read_private
 from reconciler.secrets import xwing
 from reconciler.secrets.errors import KemError, KemKeyError
 
@@ -62,31 +61,7 @@ def load(node_key: Path) -> xwing.XWingPrivateKey:
     """The X-Wing key beside the node key at `node_key`: a regular file of this uid's that no
     one else may read. KemKeyError otherwise, never a byte of the key in the message."""
     path = private_path(node_key)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise KemKeyError(f"{path}: the KEM key is a symbolic link") from None
-        raise KemKeyError(f"{path}: cannot read the KEM key: {error.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise KemKeyError(f"{path}: the KEM key is not a regular file")
-        if info.st_uid != os.geteuid():
-            raise KemKeyError(
-                f"{path}: the KEM key belongs to uid {info.st_uid}, not to this agent's uid "
-                f"{os.geteuid()}"
-            )
-        if info.st_mode & 0o077:
-            raise KemKeyError(
-                f"{path}: permissions {stat.S_IMODE(info.st_mode):04o} are too open; a KEM key "
-                f"must be readable by its agent alone (chmod 600 {path})"
-            )
-        data = os.read(fd, MAX_KEY_BYTES + 1)
-    except OSError as error:
-        raise KemKeyError(f"{path}: cannot read the KEM key: {error.strerror}") from None
-    finally:
-        os.close(fd)
+    data = read_private(path, MAX_KEY_BYTES, "KEM key", KemKeyError)
     if len(data) > MAX_KEY_BYTES:
         raise KemKeyError(f"{path}: over {MAX_KEY_BYTES} bytes; not an X-Wing key")
     try:
