@@ -5,6 +5,13 @@ StorageError
 ├── ManifestError         a manifest that is malformed, or does not match its object id
 ├── IntegrityError        a share or segment that fails its hash or authentication
 │   └── DecryptionError   AES-GCM refused: wrong key, or tampered ciphertext
+│       └── KeyMismatch   a key opened (by storage key or entry) that is not the one the
+│                         content's keyCommitment names: forged
+├── RecipientError        the data key cannot be opened by a recipient (`qss.recipients`)
+│   ├── NotARecipient     the manifest holds no entry for this recipient's name
+│   ├── WrongRecipientKey the entry of this name was made for another KEM key (rotated)
+│   └── EntryBroken       the entry does not authenticate: tampered, or moved from another
+│                         object or recipient
 ├── NotEnoughShares       fewer than k healthy shares of a segment can be had
 ├── ObjectNotFound        no backend holds a valid manifest of the object
 ├── PlacementError        the configured spread over backends cannot be reached
@@ -41,6 +48,26 @@ class IntegrityError(StorageError):
 
 
 class DecryptionError(IntegrityError):
+    pass
+
+
+class KeyMismatch(DecryptionError):
+    pass
+
+
+class RecipientError(StorageError):
+    pass
+
+
+class NotARecipient(RecipientError):
+    pass
+
+
+class WrongRecipientKey(RecipientError):
+    pass
+
+
+class EntryBroken(RecipientError):
     pass
 
 

@@ -3,9 +3,11 @@
     {"format": "qss-manifest/1",
      "objectId": sha256 of the canonical content,
      "content":  {name, size, segmentSize, segmentCount, k, n, cipher, objectNonce, noncePrefix,
-                  keyWrap, keyId, wrappedKey, shares: [[sha256 of each share] per segment]},
+                  keyWrap, keyId, wrappedKey, [keyCommitment,] shares: [[sha256 of each share]
+                  per segment]},
      "version": 1, 2, ... (placement versions), "supersedes": sha256 of the previous version,
-     "placement": [{share, backend, failureDomain}]}
+     "placement": [{share, backend, failureDomain}],
+     ["recipients": [{name, kem, kemKey, encapsulation, wrappedKey}]]}
 
 Canonical bytes are RFC 8785 (JCS). The object id is the sha256 of the canonical *content*, so
 the content is self-certifying: given an object id, any copy of the manifest from any backend is
@@ -13,7 +15,13 @@ checked without a key, and a tampered hash, size, k or n changes the id. Placeme
 of the id: repair moves shares and writes a new version, and the same content (so the same
 share hashes) still applies, because zfec rebuilds a lost block byte for byte. A forged
 placement can only send a reader to the wrong backend, where the share hashes refuse what it
-finds. The manifest holds no secret: the data key is wrapped under the storage key.
+finds. The manifest holds no secret: the data key is wrapped under the storage key, and for
+each recipient under an X-Wing encapsulation to their key (`qss.recipients`).
+
+Recipients are versioned like placement, so an object is shared or unshared without changing
+its id; the content's `keyCommitment` (objects stored since recipients exist) pins the data key
+that any entry must open to. Both optional keys are written only when present, so manifests
+written before them keep their bytes and ids.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import rfc8785
 
 from qss.codec import NONCE_PREFIX_BYTES, OBJECT_NONCE_BYTES, ObjectLayout
 from qss.errors import InvalidParameters, ManifestError, StorageError
+from qss.recipients import COMMITMENT_BYTES, Entry, parse_entries
 
 FORMAT = "qss-manifest/1"
 CIPHER = "AES-256-GCM"
@@ -53,6 +62,7 @@ class Content:
     key_id: str
     wrapped_key: bytes
     shares: tuple[tuple[str, ...], ...]  # [segment][share number] -> sha256 hex
+    key_commitment: bytes | None = None  # `qss.recipients.key_commitment` of the data key
 
     @property
     def layout(self) -> ObjectLayout:
@@ -61,7 +71,11 @@ class Content:
         )
 
     def as_json(self) -> dict[str, Any]:
+        commitment = (
+            {} if self.key_commitment is None else {"keyCommitment": self.key_commitment.hex()}
+        )
         return {
+            **commitment,
             "name": self.name,
             "size": self.size,
             "segmentSize": self.segment_size,
@@ -95,6 +109,7 @@ class Manifest:
     placement: tuple[Placement, ...]
     version: int = 1
     supersedes: str | None = None
+    recipients: tuple[Entry, ...] = ()
 
     @property
     def object_id(self) -> str:
@@ -104,8 +119,14 @@ class Manifest:
         return next((p.backend for p in self.placement if p.share == share), None)
 
     def encode(self) -> bytes:
+        recipients = (
+            {"recipients": [entry.as_json() for entry in self.recipients]}
+            if self.recipients
+            else {}
+        )
         return rfc8785.dumps(
             {
+                **recipients,
                 "format": FORMAT,
                 "objectId": self.object_id,
                 "content": self.content.as_json(),
@@ -126,6 +147,16 @@ class Manifest:
         check_placement(placement, self.content.n)
         return replace(
             self, placement=placement, version=self.version + 1, supersedes=self.digest()
+        )
+
+    def shared(self, recipients: tuple[Entry, ...]) -> Manifest:
+        """The next version: the same content and placement, shared with `recipients` (sorted
+        by name, each once) instead."""
+        names = [entry.name for entry in recipients]
+        if names != sorted(set(names)):
+            raise ManifestError("recipients must be sorted by name, each name once")
+        return replace(
+            self, recipients=recipients, version=self.version + 1, supersedes=self.digest()
         )
 
 
@@ -216,6 +247,11 @@ def _from_json(document: Any) -> Manifest:
     wrapped = base64.b64decode(content["wrappedKey"], validate=True)
     if len(wrapped) != 40:
         raise ManifestError("wrappedKey must be a wrapped 256-bit key (40 bytes)")
+    commitment = (
+        _hex(content["keyCommitment"], "keyCommitment", COMMITMENT_BYTES)
+        if "keyCommitment" in content
+        else None
+    )
     shares = content["shares"]
     if not isinstance(shares, list) or not all(
         isinstance(row, list)
@@ -235,6 +271,7 @@ def _from_json(document: Any) -> Manifest:
         key_id=key_id,
         wrapped_key=wrapped,
         shares=tuple(tuple(row) for row in shares),
+        key_commitment=commitment,
     )
     layout = parsed.layout  # checks segment size, k, n
     for claimed, what in ((content.get("segmentCount"), "segmentCount"), (len(shares), "shares")):
@@ -262,4 +299,5 @@ def _from_json(document: Any) -> Manifest:
         placement=placement,
         version=_integer(document["version"], "version", 1, 2**31),
         supersedes=supersedes,
+        recipients=parse_entries(document["recipients"]) if "recipients" in document else (),
     )

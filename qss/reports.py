@@ -106,6 +106,12 @@ class RemoveResult:
 
 
 @dataclass(frozen=True)
+class ShareResult:
+    manifest: Manifest  # the new version
+    failed: tuple[BackendFailure, ...] = ()  # backends that may still hold an older version
+
+
+@dataclass(frozen=True)
 class PutResult:
     manifest: Manifest
     warnings: tuple[str, ...]

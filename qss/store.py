@@ -15,6 +15,11 @@ manifest. A get verifies every block's hash before decoding, falls through to ot
 a missing, corrupt or unreachable one, and writes the output through a temporary file that is
 renamed only when every segment authenticated. Repair needs no data key.
 
+The data key is opened with the storage key, or by a recipient with its X-Wing key
+(`qss.recipients`), and checked against the content's key commitment before any share is
+fetched. Sharing writes a new manifest version with more entries; unsharing writes one with
+fewer and then deletes the older versions, which still hold the removed entries.
+
 Every read is bounded: a block is asked for with the exact length its segment gives it, a
 manifest with the most a manifest may have (a backend refuses anything larger unread, and a
 block that cannot be the share reads as corrupt); and no backend's failure is passed over in
@@ -62,10 +67,21 @@ from qss.errors import (
     NotEnoughShares,
     ObjectNotFound,
     PlacementError,
+    RecipientError,
     StorageError,
 )
 from qss.manifest import MAX_MANIFEST_BYTES, Content, Manifest, Placement, check_name, decode
 from qss.placement import Site, check_spread, place, replacements, spread_warnings
+from qss.recipients import (
+    Encapsulate,
+    Recipient,
+    RecipientKey,
+    check_commitment,
+    key_commitment,
+    merged,
+    open_entry,
+    seal,
+)
 from qss.reports import (
     SEVERITY,
     BackendFailure,
@@ -78,6 +94,7 @@ from qss.reports import (
     RepairResult,
     ShareHealth,
     ShareProblem,
+    ShareResult,
     ShareStatus,
 )
 
@@ -97,6 +114,41 @@ def share_key(manifest_or_nonce: Manifest | bytes, share: int, segment: int) -> 
 
 def manifest_key(object_id: str, version: int) -> str:
     return f"m/{object_id}/{version:010d}"
+
+
+def open_data_key(
+    manifest: Manifest,
+    *,
+    storage_key: bytes | None = None,
+    recipient: RecipientKey | None = None,
+) -> bytes:
+    """The object's data key, by the storage key or by `recipient`'s entry (exactly one),
+    checked against the content's key commitment when it has one (an entry is trusted only
+    when it does). DecryptionError or a RecipientError saying why not."""
+    content = manifest.content
+    object_id = manifest.object_id
+    if (storage_key is None) == (recipient is None):
+        raise InvalidParameters("give the storage key or a recipient's key, one of the two")
+    if storage_key is not None:
+        if key_id(storage_key) != content.key_id:
+            raise DecryptionError(
+                f"object {object_id[:16]} is encrypted for storage key {content.key_id}; "
+                f"the key given is {key_id(storage_key)}"
+            )
+        data_key = unwrap_key(storage_key, content.wrapped_key)
+        how = "the storage key"
+    else:
+        assert recipient is not None
+        if content.key_commitment is None:
+            raise RecipientError(
+                f"object {object_id[:16]} was stored before key commitments: no entry of it "
+                "can be trusted (store it again to share it)"
+            )
+        data_key = open_entry(object_id, manifest.recipients, recipient)
+        how = f"the entry for {recipient.name}"
+    if content.key_commitment is not None:
+        check_commitment(content.key_commitment, data_key, content.object_nonce, how)
+    return data_key
 
 
 class Store:
@@ -156,14 +208,18 @@ class Store:
         segment_size: int = DEFAULT_SEGMENT,
         min_domains: int = 1,
         progress: Progress | None = None,
+        recipients: Sequence[Recipient] = (),
+        encapsulate: Encapsulate | None = None,
     ) -> PutResult:
-        """Store the file at `path`; returns its manifest (whose `object_id` names it).
+        """Store the file at `path`; returns its manifest (whose `object_id` names it), shared
+        with `recipients` (their entries made with the X-Wing `encapsulate`).
 
         Refused before anything is written when the backends cannot give every share its own
         backend, or span fewer than `min_domains` failure domains.
         """
         if len(storage_key) != KEY_BYTES:
             raise DecryptionError(f"the storage key must be {KEY_BYTES} bytes")
+        _check_recipients(recipients, encapsulate)
         name = check_name(path.name if name is None else name)
         placement = place(n, self.sites())
         check_spread(placement, min_domains)
@@ -234,15 +290,22 @@ class Store:
             key_id=key_id(storage_key),
             wrapped_key=wrap_key(storage_key, data_key),
             shares=tuple(hashes),
-        )
-        manifest = Manifest(
-            content,
-            tuple(
-                Placement(share, site.backend, site.failure_domain)
-                for share, site in placement.items()
-            ),
+            key_commitment=key_commitment(data_key, layout.object_nonce),
         )
         try:
+            entries = (
+                merged((), (seal(content.object_id, data_key, r, encapsulate) for r in recipients))
+                if encapsulate is not None
+                else ()
+            )
+            manifest = Manifest(
+                content,
+                tuple(
+                    Placement(share, site.backend, site.failure_domain)
+                    for share, site in placement.items()
+                ),
+                recipients=entries,
+            )
             self._write_manifest(manifest)
         except BaseException:
             self._delete_shares(layout.object_nonce)
@@ -373,18 +436,17 @@ class Store:
         object_id: str,
         out: Path,
         *,
-        storage_key: bytes,
+        storage_key: bytes | None = None,
+        recipient: RecipientKey | None = None,
         progress: Progress | None = None,
     ) -> GetResult:
-        """Write the object to `out` (atomically: all of it, verified, or nothing)."""
+        """Write the object to `out` (atomically: all of it, verified, or nothing), opening its
+        data key with the storage key or as `recipient` (`open_data_key`) before anything is
+        fetched or written."""
         manifest = self.find_manifest(object_id)
         content = manifest.content
-        if key_id(storage_key) != content.key_id:
-            raise DecryptionError(
-                f"object {object_id[:16]} is encrypted for storage key {content.key_id}; "
-                f"the key given is {key_id(storage_key)}"
-            )
-        codec = SegmentCodec(content.layout, unwrap_key(storage_key, content.wrapped_key))
+        data_key = open_data_key(manifest, storage_key=storage_key, recipient=recipient)
+        codec = SegmentCodec(content.layout, data_key)
         problems: list[ShareProblem] = []
         try:
             with (
@@ -630,6 +692,66 @@ class Store:
                         break
         return RepairResult(health, moved, targets)
 
+    # -- share and unshare -----------------------------------------------------------------------
+
+    def share(
+        self,
+        object_id: str,
+        *,
+        storage_key: bytes,
+        recipients: Sequence[Recipient],
+        encapsulate: Encapsulate,
+    ) -> ShareResult:
+        """Share the object with `recipients` (an entry of a name already there is replaced):
+        its data key is opened with the storage key, wrapped for each, and written as a new
+        manifest version. Refused, with nothing written, for an object without a key
+        commitment (stored before recipients existed)."""
+        if not recipients:
+            raise InvalidParameters("no recipient to share with")
+        _check_recipients(recipients, encapsulate)
+        manifest = self.find_manifest(object_id)
+        if manifest.content.key_commitment is None:
+            raise RecipientError(
+                f"object {object_id[:16]} was stored before key commitments, so an entry could "
+                "not be checked by its readers: store it again (circle qss put) to share it"
+            )
+        data_key = open_data_key(manifest, storage_key=storage_key)
+        added = [seal(manifest.object_id, data_key, r, encapsulate) for r in recipients]
+        shared = manifest.shared(merged(manifest.recipients, added))
+        self._write_manifest(shared)
+        return ShareResult(shared)
+
+    def unshare(self, object_id: str, names: Sequence[str]) -> ShareResult:
+        """Remove the entries of `names` (each must be there): a new manifest version without
+        them, then every older version deleted from every backend, since those still hold
+        the entries; the backends that failed are named (run it again once they are back).
+        Needs no key. A recipient that read the object before may have kept its data key:
+        to revoke that too, store the object again and remove this one."""
+        if not names:
+            raise InvalidParameters("no recipient to unshare")
+        manifest = self.find_manifest(object_id)
+        present = {entry.name for entry in manifest.recipients}
+        missing = sorted(set(names) - present)
+        if missing:
+            raise RecipientError(
+                f"object {object_id[:16]} is not shared with {', '.join(missing)} (shared "
+                f"with {', '.join(sorted(present)) or 'no one'}); nothing was changed"
+            )
+        kept = tuple(entry for entry in manifest.recipients if entry.name not in set(names))
+        shared = manifest.shared(kept)
+        self._write_manifest(shared)
+        return ShareResult(shared, tuple(self._drop_versions_before(shared)))
+
+    def _drop_versions_before(self, manifest: Manifest) -> Iterator[BackendFailure]:
+        for backend in self.backends.values():
+            try:
+                for key in list(backend.list(f"m/{manifest.object_id}/")):
+                    suffix = key.rsplit("/", 1)[-1]
+                    if suffix.isascii() and suffix.isdigit() and int(suffix) < manifest.version:
+                        backend.delete(key)
+            except BackendError as error:
+                yield BackendFailure(backend.name, str(error))
+
     # -- remove ----------------------------------------------------------------------------------
 
     def remove(self, object_id: str) -> RemoveResult:
@@ -647,3 +769,11 @@ class Store:
             except BackendError as error:
                 failed.append(BackendFailure(backend.name, str(error)))
         return RemoveResult(manifest, tuple(failed))
+
+
+def _check_recipients(recipients: Sequence[Recipient], encapsulate: Encapsulate | None) -> None:
+    names = [recipient.name for recipient in recipients]
+    if len(set(names)) != len(names):
+        raise InvalidParameters(f"a recipient is named twice: {sorted(names)}")
+    if recipients and encapsulate is None:
+        raise InvalidParameters("recipients need the X-Wing KEM to wrap the data key for them")

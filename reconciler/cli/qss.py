@@ -7,6 +7,11 @@ each call to a network backend, from connecting to the last byte of its answer.
 
 A command over every backend (`ls`, `scrub`, `rm`) names each backend that failed, with why,
 reports what the others hold, and exits 1.
+
+Recipients (`--recipient NAME=KEY`, KEY an `x-wing ...` line or the file holding one, and with
+`--volume` the nodes its `recipients` names) get the object's data key wrapped for their X-Wing
+key (`qss.recipients`): `get --kem-key KEY.x-wing --as NAME` then reads it without the storage
+key. `share` adds recipients (with the storage key), `unshare` removes them.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from qss.codec import DEFAULT_SEGMENT
 from qss.errors import InvalidParameters, PlacementError, StorageError
 from qss.keys import KeyFileError, generate_key_file, read_key_file, read_token_file
 from qss.manifest import Manifest
+from qss.recipients import Recipient, RecipientKey, check_recipient_name
 from qss.reports import BackendFailure, ObjectHealth, ShareStatus
 from qss.store import Store
 from reconciler import wiring
@@ -47,10 +53,15 @@ from reconciler.cli.render import (
 from reconciler.desired.folder import check_circle_dir
 from reconciler.desired.model.types import format_bytes
 from reconciler.errors import CheckFailed, InputError
+from reconciler.files import read_bounded, read_private
+from reconciler.node.volumes import volume_recipients
+from reconciler.secrets import xwing
+from reconciler.secrets.errors import KemError, KemKeyError
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_K = 4
 DEFAULT_N = 6
+MAX_KEY_LINE = 4096
 
 
 @contextlib.contextmanager
@@ -70,6 +81,57 @@ class Target:
     k: int
     n: int
     segment_size: int
+    # the nodes a --volume is shared with (asked only by put and share, so that a volume whose
+    # recipients the check refuses is still read, listed and scrubbed)
+    recipients: Callable[[], tuple[Recipient, ...]] = tuple
+
+
+def parse_recipient(spec: str) -> Recipient:
+    """`NAME=KEY`: KEY an `x-wing BASE64 [comment]` line, or a file whose first line is one."""
+    name, separator, value = spec.partition("=")
+    if not separator or not value:
+        raise InputError(f"--recipient {spec[:40]!r}: expected NAME=KEY (an x-wing line or file)")
+    try:
+        check_recipient_name(name)
+    except InvalidParameters as error:
+        raise InputError(f"--recipient {name[:40]!r}: {error}") from None
+    where = f"--recipient {name}"
+    if not value.startswith(f"{xwing.KEY_TYPE} "):
+        path = Path(value)
+        data = read_bounded(path, MAX_KEY_LINE)
+        if len(data) > MAX_KEY_LINE:
+            raise InputError(f"{path}: over {MAX_KEY_LINE} bytes; not an X-Wing public key")
+        lines = data.decode("utf-8", "replace").splitlines()
+        value, where = (lines[0] if lines else ""), f"{path}"
+    try:
+        return Recipient(name, xwing.parse_public_key(value))
+    except KemError as error:
+        raise InputError(f"{where}: {error}") from None
+
+
+def parse_recipients(specs: Sequence[str], implied: Sequence[Recipient] = ()) -> list[Recipient]:
+    """The recipients given, then those `implied` (a volume's) that are not named again."""
+    given = [parse_recipient(spec) for spec in specs]
+    names = [r.name for r in given]
+    if len(set(names)) != len(names):
+        raise InputError(f"--recipient names a recipient twice: {', '.join(sorted(names))}")
+    return given + [r for r in implied if r.name not in set(names)]
+
+
+def read_kem_key(path: Path) -> xwing.XWingPrivateKey:
+    """The X-Wing private key file at `path` (KEY.x-wing: 0600, this uid's, not a link)."""
+    data = read_private(path, MAX_KEY_LINE, "KEM key", KemKeyError)
+    if len(data) > MAX_KEY_LINE:
+        raise KemKeyError(f"{path}: over {MAX_KEY_LINE} bytes; not an X-Wing key")
+    try:
+        return xwing.decode_private_key(data)
+    except KemError as error:
+        raise KemKeyError(f"{path}: {error}") from None
+
+
+def recipient_key(name: str, key: xwing.XWingPrivateKey) -> RecipientKey:
+    """What opens an entry as recipient `name`: the X-Wing decapsulation under `key`."""
+    return RecipientKey(name, key.public_bytes, functools.partial(xwing.decapsulate, key))
 
 
 def parse_backend(spec: str, timeout: float | None = None) -> Backend:
@@ -162,7 +224,15 @@ def open_target(
             found = wiring.volume_store(report.state, volume, workers=workers, timeout=timeout)
         except InputError as error:
             raise InputError(f"{repo}: {error}") from None
-        return Target(found.store, found.k, found.n, found.segment_size)
+        state, name = report.state, volume
+
+        def recipients() -> tuple[Recipient, ...]:
+            try:
+                return volume_recipients(state, name)
+            except InputError as error:
+                raise InputError(f"{repo}: {error}") from None
+
+        return Target(found.store, found.k, found.n, found.segment_size, recipients)
     if not backends:
         raise InputError("no backends: give --backend URL (repeatable) or --volume NAME")
     opened = [parse_backend(spec, timeout) for spec in backends]
@@ -191,7 +261,18 @@ def manifest_json(manifest: Manifest) -> dict[str, Any]:
             {"share": p.share, "backend": p.backend, "failureDomain": p.failure_domain}
             for p in manifest.placement
         ],
+        "recipients": [{"name": e.name, "kemKey": e.kem_key} for e in manifest.recipients],
     }
+
+
+def recipient_option(help_text: str) -> Callable[[F], F]:
+    return click.option(
+        "--recipient",
+        "recipient_specs",
+        multiple=True,
+        metavar="NAME=KEY",
+        help=help_text,
+    )
 
 
 @click.group("qss")
@@ -227,6 +308,10 @@ def keygen(keyfile: Path, force: bool, output: str | None) -> int:
     show_default=True,
     help="Refuse unless the shares span at least this many failure domains.",
 )
+@recipient_option(
+    "Share it with NAME, whose X-Wing key KEY is an `x-wing ...` line or a file holding one "
+    "(NODE.x-wing.pub). Repeat it. With --volume, the volume's recipients are added."
+)
 @backend_options
 @output_option
 def put(
@@ -236,6 +321,7 @@ def put(
     n: int | None,
     name: str | None,
     min_domains: int,
+    recipient_specs: tuple[str, ...],
     where: Selection,
     output: str | None,
 ) -> int:
@@ -244,6 +330,7 @@ def put(
     with storage_errors():
         storage_key = read_key_file(keyfile)
         target = where.open()
+        recipients = parse_recipients(recipient_specs, target.recipients())
         size = path.stat().st_size
         with progress_bar(f"put {path.name}", size, not as_json) as advance:
             result = target.store.put(
@@ -255,6 +342,8 @@ def put(
                 segment_size=target.segment_size,
                 min_domains=min_domains,
                 progress=advance,
+                recipients=recipients,
+                encapsulate=xwing.encapsulate,
             )
     if as_json:
         print_json({**manifest_json(result.manifest), "warnings": list(result.warnings)})
@@ -268,34 +357,55 @@ def put(
 @group.command("get")
 @click.argument("object_id")
 @click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--key", "keyfile", type=click.Path(path_type=Path), required=True)
+@click.option(
+    "--key", "keyfile", type=click.Path(path_type=Path), help="The circle's storage key file."
+)
+@click.option(
+    "--kem-key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Read as a recipient instead: this X-Wing private key file (KEY.x-wing); with --as.",
+)
+@click.option("--as", "as_name", metavar="NAME", help="The recipient name --kem-key reads as.")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @backend_options
 @output_option
 def get(
     object_id: str,
     out: Path,
-    keyfile: Path,
+    keyfile: Path | None,
+    kem_key: Path | None,
+    as_name: str | None,
     force: bool,
     where: Selection,
     output: str | None,
 ) -> int:
     """Read object OBJECT_ID (or a unique prefix of 8+ digits) into the file OUT (never over
-    an existing file without --force)."""
+    an existing file without --force), with the storage key (--key) or as a recipient it is
+    shared with (--kem-key KEY.x-wing --as NAME)."""
     as_json = settings(output).json
+    if (keyfile is None) == (kem_key is None):
+        raise InputError("give --key STORAGE_KEY, or --kem-key KEY.x-wing --as NAME")
+    if (kem_key is None) != (as_name is None):
+        raise InputError("--kem-key and --as go together: the key, and the recipient it is")
     if not out.parent.is_dir():
         raise InputError(f"{out}: the folder {out.parent} does not exist")
     if os.path.lexists(out) and not force:
         raise InputError(f"{out}: exists; refusing to overwrite it (use --force)")
     with storage_errors():
-        storage_key = read_key_file(keyfile)
+        storage_key = read_key_file(keyfile) if keyfile is not None else None
+        recipient = None
+        if kem_key is not None and as_name is not None:
+            check_recipient_name(as_name)
+            recipient = recipient_key(as_name, read_kem_key(kem_key))
         target = where.open()
         resolved = target.store.resolve(object_id)
         manifest = target.store.find_manifest(resolved)
         with progress_bar(
             f"get {manifest.content.name}", manifest.content.size, not as_json
         ) as advance:
-            result = target.store.get(resolved, out, storage_key=storage_key, progress=advance)
+            result = target.store.get(
+                resolved, out, storage_key=storage_key, recipient=recipient, progress=advance
+            )
     damaged = sorted({(p.share, p.backend, p.status.value) for p in result.problems})
     if as_json:
         print_json(
@@ -343,7 +453,7 @@ def ls(where: Selection, output: str | None) -> int:
             }
         )
         return 1 if failed else 0
-    table = Table("object", "name", "size", "k-of-n", "version")
+    table = Table("object", "name", "size", "k-of-n", "version", "recipients")
     for manifest in listing.manifests:
         content = manifest.content
         table.add_row(
@@ -352,6 +462,7 @@ def ls(where: Selection, output: str | None) -> int:
             format_bytes(content.size),
             f"{content.k}-of-{content.n}",
             str(manifest.version),
+            ", ".join(entry.name for entry in manifest.recipients) or "-",
         )
     stdout.print(table)
     _print_failures(listing.failed, "could not be listed")
@@ -478,6 +589,99 @@ def scrub(
     )
     _print_failures(failed, "could not be listed (its objects were not scrubbed)")
     return code
+
+
+@group.command("share")
+@click.argument("object_id")
+@click.option("--key", "keyfile", type=click.Path(path_type=Path), required=True)
+@recipient_option(
+    "Share it with NAME, whose X-Wing key KEY is an `x-wing ...` line or a file holding one "
+    "(NODE.x-wing.pub). Repeat it. With --volume and no --recipient: the volume's recipients."
+)
+@backend_options
+@output_option
+def share(
+    object_id: str,
+    keyfile: Path,
+    recipient_specs: tuple[str, ...],
+    where: Selection,
+    output: str | None,
+) -> int:
+    """Share object OBJECT_ID with more recipients: its data key, opened with the storage key,
+    is wrapped for each one's X-Wing key in a new manifest version (the object id stays).
+    A recipient already there gets a new entry (after a key rotation)."""
+    with storage_errors():
+        storage_key = read_key_file(keyfile)
+        target = where.open()
+        implied = () if recipient_specs else target.recipients()
+        recipients = parse_recipients(recipient_specs, implied)
+        if not recipients:
+            raise InputError("no recipient: give --recipient NAME=KEY, or a --volume with some")
+        store = target.store
+        result = store.share(
+            store.resolve(object_id),
+            storage_key=storage_key,
+            recipients=recipients,
+            encapsulate=xwing.encapsulate,
+        )
+    manifest = result.manifest
+    if settings(output).json:
+        print_json({**manifest_json(manifest), "shared": sorted(r.name for r in recipients)})
+    else:
+        stdout.print(
+            f"{manifest.object_id[:16]} {manifest.content.name}: shared with "
+            f"{', '.join(sorted(r.name for r in recipients))} (manifest version "
+            f"{manifest.version})",
+            markup=False,
+        )
+    return 0
+
+
+@group.command("unshare")
+@click.argument("object_id")
+@click.option(
+    "--recipient",
+    "names",
+    multiple=True,
+    required=True,
+    metavar="NAME",
+    help="The recipient whose entry is removed. Repeat it.",
+)
+@backend_options
+@output_option
+def unshare(
+    object_id: str,
+    names: tuple[str, ...],
+    where: Selection,
+    output: str | None,
+) -> int:
+    """Stop sharing object OBJECT_ID with the recipients named: a new manifest version without
+    their entries, and the older versions (which hold them) deleted from every backend.
+
+    A recipient that read the object before may have kept its data key: to revoke that as
+    well, put the object again (a new data key) and rm this one. Exits 1 naming each backend
+    that failed (it may still hold an older version: run it again once it is back).
+    """
+    with storage_errors():
+        store = where.open().store
+        result = store.unshare(store.resolve(object_id), sorted(set(names)))
+    manifest = result.manifest
+    if settings(output).json:
+        print_json(
+            {
+                **manifest_json(manifest),
+                "unshared": sorted(set(names)),
+                "failedBackends": _failures_json(result.failed),
+            }
+        )
+    else:
+        stdout.print(
+            f"{manifest.object_id[:16]} {manifest.content.name}: no longer shared with "
+            f"{', '.join(sorted(set(names)))} (manifest version {manifest.version})",
+            markup=False,
+        )
+        _print_failures(result.failed, "may still hold an older version (run unshare again)")
+    return 1 if result.failed else 0
 
 
 @group.command("rm")

@@ -5,7 +5,10 @@ For each shape (4-of-6 and 16-of-20) on local directory backends, in one run:
 - floor: AES-256-GCM + zfec encode + sha256 of every block (put) and sha256 of k blocks +
   zfec decode + AES-GCM (get), single-threaded, in memory, same bytes and segment size;
 - `Store.put` and `Store.get` with 1 and 2 workers, get healthy and with n-k backends lost;
-- the peak RSS of a put, measured in a child process that does nothing else.
+- the peak RSS of a put, measured in a child process that does nothing else;
+- opening an object's data key as a recipient (X-Wing decapsulation + AES-GCM unwrap + the key
+  commitment) beside opening it with the storage key (AES-KW + the commitment), and sharing
+  it with one more recipient (`--keys-only` runs this part alone).
 
 Targets (issue 5): single-threaded put and get >= 80% of the floor's throughput; 2 workers
 >= 1.5x single-threaded; peak RSS of a put under 256 MiB for a 1 GiB object.
@@ -28,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import zfec
@@ -36,7 +41,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from qss.backends.directory import DirectoryBackend
 from qss.codec import DEFAULT_SEGMENT
 from qss.keys import generate_key_file, read_key_file
-from qss.store import Store
+from qss.recipients import Recipient, RecipientKey, seal
+from qss.store import Store, open_data_key
+from reconciler.secrets import xwing
 
 MiB = 1024 * 1024
 SHAPES = [(4, 6), (16, 20)]
@@ -147,6 +154,35 @@ def run_put(root: Path, data: Path, key: Path, k: int, n: int, workers: int) -> 
     return json.loads(completed.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+def key_opening(scratch: Path, rounds: int = 500) -> None:
+    """Per call, the cost of opening a data key each way, and of sealing one entry."""
+    root = scratch / "keys"
+    store = Store(backends(root, 3))
+    source = scratch / "small.bin"
+    source.write_bytes(secrets.token_bytes(4096))
+    storage_key = secrets.token_bytes(32)
+    key = xwing.generate()
+    recipient = Recipient("node-a", key.public_bytes)
+    manifest = store.put(
+        source, storage_key=storage_key, k=2, n=3, recipients=[recipient],
+        encapsulate=xwing.encapsulate,
+    ).manifest  # fmt: skip
+    opener = RecipientKey("node-a", key.public_bytes, partial(xwing.decapsulate, key))
+    figures: dict[str, Callable[[], object]] = {
+        "open by storage key": lambda: open_data_key(manifest, storage_key=storage_key),
+        "open as a recipient": lambda: open_data_key(manifest, recipient=opener),
+        "seal one entry": lambda: seal(manifest.object_id, bytes(32), recipient, xwing.encapsulate),
+    }
+    print(f"data key, {rounds} rounds each:")
+    for label, work in figures.items():
+        started = time.perf_counter()
+        for _ in range(rounds):
+            work()
+        each = (time.perf_counter() - started) / rounds
+        print(f"  {label:26}{each * 1e6:8.1f} us")
+    shutil.rmtree(root)
+
+
 def rate(size: int, seconds: float) -> str:
     return f"{size / MiB / seconds:8.1f} MiB/s"
 
@@ -155,6 +191,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--dir", type=Path, default=None, help="Scratch folder (default: temp).")
+    parser.add_argument("--keys-only", action="store_true", help="Only the data key figures.")
     parser.add_argument("--child-put", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
@@ -170,6 +207,9 @@ def main() -> None:
     size = args.size_mib * MiB
     scratch = Path(tempfile.mkdtemp(prefix="bench-qss-", dir=args.dir))
     try:
+        key_opening(scratch)
+        if args.keys_only:
+            return
         data = scratch / "object.bin"
         make_input(data, size)
         key = scratch / "storage.key"

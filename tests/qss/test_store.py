@@ -41,6 +41,7 @@ from qss.errors import (
 from qss.keys import generate_key_file, read_key_file
 from qss.manifest import Manifest
 from qss.placement import Site
+from qss.recipients import key_commitment
 from qss.reports import GetResult, Inventory, Listing, RepairResult, ShareStatus
 from qss.store import Store, manifest_key
 from tests.conftest import ROOT, Result, copy_example, run_circle_process
@@ -347,10 +348,19 @@ def forge_key_id(content: dict[str, Any], other: bytes) -> None:
 
 
 def forge_key_id_and_wrapped_key(content: dict[str, Any], other: bytes) -> None:
-    """The forger also wraps a data key of their own under `other`: it unwraps, and then
-    AES-GCM refuses every segment."""
+    """The forger also wraps a data key of their own under `other`: it unwraps, and the
+    content's key commitment refuses it before any share is read."""
     content["keyId"] = key_id(other)
     content["wrappedKey"] = base64.b64encode(wrap_key(other, secrets.token_bytes(32))).decode()
+
+
+def forge_key_commitment_too(content: dict[str, Any], other: bytes) -> None:
+    """The forger also commits to their own data key: it opens, and then AES-GCM refuses
+    every segment."""
+    data_key = secrets.token_bytes(32)
+    content["keyId"] = key_id(other)
+    content["wrappedKey"] = base64.b64encode(wrap_key(other, data_key)).decode()
+    content["keyCommitment"] = key_commitment(data_key, bytes.fromhex(content["objectNonce"])).hex()
 
 
 @pytest.mark.parametrize(
@@ -363,9 +373,15 @@ def forge_key_id_and_wrapped_key(content: dict[str, Any], other: bytes) -> None:
         ),
         pytest.param(
             forge_key_id_and_wrapped_key,
+            "the storage key opens to a key that is not this object's data key (its "
+            "keyCommitment): forged; nothing was read",
+            id="key-id-and-wrapped-key-forged",
+        ),
+        pytest.param(
+            forge_key_commitment_too,
             "segment 0 fails authentication: wrong data key, or the segment was tampered with, "
             "reordered or taken from another object",
-            id="key-id-and-wrapped-key-forged",
+            id="key-id-wrapped-key-and-commitment-forged",
         ),
     ],
 )
@@ -1229,6 +1245,7 @@ def test_cli_put_lose_get_repair_scrub(tmp_path: Path) -> None:
         "segmentSize": 4 * 1024 * 1024,
         "version": 1,
         "keyId": keygen.json()["keyId"],
+        "recipients": [],
         "warnings": [
             "shares share failure domains ('c' holds 2 of 6); the object still survives the "
             "loss of any one domain"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import Field
@@ -9,6 +10,7 @@ from pydantic import Field
 from reconciler.desired.model.base import NamedDocument, Strict
 from reconciler.desired.model.types import Bytes, Name
 
+ADMITTED_NODES = "admitted-nodes"  # `recipients:` of a volume shared with every admitted node
 BACKEND_URL = (
     r"^(dir:\S+|redis://[^\s/]+(:[0-9]{1,5})?(/[0-9]{1,2})?|https?://[^\s/]+(:[0-9]{1,5})?(/\S*)?)$"
 )
@@ -42,3 +44,15 @@ class Volume(NamedDocument):
     segment_size: Bytes = Field(default=4 * 1024 * 1024, description="Plaintext per segment.")
     backends: list[Backend] = Field(min_length=1)
     objects: list[VolumeObject] = Field(default_factory=list)
+    recipients: list[Name] | Literal["admitted-nodes"] = Field(
+        default_factory=list,
+        description="The nodes its objects are shared with (their kemPublicKey opens the data "
+        "key, so they read it without the storage key): node names, or admitted-nodes for "
+        "every admitted node.",
+    )
+
+    def recipient_nodes(self, admitted: Iterable[str]) -> list[str]:
+        """The node names the objects are shared with, given the admitted nodes' names."""
+        if self.recipients == ADMITTED_NODES:
+            return sorted(admitted)
+        return sorted(set(self.recipients))
