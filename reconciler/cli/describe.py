@@ -88,14 +88,19 @@ def _rules(circle: Circle) -> Table:
 
 
 def _nodes(nodes: Mapping[str, Loaded[Node]]) -> Table:
-    table = _table("Nodes", "node", "failure domain", "cpu", "memory", "GPUs", "labels")
+    # Which nodes sign with an ML-DSA-65 half too: a column only once one does.
+    hybrid = any(loaded.document.mldsa_public_key is not None for loaded in nodes.values())
+    signs = ("signs",) if hybrid else ()
+    table = _table("Nodes", "node", "failure domain", *signs, "cpu", "memory", "GPUs", "labels")
     for name, loaded in sorted(nodes.items()):
         node = loaded.document
         gpus = "\n".join(f"{gpu.model} {format_bytes(gpu.memory)}" for gpu in node.capacity.gpus)
         labels = ", ".join(f"{key}={value}" for key, value in sorted(node.labels.items()))
+        kind = ("classic" if node.mldsa_public_key is None else "hybrid",) if hybrid else ()
         table.add_row(
             name,
             node.failure_domain,
+            *kind,
             format_cpu(node.capacity.cpu),
             format_bytes(node.capacity.memory),
             gpus or "-",

@@ -28,9 +28,14 @@ from reconciler.desired.model import (
     Volume,
     Workload,
 )
-from reconciler.desired.model.circle import POLICY_FILE, SshKey
+from reconciler.desired.model.circle import POLICY_FILE, MlDsaKey, SshKey
 from reconciler.desired.model.secret import xwing_public_key_bytes
-from reconciler.desired.model.types import ed25519_key_blob, format_bytes, format_cpu
+from reconciler.desired.model.types import (
+    ed25519_key_blob,
+    format_bytes,
+    format_cpu,
+    mldsa65_key_blob,
+)
 from reconciler.desired.model.workload import GpuRequest
 from reconciler.desired.problems import (
     START,
@@ -229,6 +234,7 @@ def _cross_checks(state: DesiredState, tree: Set[str]) -> Iterator[Problem]:
         yield from (secret.problem(f) for f in _check_secret(secret.document, state))
     yield from _check_node_keys(state)
     yield from _check_kem_keys(state)
+    yield from _check_node_mldsa_keys(state)
 
 
 def _names(items: Mapping[str, Any]) -> str:
@@ -398,6 +404,7 @@ def _check_volume(volume: Volume, state: DesiredState) -> Iterator[Finding]:
                 f"unknown build {item.build!r} (builds: {_names(state.builds)})",
                 "ref.build",
             )
+    yield from _check_volume_recipients(volume, state)
     domains: list[str] = []
     for index, backend in enumerate(volume.backends):
         domain = backend.failure_domain
@@ -437,6 +444,29 @@ def _check_volume(volume: Volume, state: DesiredState) -> Iterator[Finding]:
         )
 
 
+def _check_volume_recipients(volume: Volume, state: DesiredState) -> Iterator[Finding]:
+    """Every recipient of a volume is an admitted node with a kemPublicKey to share with."""
+    named: list[tuple[tuple[str | int, ...], str]]
+    if isinstance(volume.recipients, list):
+        named = [(("recipients", i), name) for i, name in enumerate(volume.recipients)]
+    else:  # admitted-nodes
+        named = [(("recipients",), name) for name in sorted(state.nodes)]
+    for where, name in named:
+        node = state.nodes.get(name)
+        if node is None:
+            if state.unknown("Node", name):
+                yield Finding(
+                    where, f"unknown node {name!r} (nodes: {_names(state.nodes)})", "ref.node"
+                )
+        elif node.document.kem_public_key is None:
+            yield Finding(
+                where,
+                f"node {name} has no kemPublicKey: the volume cannot be shared with it "
+                f"(circle node keygen writes one; add it to nodes/{name}.yaml)",
+                "volume.recipient",
+            )
+
+
 def _check_node_keys(state: DesiredState) -> Iterator[Problem]:
     owners: dict[bytes, str] = {}
     if state.circle is not None:
@@ -464,6 +494,33 @@ def _check_node_keys(state: DesiredState) -> Iterator[Problem]:
             )
         else:
             seen[blob] = name
+
+
+def _check_node_mldsa_keys(state: DesiredState) -> Iterator[Problem]:
+    """The ML-DSA half of a node key is held to the Ed25519 half's rules: no member's key (a
+    node must never approve), no other node's (a node speaks only for itself)."""
+    owners: dict[bytes, str] = {}
+    if state.circle is not None:
+        for member in state.circle.document.members:
+            for key in member.keys:
+                if isinstance(key, MlDsaKey):
+                    owners[mldsa65_key_blob(key.key)] = member.id
+    seen: dict[bytes, str] = {}
+    for name, loaded in sorted(state.nodes.items()):
+        if loaded.document.mldsa_public_key is None:
+            continue
+        blob = mldsa65_key_blob(loaded.document.mldsa_public_key)
+        if blob in owners:
+            message = (
+                f"ML-DSA key is also the key of member {owners[blob]}: node keys and owner "
+                "keys must differ (a node must never be able to approve changes)"
+            )
+        elif blob in seen:
+            message = f"ML-DSA key is also the ML-DSA key of node {seen[blob]}"
+        else:
+            seen[blob] = name
+            continue
+        yield loaded.problem(Finding(("mldsaPublicKey",), message, "node.key"))
 
 
 def kem_key_digest(node: Node) -> str | None:

@@ -489,14 +489,14 @@ def short_digest(value: str) -> str:
 
 
 def _string(value: str) -> str:
-    if value.startswith("ssh-ed25519 "):
+    if value.startswith(("ssh-ed25519 ", "ml-dsa-65 ")):  # a node's key halves: fingerprints
         try:
-            fingerprint = ssh_fingerprint(value)
+            fingerprint = key_fingerprint(value)
         except ValueError:
             pass
         else:
-            comment = value.split(maxsplit=2)[2:]
-            shown = f"ssh-ed25519 {fingerprint[: len('SHA256:') + SHORT]}…"
+            kind, _, *comment = value.split(maxsplit=2)
+            shown = f"{kind} {fingerprint[: len('SHA256:') + SHORT]}…"
             return f"{shown} ({comment[0]})" if comment else shown
     value = short_digest(value)
     return value if _PLAIN.fullmatch(value) else json.dumps(value, ensure_ascii=False)

@@ -67,14 +67,34 @@ class Observed:
     troubles: dict[AssignmentKey, str] = field(default_factory=dict)  # not Ready: why
 
 
-def observe(store: StateStore, layout: Layout, keys: Mapping[str, str]) -> Observed:
+def node_keys(desired: DesiredState) -> tuple[dict[str, str], dict[str, str]]:
+    """What opens the records of the nodes `desired` admits: name -> `publicKey` of each, and
+    name -> `mldsaPublicKey` of those that sign hybrid (both halves needed, for every kind)."""
+    nodes = desired.nodes.items()
+    return (
+        {name: loaded.document.public_key for name, loaded in nodes},
+        {
+            name: loaded.document.mldsa_public_key
+            for name, loaded in nodes
+            if loaded.document.mldsa_public_key is not None
+        },
+    )
+
+
+def observe(
+    store: StateStore,
+    layout: Layout,
+    keys: Mapping[str, str],
+    mldsa_keys: Mapping[str, str] | None = None,
+) -> Observed:
     """Read registrations, assignments and statuses, keeping what verifies: signed by an
-    admitted node, about the node that signed it, under the key its content names."""
+    admitted node (`keys`, and `mldsa_keys` for the nodes that sign hybrid), about the node
+    that signed it, under the key its content names."""
     forged: list[str] = []
     registrations: dict[str, Registration] = {}
     for kv in store.range(layout.nodes).kvs:
         try:
-            opened = open_record(kv.value, Registration, keys)
+            opened = open_record(kv.value, Registration, keys, mldsa_keys)
         except ForgedRecord:
             forged.append(kv.key)
             continue
@@ -85,7 +105,7 @@ def observe(store: StateStore, layout: Layout, keys: Mapping[str, str]) -> Obser
     assignments: dict[AssignmentKey, tuple[str, Assignment]] = {}
     for kv in store.range(layout.assignments).kvs:
         try:
-            assignment = open_assignment(kv.value, keys).record
+            assignment = open_assignment(kv.value, keys, mldsa_keys).record
         except ForgedRecord:
             forged.append(kv.key)
             continue
@@ -98,7 +118,7 @@ def observe(store: StateStore, layout: Layout, keys: Mapping[str, str]) -> Obser
     troubles: dict[AssignmentKey, str] = {}
     for kv in store.range(layout.statuses).kvs:
         try:
-            status = open_record(kv.value, AssignmentStatus, keys).record
+            status = open_record(kv.value, AssignmentStatus, keys, mldsa_keys).record
         except ForgedRecord:
             forged.append(kv.key)
             continue

@@ -1,6 +1,6 @@
 """What an operator sees of a circle in the state store (`circle get`, `circle events`): the
 registrations, the leader, the assignments, their statuses and the events, each record
-verified against the admitted nodes' keys before it is shown.
+verified against the admitted nodes' keys (both halves of a hybrid node's) before it is shown.
 
 The store is untrusted, so the keys come from the circle itself: an owner's clone (`--repo`,
 its main) or a node's folder (`--state`, the commit it applied). A record that does not verify
@@ -26,6 +26,7 @@ from reconciler.errors import InputError
 from reconciler.files import read_bounded
 from reconciler.node.identity import ForgedRecord, RecordKind, open_signed
 from reconciler.node.layout import Layout
+from reconciler.node.leader import node_keys
 from reconciler.node.records import (
     AssignmentStatus,
     EventRecord,
@@ -114,7 +115,7 @@ class View:
 
 def read(store: StateStore, circle: Circle) -> View:
     layout = Layout(circle.id)
-    keys = {n: loaded.document.public_key for n, loaded in circle.desired.nodes.items()}
+    keys, mldsa_keys = node_keys(circle.desired)
     forged = 0
     listed = store.range(layout.root)
     by_key = {kv.key: kv for kv in listed.kvs}
@@ -127,31 +128,31 @@ def read(store: StateStore, circle: Circle) -> View:
     for key, kv in sorted(by_key.items()):
         try:
             if (name := layout.node_of(key)) is not None:
-                record = open_signed(kv.value, RecordKind.REGISTRATION, keys)
+                record = open_signed(kv.value, RecordKind.REGISTRATION, keys, mldsa_keys)
                 registration = Registration.from_body(record.body)
                 if record.signer == name == registration.node:
                     nodes.append(Node(registration, kv))
                 else:
                     forged += 1
             elif key == layout.leader:
-                record = open_signed(kv.value, RecordKind.LEADER, keys)
+                record = open_signed(kv.value, RecordKind.LEADER, keys, mldsa_keys)
                 leader = LeaderRecord.from_body(record.body).node
                 if leader != record.signer:
                     forged, leader = forged + 1, None
                 else:
                     epoch = kv.create_revision
             elif layout.assignment_of(key) is not None:
-                record = open_signed(kv.value, RecordKind.ASSIGNMENT, keys)
+                record = open_signed(kv.value, RecordKind.ASSIGNMENT, keys, mldsa_keys)
                 placed.append((kv, Assignment.from_dict(record.body), record.signer))
             elif (about := layout.volume_of(key)) is not None:
-                record = open_signed(kv.value, RecordKind.VOLUME, keys)
+                record = open_signed(kv.value, RecordKind.VOLUME, keys, mldsa_keys)
                 scrub = VolumeStatus.from_body(record.body)
                 if record.signer == scrub.node and about == (scrub.volume, scrub.object):
                     volumes.append(scrub)
                 else:
                     forged += 1
             elif (where := layout.status_of(key)) is not None:
-                record = open_signed(kv.value, RecordKind.STATUS, keys)
+                record = open_signed(kv.value, RecordKind.STATUS, keys, mldsa_keys)
                 status = AssignmentStatus.from_body(record.body)
                 if record.signer == status.node == where[0]:
                     statuses[where] = status
@@ -174,12 +175,12 @@ def read(store: StateStore, circle: Circle) -> View:
 def events(store: StateStore, circle: Circle) -> tuple[list[EventRecord], int]:
     """The circle's events, oldest first, and how many records did not verify."""
     layout = Layout(circle.id)
-    keys = {n: loaded.document.public_key for n, loaded in circle.desired.nodes.items()}
+    keys, mldsa_keys = node_keys(circle.desired)
     found: list[EventRecord] = []
     forged = 0
     for kv in store.range(layout.events).kvs:
         try:
-            record = open_signed(kv.value, RecordKind.EVENT, keys)
+            record = open_signed(kv.value, RecordKind.EVENT, keys, mldsa_keys)
             event = EventRecord.from_body(record.body)
         except ForgedRecord:
             forged += 1

@@ -8,7 +8,15 @@ from pydantic import Field
 
 from reconciler.desired.model.base import NamedDocument, Strict
 from reconciler.desired.model.secret import XWingPublicKey
-from reconciler.desired.model.types import Bytes, Cpu, LabelKey, LabelValue, Name, SshPublicKey
+from reconciler.desired.model.types import (
+    Bytes,
+    Cpu,
+    LabelKey,
+    LabelValue,
+    MlDsa65PublicKey,
+    Name,
+    SshPublicKey,
+)
 
 
 class Gpu(Strict):
@@ -31,6 +39,11 @@ class Capacity(Strict):
 class Node(NamedDocument):
     kind: Literal["Node"]
     public_key: SshPublicKey = Field(description="The node agent's identity key.")
+    mldsa_public_key: MlDsa65PublicKey | None = Field(
+        default=None,
+        description="The ML-DSA-65 half of the identity key (circle node keygen --hybrid): "
+        "then every record the node signs needs both signatures.",
+    )
     kem_public_key: XWingPublicKey | None = Field(
         default=None,
         description="The node's X-Wing (X25519 + ML-KEM-768) key that secrets are sealed to.",
