@@ -8,6 +8,18 @@ cheapest and still known good (see `builders.reuse`), while the missing chunks a
    file with nothing reused is written in order and its whole digest checked as well;
 3. symlinks.
 
+`direct` (a node's materialization, with seals): fetched chunks do not go through the store.
+Each is hashed once, on arrival, by the fetching thread, and handed (`deliver`, the swarm's
+sink) to one landing thread that writes it straight into every place of the tree that needs
+it, so that the fetching threads go back to receiving instead of queueing on the file's lock;
+the files are created before the first chunk is asked for. Chunks the store holds already
+are read from it (verified on read) into their places. Every place is accounted for: one
+never written (a chunk wanted in a new place while it was landing) is fetched again, and the
+tree is refused if it stays unwritten.
+No whole-file digest is taken on this path (it would need every byte read again): every byte
+is in a verified chunk, and the full check (after a reboot, periodically) compares the
+whole-file digest too, as for a file with reused ranges.
+
 A reused range counts only if its base file's seal still holds after the copy; if not, those
 chunks are fetched and written over it. With `durable`, every file and folder is fsynced (the
 bytes are on disk when this returns); without, durability is the seal's business: a tree from
@@ -19,7 +31,9 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
-from collections.abc import Callable
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from builders.chunks import ChunkError, ChunkSource, ChunkStore
@@ -32,6 +46,8 @@ from builders.swarm import Arrival, SourceStats, Swarm
 
 MODES = {"0644": 0o644, "0755": 0o755}
 DIR_MODE = 0o755
+LANDING_BYTES = 64 * 1024 * 1024  # verified chunks waiting to be written (`direct`), at most
+_OPEN_FILES = 16  # files the landing thread keeps open
 
 
 @dataclass
@@ -42,6 +58,7 @@ class Assembly:
     linked_bytes: int = 0
     reused: CopyCounts = field(default_factory=CopyCounts)  # ranges of installed versions
     from_store: int = 0  # bytes written from the local store (hashed on read)
+    direct: int = 0  # bytes written straight from arrivals into the tree (`direct`)
     fetched: int = 0  # bytes of chunks fetched for this materialization
     sources: list[SourceStats] = field(default_factory=list)
 
@@ -60,6 +77,7 @@ class Writer:
         durable: bool,
         progress: Callable[[Arrival], None] | None,
         on_chunk: Callable[[ChunkSource, int], None] | None,
+        direct: bool = False,
     ) -> None:
         self.root_fd = root_fd
         self.manifest = manifest
@@ -70,6 +88,16 @@ class Writer:
         self.progress = progress
         self.on_chunk = on_chunk
         self.assembly = Assembly()
+        self.direct = direct
+        self.fetch: Sequence[Chunk] = ()  # `direct`: asked for once the files exist
+        self._lock = threading.Lock()
+        self._places: dict[str, set[tuple[str, int]]] = {}  # digest -> (path, offset)
+        self._sizes: dict[str, int] = {}
+        self._landed: set[tuple[str, int]] = set()
+        self._fetched: set[str] = set()  # digests the swarm delivers (`direct`)
+        self._staging_fd = -1
+        self._lander: _Lander | None = None
+        self._fds: dict[str, int] = {}  # the landing thread's open files
         prefetch = set(manifest.prefetch)
         # Fetch order: prefetch files first, then by path; the writer follows the same order.
         self.order = sorted(manifest.files(), key=lambda entry: entry.path not in prefetch)
@@ -96,18 +124,103 @@ class Writer:
         return missing
 
     def write(self, staging_fd: int) -> None:
-        with ParentCache(staging_fd) as parents:
+        with self._lock:
+            self._staging_fd = staging_fd
+        if self.direct:
+            self._lander = _Lander(self._land)
+        try:
+            self._write()
+        finally:
+            if self._lander is not None:
+                self._lander.close()  # what it raised was raised by `_write` already
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+            with self._lock:  # the caller closes it: nothing is read through it from now on
+                self._staging_fd = -1
+
+    def _write(self) -> None:
+        with ParentCache(self._staging_fd) as parents:
             for entry in self.manifest.entries:
                 if entry.type is EntryType.DIR:
                     self._folder(parents, entry)
             for entry in self.order:
-                self._lay_out(parents, self.plans[entry.path])
+                self._create(parents, self.plans[entry.path])
+            if self.direct:
+                # Every file exists now: the fetching threads may write into any of them.
+                for plan in self.plans.values():
+                    self._add_places(plan.entry.path, plan.new)
+                self._fetched.update(chunk.sha256 for chunk in self.fetch)
+                self.swarm.want(self.fetch)
+            for entry in self.order:
+                self._copy_runs(parents, self.plans[entry.path])
             for entry in self.order:
                 self._fill(parents, self.plans[entry.path])
             for entry in self.manifest.entries:
                 if entry.type is EntryType.SYMLINK:
                     self._symlink(parents, entry)
-        self.swarm.finish(self.progress)
+            self.swarm.finish(self.progress)
+            if self._lander is not None:
+                self._lander.flush()
+                self._sweep()
+                if self.durable:
+                    for entry in self.order:
+                        if self.plans[entry.path].link is None:
+                            self._open_and(parents, entry, lambda fd: None)
+
+    def read_landed(self, digest: str, limit: int) -> bytes | None:
+        """`direct`: the bytes of a chunk that arrived (waiting to be written, or read back
+        from the staging tree) for the node's chunk server, which hashes them before it
+        serves them; None if it has not arrived."""
+        waiting = self._lander.waiting(digest) if self._lander is not None else None
+        if waiting is not None:
+            return waiting if len(waiting) <= limit else None
+        with self._lock:
+            size = self._sizes.get(digest, limit + 1)
+            written = sorted(self._places.get(digest, set()) & self._landed)
+            if self._staging_fd < 0 or not written or size > limit:
+                return None
+            path, offset = written[0]
+            parent, name = posixpath.split(path)
+            try:
+                parent_fd = open_dir(self._staging_fd, parent)
+                try:
+                    fd = os.open(name, READ_FLAGS, dir_fd=parent_fd)
+                finally:
+                    os.close(parent_fd)
+            except OSError:
+                return None
+        try:
+            data = os.pread(fd, size, offset)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        return data if len(data) == size else None
+
+    def deliver(self, chunk: Chunk, data: bytes) -> None:
+        """`direct`: a chunk verified on arrival, to be written at every place of the tree
+        that needs it (called by the swarm, from a fetching thread). Handed to the landing
+        thread, so that the fetching threads go on receiving while the disk takes its time
+        (waits while LANDING_BYTES wait already); raises what writing an earlier one raised."""
+        if self._lander is None:
+            raise MaterializeError(f"chunk {chunk.sha256} arrived before the tree was laid out")
+        self._lander.put(chunk, data)
+
+    def _land(self, chunk: Chunk, data: bytes) -> None:
+        """In the landing thread: `data` at every place of the tree that needs it."""
+        with self._lock:
+            places = sorted(self._places.get(chunk.sha256, ()))
+        for path, offset in places:
+            fd = self._fds.get(path)
+            if fd is None:
+                fd = self._fds[path] = self._open(path)
+                while len(self._fds) > _OPEN_FILES:
+                    os.close(self._fds.pop(next(iter(self._fds))))
+            self._write_at(fd, self._entry(path), offset, chunk, data)
+        with self._lock:
+            self._landed.update(places)
+            self.assembly.direct += len(data) * len(places)
 
     # -- pass 1 --------------------------------------------------------------------------
 
@@ -136,16 +249,16 @@ class Writer:
                 f"cannot create symlink {entry.path!r}: {error.strerror}"
             ) from error
 
-    def _lay_out(self, parents: ParentCache, plan: FilePlan) -> None:
+    def _create(self, parents: ParentCache, plan: FilePlan) -> None:
+        """The file, empty with its mode, or a hard link to a base's unchanged one."""
         entry = plan.entry
         assert entry.mode is not None  # decode guarantees it
         parent, name = posixpath.split(entry.path)
         parent_fd = parents.open(parent)
-        if plan.link is not None:
-            if self._link(parent_fd, name, plan):
-                return
-            self._fetch_instead(plan, [(offset, chunk) for offset, chunk in _offsets(entry)])
-            plan.link = None
+        linking = plan.link is not None
+        if linking and self._link(parent_fd, name, plan):
+            return
+        plan.link = None
         try:
             fd = os.open(name, NEW_FILE_FLAGS, 0o600, dir_fd=parent_fd)
         except OSError as error:
@@ -153,16 +266,23 @@ class Writer:
                 f"cannot create file {entry.path!r}: {error.strerror}"
             ) from error
         try:
-            try:
-                os.fchmod(fd, MODES[entry.mode])  # exact, whatever the umask
-            except OSError as error:
-                raise MaterializeError(
-                    f"cannot set the mode of {entry.path!r}: {error.strerror}"
-                ) from error
-            for run in list(plan.runs):
-                self._copy_run(fd, plan, run)
+            os.fchmod(fd, MODES[entry.mode])  # exact, whatever the umask
+        except OSError as error:
+            raise MaterializeError(
+                f"cannot set the mode of {entry.path!r}: {error.strerror}"
+            ) from error
         finally:
             os.close(fd)
+        if linking:  # the link could not be made: its chunks are written instead
+            self._fetch_instead(plan, [(offset, chunk) for offset, chunk in _offsets(entry)])
+
+    def _copy_runs(self, parents: ParentCache, plan: FilePlan) -> None:
+        def copy(fd: int) -> None:
+            for run in list(plan.runs):
+                self._copy_run(fd, plan, run)
+
+        if plan.link is None and plan.runs:
+            self._open_and(parents, plan.entry, copy, sync=False)
 
     def _link(self, parent_fd: int, name: str, plan: FilePlan) -> bool:
         """Hard-link the base's file if its seal holds; False if it cannot be (then the file
@@ -223,9 +343,18 @@ class Writer:
     def _fetch_instead(self, plan: FilePlan, chunks: list[tuple[int, Chunk]]) -> None:
         plan.new.extend(chunks)
         plan.new.sort(key=lambda item: item[0])
-        self.swarm.want(
-            [chunk for _, chunk in chunks if not self.store.has(chunk.sha256)], first=True
-        )
+        wanted = [chunk for _, chunk in chunks if not self.store.has(chunk.sha256)]
+        if self.direct:
+            self._add_places(plan.entry.path, chunks)
+            self._fetched.update(chunk.sha256 for chunk in wanted)
+        self.swarm.want(wanted, first=True)
+
+    def _add_places(self, path: str, chunks: list[tuple[int, Chunk]]) -> None:
+        """`direct`: where in the tree each chunk goes (known before it is asked for)."""
+        with self._lock:
+            for offset, chunk in chunks:
+                self._places.setdefault(chunk.sha256, set()).add((path, offset))
+                self._sizes[chunk.sha256] = chunk.size
 
     # -- pass 2 --------------------------------------------------------------------------
 
@@ -245,12 +374,22 @@ class Writer:
                 finally:
                     os.close(fd)
             return
-        if plan.runs:
+        if self.direct:
+            if any(chunk.sha256 not in self._fetched for _, chunk in plan.new):
+                self._open_and(parents, entry, lambda fd: self._from_store(fd, plan), sync=False)
+        elif plan.runs:
             self._open_and(parents, entry, lambda fd: self._patch(fd, plan))
         else:
             self._open_and(parents, entry, lambda fd: self._stream(fd, entry))
 
-    def _open_and(self, parents: ParentCache, entry: Entry, work: Callable[[int], None]) -> None:
+    def _open_and(
+        self,
+        parents: ParentCache,
+        entry: Entry,
+        work: Callable[[int], None],
+        *,
+        sync: bool = True,
+    ) -> None:
         parent, name = posixpath.split(entry.path)
         try:
             fd = os.open(name, WRITE_FLAGS, dir_fd=parents.open(parent))
@@ -258,10 +397,77 @@ class Writer:
             raise MaterializeError(f"cannot open file {entry.path!r}: {error.strerror}") from error
         try:
             work(fd)
-            if self.durable:
+            if sync and self.durable:
                 _sync(fd, entry)
         finally:
             os.close(fd)
+
+    def _from_store(self, fd: int, plan: FilePlan) -> None:
+        """`direct`: the new chunks of a file that the store holds (verified on read), each
+        at its place; one the store lost or refused since is fetched instead."""
+        for offset, chunk in plan.new:
+            if chunk.sha256 in self._fetched:
+                continue  # the swarm writes it
+            try:
+                data = self.store.get(chunk.sha256, chunk.size)
+            except ChunkError:
+                with self._lock:
+                    self._fetched.add(chunk.sha256)
+                self.swarm.want([chunk], first=True)
+                continue
+            self._write_at(fd, plan.entry, offset, chunk, data)
+            with self._lock:
+                self._landed.add((plan.entry.path, offset))
+            self.assembly.from_store += len(data)
+
+    def _open(self, path: str) -> int:
+        """The staging tree's file `path`, opened for writing (from the landing thread)."""
+        parent, name = posixpath.split(path)
+        try:
+            parent_fd = open_dir(self._staging_fd, parent)
+            try:
+                return os.open(name, WRITE_FLAGS, dir_fd=parent_fd)
+            finally:
+                os.close(parent_fd)
+        except OSError as error:
+            raise MaterializeError(f"cannot open file {path!r}: {error.strerror}") from error
+
+    def _write_at(self, fd: int, entry: Entry, offset: int, chunk: Chunk, data: bytes) -> None:
+        try:
+            _pwrite_all(fd, data, offset)
+        except OSError as error:
+            raise MaterializeError(
+                f"cannot write file {entry.path!r} at chunk {_index_at(entry, offset)} "
+                f"({chunk.sha256}): {error.strerror}"
+            ) from error
+
+    def _entry(self, path: str) -> Entry:
+        return self.plans[path].entry
+
+    def _sweep(self) -> None:
+        """`direct`: every place written, else those chunks fetched again, then refused."""
+        for attempt in range(2):
+            with self._lock:
+                left = {
+                    chunk.sha256: chunk
+                    for plan in self.plans.values()
+                    for offset, chunk in plan.new
+                    if (plan.entry.path, offset) not in self._landed
+                }
+            if not left:
+                return
+            if attempt:
+                digest, chunk = next(iter(left.items()))
+                raise MaterializeError(
+                    f"chunk {digest} ({chunk.size} bytes) was not written in every place of "
+                    f"the tree that needs it ({len(left)} chunks left unwritten)"
+                )
+            with self._lock:
+                self._fetched.update(left)
+            self.swarm.want(list(left.values()), first=True)
+            self.swarm.finish(self.progress)
+            if self._lander is not None:
+                self._lander.flush()
 
     def _stream(self, fd: int, entry: Entry) -> None:
         """A file with nothing reused: written in order, its whole digest checked too."""
@@ -324,6 +530,81 @@ class Writer:
             self.assembly.from_store += len(data)
             return data
         raise AssertionError("unreachable")
+
+
+class _Lander:
+    """One thread that writes arrived chunks into the tree (`direct`): the fetching threads
+    hand them over and go back to receiving, instead of queueing on the file's lock while the
+    disk takes its time. At most LANDING_BYTES wait; a full queue makes the fetching threads
+    wait (back-pressure). What writing one chunk raises is raised to whoever hands over the
+    next, and by `flush`."""
+
+    def __init__(self, write: Callable[[Chunk, bytes], None]) -> None:
+        self._write = write
+        self._changed = threading.Condition()
+        self._pending: deque[tuple[Chunk, bytes]] = deque()
+        self._bytes = 0
+        self._stopping = False
+        self._error: MaterializeError | None = None
+        self._thread = threading.Thread(target=self._run, name="land", daemon=True)
+        self._thread.start()
+
+    def put(self, chunk: Chunk, data: bytes) -> None:
+        with self._changed:
+            while self._bytes and self._bytes + len(data) > LANDING_BYTES and not self._error:
+                self._changed.wait()
+            self._raise()
+            self._pending.append((chunk, data))
+            self._bytes += len(data)
+            self._changed.notify_all()
+
+    def waiting(self, digest: str) -> bytes | None:
+        """The bytes of a chunk handed over and not yet written, if it is one."""
+        with self._changed:
+            return next((data for chunk, data in self._pending if chunk.sha256 == digest), None)
+
+    def flush(self) -> None:
+        """Until every chunk handed over is written."""
+        with self._changed:
+            while self._pending and self._error is None:
+                self._changed.wait()
+            self._raise()
+
+    def close(self) -> None:
+        """Write what is left, and end the thread."""
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
+        self._thread.join()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise MaterializeError(str(self._error)) from self._error
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._pending and not self._stopping:
+                    self._changed.wait()
+                if not self._pending or self._error is not None:
+                    return
+                chunk, data = self._pending[0]
+            try:
+                self._write(chunk, data)
+            except MaterializeError as error:
+                failed: MaterializeError | None = error
+            except OSError as error:
+                failed = MaterializeError(f"chunk {chunk.sha256}: {error.strerror}")
+            else:
+                failed = None
+            with self._changed:
+                self._pending.popleft()
+                self._bytes -= len(data)
+                if failed is not None:
+                    self._error = failed
+                    self._pending.clear()
+                    self._bytes = 0
+                self._changed.notify_all()
 
 
 def sync_folders(staging_fd: int, manifest: ArtifactManifest) -> None:

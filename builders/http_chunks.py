@@ -5,6 +5,10 @@
     GET|HEAD /manifests/<64 hex>    -> 200 + the manifest bytes of sha256:<hex>, 404, 400
     GET|HEAD <a page's path>        -> 200 + what the owner's `pages` callable returns
 
+`trees` (a node's `builders.sealed_trees.SealedTrees`) serves the chunks the store lacks from
+the node's installed trees, as ranges of files whose seals hold (hashed before they are sent,
+as the store's are), and from a tree while it is being written.
+
 `pages` lets the owner of a server add a few read-only routes of its own (the node agent's
 `/metrics`): path -> a callable giving (content type, body), called per request from the
 handler's thread, under the same limits as every other request; what it raises is a 500.
@@ -14,7 +18,8 @@ nothing it receives: materialization hashes every chunk again and gates every ma
 id. Both bound every exchange in bytes and in time: the client through `qss.http_client` (a
 total deadline per request, a response limit), the server through `qss.serving` (a deadline
 per request, a cap on connections). `rate_limit` paces all response bodies together (bytes
-per second over every connection), so a benchmark on one machine can emulate a network link.
+per second over every connection, in slices of 256 KiB), so a benchmark on one machine can
+emulate a network link.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from builders.chunks import (
     ChunkCorrupt,
     ChunkError,
     ChunkMissing,
+    ChunkSource,
     ChunkStore,
     SourceUnavailable,
     check_digest,
@@ -48,7 +54,7 @@ from qss.serving import Background, BoundedHandler, ServingLimits, TrackedServer
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 60.0  # seconds for one whole request, from connecting to the last byte
-_SLICE = 64 * 1024
+_SLICE = 256 * 1024  # bytes booked on the emulated link at a time
 _ROUTE = re.compile(r"/(chunks|manifests)/([^/]*)")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _ID = re.compile(r"sha256:[0-9a-f]{64}")
@@ -164,8 +170,10 @@ class _Server(TrackedServer):
         rate: float | None,
         limits: ServingLimits,
         pages: Mapping[str, Page],
+        trees: ChunkSource | None,
     ) -> None:
         self.store = store
+        self.trees = trees
         self.rate = rate
         self.pages = dict(pages)
         self.link_lock = threading.Lock()
@@ -176,11 +184,14 @@ class _Server(TrackedServer):
         """Book `size` bytes on the one emulated link all responses share; when they are sent.
 
         One booking clock for every connection: parallel fetches share the rate, as they would
-        share a real link, instead of each getting it whole.
+        share a real link, instead of each getting it whole. A sender that wakes up late (by
+        at most one slice's time) books from where the link stopped, as its data would have
+        waited in the socket's queue for a real link: the link is not idled by a busy host.
         """
         assert self.rate is not None
         with self.link_lock:
-            begin = max(time.monotonic(), self.link_free_at)
+            now = time.monotonic()
+            begin = max(now - _SLICE / self.rate, self.link_free_at)
             self.link_free_at = begin + size / self.rate
             return self.link_free_at
 
@@ -247,11 +258,18 @@ class _Handler(BoundedHandler, BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _chunk(self, digest: str) -> None:
-        store = self.server.store
+        store, trees = self.server.store, self.server.trees
         if self.command == "HEAD":
-            self._reply(200 if store.has(digest) else 404, b"")
-        else:
-            self._reply(200, store.get(digest))
+            held = store.has(digest) or (trees is not None and trees.has(digest))
+            self._reply(200 if held else 404, b"")
+            return
+        try:
+            data = store.get(digest)
+        except (ChunkMissing, ChunkCorrupt):
+            if trees is None:
+                raise
+            data = trees.get(digest)  # ChunkMissing: in no sealed tree either
+        self._reply(200, data)
 
     def _manifest(self, digest: str) -> None:
         artifact_id = f"sha256:{digest}"
@@ -300,7 +318,8 @@ class ChunkServer:
     """Serves `store` over HTTP from a background thread. `start()` binds (port 0: any free
     port) and sets `.url`; `stop()` ends every connection and joins every thread. `limits`
     bound what one client may hold: connections, and the time of each request. `pages` adds
-    GET routes of the owner's (see the module): a path outside /chunks/ and /manifests/."""
+    GET routes of the owner's (see the module): a path outside /chunks/ and /manifests/.
+    `trees`: what the store lacks is served from there (see the module)."""
 
     def __init__(
         self,
@@ -310,6 +329,7 @@ class ChunkServer:
         rate_limit: float | None = None,
         limits: ServingLimits = ServingLimits(),  # noqa: B008 - frozen, shared safely
         pages: Mapping[str, Page] | None = None,
+        trees: ChunkSource | None = None,
     ) -> None:
         if rate_limit is not None and rate_limit <= 0:
             raise ChunkError(f"rate_limit must be positive bytes per second, got {rate_limit}")
@@ -321,6 +341,7 @@ class ChunkServer:
                 )
         self.pages = dict(pages or {})
         self.store = store
+        self.trees = trees
         self.host = host
         self.port = port
         self.rate_limit = rate_limit
@@ -337,7 +358,12 @@ class ChunkServer:
             raise ChunkError(f"chunk server at {self.url} is already started")
         try:
             server = _Server(
-                (self.host, self.port), self.store, self.rate_limit, self.limits, self.pages
+                (self.host, self.port),
+                self.store,
+                self.rate_limit,
+                self.limits,
+                self.pages,
+                self.trees,
             )
         except OSError as error:
             raise ChunkError(

@@ -14,7 +14,10 @@ Where the bytes come from, cheapest first: hard links to unchanged files and ker
 (reflinks where the filesystem has them) of unchanged ranges of installed versions whose seals
 hold (`builders.reuse`, `builders.seal`; only with `seals`); chunks of the verified local
 store; chunks fetched from every source at once (`builders.swarm`), each verified on
-arrival, while the tree is being written. A source that cannot be reached or stalls is
+arrival, while the tree is being written. With `seals` (a node), fetched chunks go straight
+into the tree, not into the store (`builders.assemble`, `direct`): the node keeps one copy
+and serves it from the sealed tree (`builders.sealed_trees`; `serving` lends it the tree
+while it is written). A source that cannot be reached or stalls is
 reported once through `on_problem` and tried last from then on; one that sends wrong bytes is
 dropped; a chunk no source delivers raises ChunkUnavailable naming what each said. `on_chunk`
 hears where each chunk came from, once verified: `store` for those held already (in the store
@@ -53,6 +56,7 @@ from builders.faults import ChunkUnavailable, MaterializeError, TreeMismatch
 from builders.manifest import ArtifactManifest, Entry, EntryType, decode
 from builders.reuse import find_bases, keep_what_holds, plan_files
 from builders.seal import forget_seal, read_boot_id, read_seal, tree_facts, write_seal
+from builders.sealed_trees import SealedTrees
 from builders.swarm import HEDGE_AFTER, Arrival, Swarm
 
 __all__ = [
@@ -64,6 +68,7 @@ __all__ = [
     "Progress",
     "TreeMismatch",
     "materialize",
+    "sweep_staging",
     "verify_tree",
 ]
 
@@ -105,6 +110,7 @@ def materialize(
     hedge_after: float = HEDGE_AFTER,
     deadline: float | None = None,
     on_assembled: Callable[[Assembly], None] | None = None,
+    serving: SealedTrees | None = None,
 ) -> Path:
     """Make `artifacts_root/<hex>` hold exactly the artifact `artifact_id` and point `current`
     at it (`switch=False` pre-stages the next version and leaves `current` alone); returns that
@@ -114,8 +120,9 @@ def materialize(
     of seals (see the module) that lets installed versions be trusted without hashing and
     reused; `boot_id` this boot's (read from the system by default). `hedge_after`: seconds
     before a slow request is asked of a second source too; `deadline`: seconds for the whole
-    transfer. `on_assembled` hears how the bytes were got. Raises ManifestRefused or
-    MaterializeError."""
+    transfer. `on_assembled` hears how the bytes were got. `serving`: the node's chunk server's
+    view of its trees, which serves the chunks of this one while it is written. Raises
+    ManifestRefused or MaterializeError."""
     manifest = decode(manifest_bytes, artifact_id, allow_symlinks=allow_symlinks)
     if workers < 1:
         raise MaterializeError(f"workers must be at least 1, got {workers}")
@@ -155,11 +162,19 @@ def materialize(
                     durable=durable,
                     progress=None,
                     on_chunk=on_chunk,
+                    direct=seals is not None,
                 )
                 missing = writer.missing()
                 writer.progress = _progress_of(missing, progress)
-                swarm.want(missing)
-                _build(root_fd, STAGING_PREFIX + secrets.token_hex(8), manifest, writer, label)
+                if writer.direct:
+                    # Into the tree, not the store: served from it once sealed.
+                    swarm.sink = writer.deliver
+                    writer.fetch = missing  # asked for once the files exist
+                else:
+                    swarm.want(missing)
+                lent = serving.lend(writer) if serving is not None else contextlib.nullcontext()
+                with lent:
+                    _build(root_fd, STAGING_PREFIX + secrets.token_hex(8), manifest, writer, label)
                 writer.assembly.fetched = sum(stats.bytes for stats in swarm.stats)
                 writer.assembly.sources = list(swarm.stats)
             if seals is not None:
@@ -332,6 +347,23 @@ def _switch_current(root_fd: int, final_name: str, label: str) -> None:
         os.fsync(root_fd)
     except OSError as error:
         raise MaterializeError(f"{label}: cannot switch {CURRENT}: {error.strerror}") from error
+
+
+def sweep_staging(root: Path) -> list[str]:
+    """Remove what materializations killed mid-way left under `root` (staging folders, trees
+    set aside): only for a caller that holds `root` alone, so that none is still being
+    written. Returns the names removed; a missing `root` holds none."""
+    try:
+        root_fd = os.open(root, _DIR_FLAGS)
+    except FileNotFoundError:
+        return []
+    try:
+        left = sorted(name for name in os.listdir(root_fd) if name.startswith(STAGING_PREFIX))
+        for name in left:
+            _remove(root_fd, name)
+        return left
+    finally:
+        os.close(root_fd)
 
 
 def _remove(root_fd: int, name: str) -> None:

@@ -24,6 +24,13 @@ What a source does wrong decides what happens to it, for this transfer:
 
 A chunk that every source has failed makes the transfer fail at once (ChunkUnavailable,
 naming what each source said), as does a store that cannot keep what arrived.
+
+With a `sink`, verified bytes go there instead of into the store: a cold materialization
+writes each chunk straight into its tree (hashed once, on arrival, and written once), and the
+node serves it from the sealed tree once installed (`builders.sealed_trees`). The sink is
+called once per chunk, from the fetching thread, with bytes that hash to the chunk's name;
+what it raises fails the transfer. Asked again for a chunk delivered already, the swarm
+fetches it again (it is not in the store).
 """
 
 from __future__ import annotations
@@ -77,6 +84,7 @@ class _Want:
     flights: dict[int, float] = field(default_factory=dict)  # source position -> since when
     done: bool = False
     queued: bool = True
+    landing: bool = False  # a verified copy is being handed to the sink
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +108,7 @@ class Swarm:
         on_chunk: Callable[[ChunkSource, int], None] | None = None,
         hedge_after: float = HEDGE_AFTER,
         deadline: float | None = None,
+        sink: Callable[[Chunk, bytes], None] | None = None,
     ) -> None:
         if workers < 1:
             raise MaterializeError(f"workers must be at least 1, got {workers}")
@@ -110,6 +119,7 @@ class Swarm:
         self.on_problem = on_problem
         self.on_chunk = on_chunk
         self.hedge_after = hedge_after
+        self.sink = sink
         self.deadline = None if deadline is None else time.monotonic() + deadline
         self.deadline_seconds = deadline
         self.stats = [SourceStats(source.name) for source in self.sources]
@@ -144,8 +154,9 @@ class Swarm:
                     want = self._wants[chunk.sha256] = _Want(chunk)
                     want.tried.update(dict.fromkeys(self._local, "missing"))
                     fresh.append(want)
-                elif want.done and not self.store.has(chunk.sha256):
-                    # The store lost or refused its copy since: fetched again, from anyone.
+                elif want.done and (self.sink is not None or not self.store.has(chunk.sha256)):
+                    # The store lost or refused its copy since (or, with a sink, it is wanted
+                    # in more places): fetched again, from anyone.
                     want.done, want.queued = False, True
                     want.tried = dict.fromkeys(self._local, "missing")
                     fresh.append(want)
@@ -405,19 +416,35 @@ class Swarm:
                 if not want.flights:
                     self._flying.discard(chunk.sha256)
                 return None
-        try:
-            self.store.put(data, chunk.sha256)
-        except ChunkCorrupt:
-            return f"sent {len(data)} bytes hashing to {digest_of(data)[:16]}"
-        except ChunkError as error:
+        if self.sink is None:
+            try:
+                self.store.put(data, chunk.sha256)
+            except ChunkCorrupt:
+                return f"sent {len(data)} bytes hashing to {digest_of(data)[:16]}"
+            except ChunkError as error:
+                self._fail_keeping(position, want, error)
+                return None
+        else:
+            found = digest_of(data)
+            if found != chunk.sha256:
+                return f"sent {len(data)} bytes hashing to {found[:16]}"
             with self._lock:
+                if want.done or want.landing or self._closing:
+                    want.flights.pop(position, None)
+                    stats.duplicates += 1
+                    if not want.flights:
+                        self._flying.discard(chunk.sha256)
+                    return None
+                want.landing = True
+                # Received: a sink that waits (for the disk) is no stalled request to hedge.
                 want.flights.pop(position, None)
-                if self._failure is None:
-                    self._failure = MaterializeError(
-                        f"chunk {chunk.sha256} (needed by {self.describe(chunk)}): {error}"
-                    )
-                self._changed.notify_all()
-            return None
+                if not want.flights:
+                    self._flying.discard(chunk.sha256)
+            try:
+                self.sink(chunk, data)
+            except (MaterializeError, OSError) as error:
+                self._fail_keeping(position, want, error)
+                return None
         sample = chunk.size / elapsed
         with self._lock:
             stats.rate = (
@@ -429,14 +456,14 @@ class Swarm:
             if _settled(want):  # another source's copy came in while this one was stored
                 stats.duplicates += 1
                 return None
-            want.done = True
+            want.done, want.landing = True, False
             self._open -= 1
             if want.queued:  # never, as it was in flight; kept for safety
                 self._queue.remove(want)
                 want.queued = False
             stats.chunks += 1
             stats.bytes += chunk.size
-            if self._fresh_bytes + len(data) <= FRESH_BYTES:
+            if self.sink is None and self._fresh_bytes + len(data) <= FRESH_BYTES:
                 self._fresh[chunk.sha256] = data
                 self._fresh_bytes += len(data)
             self._arrivals.append(Arrival(chunk, source))
@@ -444,6 +471,17 @@ class Swarm:
         if self.on_chunk is not None:
             self.on_chunk(source, chunk.size)
         return None
+
+    def _fail_keeping(self, position: int, want: _Want, error: Exception) -> None:
+        """The store or the sink could not keep verified bytes: the transfer fails."""
+        with self._lock:
+            want.flights.pop(position, None)
+            if self._failure is None:
+                chunk = want.chunk
+                self._failure = MaterializeError(
+                    f"chunk {chunk.sha256} (needed by {self.describe(chunk)}): {error}"
+                )
+            self._changed.notify_all()
 
     def take(self, chunk: Chunk) -> bytes | None:
         """The verified bytes of a chunk that just arrived, once (None: read the store)."""

@@ -28,6 +28,7 @@ from builders.materialize import (
     verify_tree,
 )
 from builders.seal import read_seal, tree_facts, write_seal
+from builders.sealed_trees import SealedTrees
 from tests.builders.test_materialize import Artifact, snapshot
 from tests.qss.peers import Peer, returns, trickle
 
@@ -117,6 +118,10 @@ class Node:
         self.problems: list[str] = []
         self.also_on_chunk: Callable[[ChunkSource, int], None] = lambda source, size: None
         self._lock = threading.Lock()
+        self.boot = BOOT
+        # What this node's chunk server serves besides its store: its sealed trees, and the
+        # tree being written.
+        self.trees = SealedTrees(self.artifacts, self.seals, self.store, boot_id=lambda: self.boot)
 
     def chunk_from(self, source: ChunkSource, size: int) -> None:
         with self._lock:
@@ -142,14 +147,19 @@ class Node:
             workers=workers,
             switch=switch,
             seals=self.seals,
-            boot_id=boot,
+            boot_id=self._boot(boot),
             durable=False,
             hedge_after=hedge_after,
             deadline=deadline,
             on_problem=self.problems.append,
             on_chunk=self.chunk_from,
             on_assembled=self.assemblies.append,
+            serving=self.trees,
         )
+
+    def _boot(self, boot: str) -> str:
+        self.boot = boot
+        return boot
 
 
 @pytest.fixture
@@ -181,7 +191,8 @@ def test_v2_reuses_v1_in_the_kernel_and_fetches_only_its_new_chunk(
     reused = assembly.reused
     assert reused.cloned + reused.copied + reused.written == len(MODEL_V1) - SIZE
     assert reused.written == 0  # the kernel moved them (or shared their blocks)
-    assert assembly.from_store == SIZE
+    assert assembly.direct == SIZE  # hashed on arrival, written straight into the tree
+    assert assembly.from_store == 0
     tokenizer = "model/tokenizer.json"
     assert (second / tokenizer).stat().st_ino == (first / tokenizer).stat().st_ino
     assert (second / "model/weights.bin").read_bytes() == MODEL_V2
@@ -325,7 +336,8 @@ def test_nothing_sealed_in_another_boot_is_reused(node: Node, peer: ChunkServer)
     assembly = node.assemblies[-1]
     assert assembly.linked_files == 0
     assert assembly.reused.cloned + assembly.reused.copied + assembly.reused.written == 0
-    assert assembly.from_store == len(MODEL_V2) + len(TOKENIZER)  # hashed on the way
+    # v1's chunks went into its tree, not the store: fetched again, hashed on arrival.
+    assert assembly.direct == len(MODEL_V2) + len(TOKENIZER)
     verify_tree(second, v2().manifest)
 
 
@@ -395,7 +407,7 @@ def test_a_node_serves_what_it_holds_while_it_fetches_the_rest(tmp_path: Path, n
     refused: list[str] = []
     with (
         ChunkServer(store, rate_limit=100_000) as upstream,
-        ChunkServer(node.store) as own,  # what this node's peers fetch from
+        ChunkServer(node.store, trees=node.trees) as own,  # what this node's peers fetch from
         HttpChunkSource(upstream.url) as source,
         HttpChunkSource(own.url) as neighbour,
     ):
@@ -403,7 +415,7 @@ def test_a_node_serves_what_it_holds_while_it_fetches_the_rest(tmp_path: Path, n
 
         def on_chunk(origin: ChunkSource, size: int) -> None:
             if origin is source and not served:
-                arrived = next(c for c in chunks if node.store.has(c.sha256))
+                arrived = next(c for c in chunks if node.trees.has(c.sha256))
                 served.append(neighbour.get(arrived.sha256, arrived.size))
                 try:
                     neighbour.get(chunks[-1].sha256)
