@@ -14,9 +14,9 @@ from reconciler.cli.context import output_option, settings
 from reconciler.cli.keygen import refuse_public_key, refuse_public_name
 from reconciler.cli.render import print_json, stdout
 from reconciler.errors import InputError
-from reconciler.node import view
+from reconciler.node import prestage, view
 from reconciler.node.agent import Agent, AgentConfig
-from reconciler.node.identity import NodeKey
+from reconciler.node.identity import MLDSA_SUFFIX, NodeKey
 from reconciler.node.uids import parse_range
 from reconciler.secrets import keys as kem_keys
 from reconciler.store import resolve_store_url
@@ -30,18 +30,26 @@ def group() -> None:
 @group.command("keygen")
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--comment", "-C", default="", help="The comment of the public key line.")
+@click.option(
+    "--hybrid",
+    is_flag=True,
+    help="Also make the key's ML-DSA-65 half (PATH.ml-dsa-65): every record the node signs "
+    "then needs both signatures, which a quantum computer cannot forge together.",
+)
 @output_option
-def keygen(path: Path, comment: str, output: str | None) -> int:
+def keygen(path: Path, comment: str, hybrid: bool, output: str | None) -> int:
     """Make a node key: PATH (0600) and PATH.pub, whose line is `publicKey` in nodes/NAME.yaml,
     and its X-Wing KEM key for sealed secrets: PATH.x-wing (0600) and PATH.x-wing.pub, whose
-    line is `kemPublicKey`."""
+    line is `kemPublicKey`. With --hybrid, also PATH.ml-dsa-65 (0600) and PATH.ml-dsa-65.pub,
+    whose line is `mldsaPublicKey`."""
     refuse_public_name(path)
     for target in (kem_keys.private_path(path), kem_keys.public_path(path)):
         if os.path.lexists(target):  # before the node key is made: all of them or none
             raise InputError(f"{target}: exists; refusing to overwrite a key")
-    key = NodeKey.generate(path, comment)
+    key = NodeKey.generate(path, comment, hybrid=hybrid)
     kem = kem_keys.generate(path, comment)
     kem_line = kem.public_key_line(comment)
+    mldsa_path = path.with_name(path.name + MLDSA_SUFFIX)
     if settings(output).json:
         print_json(
             {
@@ -50,11 +58,23 @@ def keygen(path: Path, comment: str, output: str | None) -> int:
                 "fingerprint": key.fingerprint,
                 "kemKey": str(kem_keys.private_path(path)),
                 "kemPublicKey": kem_line,
+                **(
+                    {"mldsaKey": str(mldsa_path), "mldsaPublicKey": key.mldsa_public_key_line}
+                    if hybrid
+                    else {}
+                ),
             }
         )
     else:
         stdout.print(f"node key {path}, public key {path}.pub ({key.fingerprint})", markup=False)
         stdout.print(f"publicKey: {key.public_key_line}", markup=False)
+        if hybrid:
+            stdout.print(
+                f"ML-DSA-65 half {mldsa_path}, public key {mldsa_path}.pub: its line is "
+                "mldsaPublicKey in nodes/NAME.yaml (records signed with both keys)",
+                markup=False,
+            )
+            stdout.print(f"mldsaPublicKey: {key.mldsa_public_key_line}", markup=False)
         stdout.print(
             f"KEM key {kem_keys.private_path(path)}, public key {kem_keys.public_path(path)}: "
             "its line is kemPublicKey in nodes/NAME.yaml (for sealed secrets)",
@@ -124,6 +144,11 @@ def keygen(path: Path, comment: str, output: str | None) -> int:
               show_default=True,
               help="Seconds between the leader's scrubs of every volume (shares read and "
               "hash-checked; lost ones rebuilt without the data key).")  # fmt: skip
+@click.option("--prestage-budget", default=prestage.DEFAULT_BUDGET, show_default=True,
+              metavar="SIZE|PCT%",
+              help="Disk the artifacts of proposals on their way may take before their quorum "
+              "lands (staged, verified, never run): a size (20Gi), a share of the free disk "
+              "(10%), or 0 for none.")  # fmt: skip
 @click.option("--stop-workloads/--leave-workloads", default=False, show_default=True,
               help="When the agent exits: stop its replicas, or let them run for the next "
               "agent to adopt.")  # fmt: skip
@@ -145,6 +170,7 @@ def run(
     grace: float,
     progress_deadline: float,
     scrub_interval: float,
+    prestage_budget: str,
     stop_workloads: bool,
 ) -> int:
     """Run the node agent until SIGTERM or Ctrl-C: follow the chain, register, campaign, lead
@@ -175,6 +201,7 @@ def run(
         stop_workloads=stop_workloads,
         progress_deadline=progress_deadline,
         scrub_interval=scrub_interval,
+        prestage_budget=prestage.parse_budget(prestage_budget),
     )
     agent = Agent(config)
     stop = threading.Event()

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -327,6 +327,11 @@ class AgentMetrics:
         )
         for origin in ORIGINS:
             self.chunk_bytes.labels(origin)
+        self.staged_bytes = Gauge(
+            "circle_artifact_staged_bytes",
+            "Bytes of pre-staged artifacts: proposals' trees staged before their quorum landed.",
+            registry=registry,
+        )
         self.secret_releases = Counter(
             "circle_secret_releases_total",
             "Secrets released to a replica as it started, by workload and secret.",
