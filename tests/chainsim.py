@@ -1,20 +1,23 @@
 """`ChainSimulator`: a real circle repository (pygit2) with generated members, for chain tests
 and the chain benchmark. Commits, forks, resets and approvals are real Git objects; approvals are
-real SSHSIG signatures filed in the approvals ref exactly as `circle approve` files them."""
+real SSHSIG signatures (and, for members given an ML-DSA-65 key, real ML-DSA envelopes) filed in
+the approvals ref exactly as `circle approve` files them."""
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pygit2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey
+from pygit2.enums import FileMode
 
 from builders import sshsig
-from reconciler.chain import approvals
+from reconciler.chain import approvals, mldsa
 from reconciler.chain.statements import NAMESPACE, Approval
 from reconciler.chain.trees import TreeReader, commit_of
 from reconciler.chain.values import Introduction, NodeState, sha256
@@ -23,35 +26,58 @@ from tests.conftest import EXAMPLE
 
 NOW = 1_700_000_100
 _AUTHOR = pygit2.Signature("sim", "sim@example.org", 1_700_000_000, 0)
-_DOCUMENTS = ("circle.yaml", "nodes", "workloads", "builds", "volumes")
+_DOCUMENTS = ("circle.yaml", "nodes", "workloads", "builds", "volumes", "secrets")
 
 
-def circle_policy(keys: dict[str, Ed25519PrivateKey], version: int = 1) -> bytes:
-    """The example circle.yaml with its owners' keys replaced by `keys`' public halves."""
+def circle_policy(
+    keys: dict[str, Ed25519PrivateKey],
+    version: int = 1,
+    *,
+    pq: Mapping[str, MLDSA65PrivateKey] | None = None,
+    signatures: Mapping[str, str] | None = None,
+) -> bytes:
+    """The example circle.yaml with its owners' keys replaced by `keys`' public halves; the
+    members of `pq` also hold those ML-DSA-65 keys (listed after their SSH key), and each rule
+    named in `signatures` counts signatures as it says (`classic`, `hybrid`, `post-quantum`)."""
     text = (EXAMPLE / "circle.yaml").read_text()
     for name, key in keys.items():
-        text = re.sub(
-            rf"ssh-ed25519 \S+ {name}@example-circle",
-            sshsig.public_key_line(key, f"{name}@test"),
-            text,
-        )
+        line = sshsig.public_key_line(key, f"{name}@test")
+        if pq and name in pq:
+            mldsa_line = mldsa.public_key_line(pq[name], f"{name}@pq")
+            line += f"\n      - type: ml-dsa-65\n        key: {mldsa_line}"
+        text = re.sub(rf"ssh-ed25519 \S+ {name}@example-circle", line, text)
+    for rule, mode in (signatures or {}).items():
+        text, found = re.subn(rf"(    - name: {rule}\n)", rf"\g<1>      signatures: {mode}\n", text)
+        assert found == 1, f"the example has no rule {rule}"
     return text.replace("version: 1\n", f"version: {version}\n").encode()
 
 
 class ChainSimulator:
     """One circle: members alice, bob, carol (the example's policy: governance 3 of 3,
-    workloads 2, everything else 2), plus `mallory`, who is no member."""
+    workloads 2, everything else 2), plus `mallory`, who is no member.
 
-    def __init__(self, root: Path) -> None:
+    The members named in `pq` also hold an ML-DSA-65 key (`self.pq`; mallory always has one
+    too), and the rules named in `signatures` count signatures as it says, e.g.
+    `{"workloads": "hybrid"}`: the circle is introduced with that policy."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        pq: Iterable[str] = (),
+        signatures: Mapping[str, str] | None = None,
+    ) -> None:
         self.keys = {n: Ed25519PrivateKey.generate() for n in ("alice", "bob", "carol", "mallory")}
+        self.pq = {n: MLDSA65PrivateKey.generate() for n in dict.fromkeys([*pq, "mallory"])}
         self.repo = pygit2.init_repository(str(root), bare=True, initial_head="main")
-        files = {
+        files: dict[str, bytes | None] = {
             str(path.relative_to(EXAMPLE)): path.read_bytes()
             for top in _DOCUMENTS
             for path in sorted((EXAMPLE / top).rglob("*") if top != "circle.yaml" else [])
             if path.is_file()
         }
-        files["circle.yaml"] = circle_policy(self.keys)
+        members = {name: key for name, key in self.pq.items() if name != "mallory"}
+        files["circle.yaml"] = circle_policy(self.keys, pq=members, signatures=signatures)
         self.first = self.commit(files, "the circle", parents=[])
         self.trees = TreeReader(self.repo)
 
@@ -90,7 +116,8 @@ class ChainSimulator:
                 index.remove(path)
             else:
                 mode = modes.get(path, pygit2.GIT_FILEMODE_BLOB)
-                index.add(pygit2.IndexEntry(path, self.repo.create_blob(data), mode))
+                entry = pygit2.IndexEntry(path, self.repo.create_blob(data), FileMode(mode))
+                index.add(entry)
         return index.write_tree(self.repo)
 
     def edit(self, path: str, old: str, new: str, *, ref: str = MAIN, **extra: Any) -> str:
@@ -141,6 +168,12 @@ class ChainSimulator:
     ) -> list[tuple[bytes, str]]:
         return [(statement, sshsig.sign(statement, self.keys[n], namespace)) for n in names]
 
+    def sign_mldsa(
+        self, statement: bytes, *names: str, namespace: str = NAMESPACE
+    ) -> list[tuple[bytes, str]]:
+        """ML-DSA-65 envelopes of `statement` by `names`' ML-DSA keys (`namespace` as context)."""
+        return [(statement, mldsa.sign(statement, self.pq[n], namespace)) for n in names]
+
     def approve(
         self,
         seq: int,
@@ -149,11 +182,12 @@ class ChainSimulator:
         names: Iterable[str],
         *,
         now: int = NOW,
+        pq: Iterable[str] = (),
         **overrides: Any,
     ) -> None:
-        """File approvals of `seq: start -> to` by `names`."""
+        """File approvals of `seq: start -> to` by `names` (SSHSIG) and by `pq` (ML-DSA-65)."""
         data = self.statement(seq, start, to, now=now, **overrides)
-        approvals.add_many(self.repo, self.sign(data, *names))
+        approvals.add_many(self.repo, self.sign(data, *names) + self.sign_mldsa(data, *pq))
 
     def chain(self) -> Chain:
         return Chain(self.repo, self.intro)

@@ -36,6 +36,7 @@ REF = "refs/circle/approvals"
 # An armored SSHSIG is 300 bytes, a sigstore bundle about 6 KiB, an ML-DSA-65 envelope 7.2 KiB.
 MAX_SIGNATURE_BYTES = 64 << 10
 _AUTHOR = pygit2.Signature("circle", "circle@localhost", 0, 0)
+_BLOB = pygit2.enums.ObjectType.BLOB
 
 
 class ApprovalStoreError(CheckFailed):
@@ -289,6 +290,9 @@ def _folder(
     repo: pygit2.Repository, to_tree: pygit2.Tree, prefix: str, signers: Container[str] | None
 ) -> Iterator[StoredApproval]:
     files = {str(entry.name): entry.id for entry in to_tree}
+    # A statement is often filed more than once (one member's SSH and ML-DSA signatures of it,
+    # co-signers of one statement): one blob, read once (its id is its content).
+    statements: dict[pygit2.Oid, bytes | None] = {}
     for name, statement_id in files.items():
         if not name.endswith(".statement"):
             continue
@@ -297,7 +301,10 @@ def _folder(
         signature_id = files.get(name.removesuffix(".statement") + ".sig")
         if signature_id is None:
             continue
-        statement = _blob(repo, statement_id, MAX_STATEMENT_BYTES)
+        if statement_id in statements:
+            statement = statements[statement_id]
+        else:
+            statement = statements[statement_id] = _blob(repo, statement_id, MAX_STATEMENT_BYTES)
         signature = _blob(repo, signature_id, MAX_SIGNATURE_BYTES)
         if statement is None or signature is None:
             continue
@@ -314,10 +321,9 @@ def _blob(repo: pygit2.Repository, oid: pygit2.Oid, limit: int) -> bytes | None:
         kind, size = repo.odb.read_header(oid)
     except (KeyError, ValueError, pygit2.GitError):
         return None
-    if kind != pygit2.enums.ObjectType.BLOB or size > limit:
+    if kind != _BLOB or size > limit:
         return None
-    found: Any = repo.get(oid)
-    return bytes(found.data)
+    return bytes(repo.odb.read(oid)[1])  # the raw object: no Blob made around it
 
 
 def merge(repo: pygit2.Repository, other: pygit2.Oid, *, isolated: bool = False) -> pygit2.Oid:

@@ -227,12 +227,26 @@ class Policies:
     """Policies parsed once per distinct bytes, with their member maps: a walk meets few
     policies and many steps. The parser is `parse_policy` unless another is given."""
 
+    DIGESTS = 64  # policy texts whose sha256 is kept (a walk meets a few, at every step)
+
     def __init__(self, parse: Callable[[bytes], Circle] = parse_policy) -> None:
         self._parse = parse
         self._known: dict[str, Policy] = {}
+        self._digests: dict[bytes, str] = {}
+
+    def digest(self, data: bytes) -> str:
+        """sha256 of the policy text `data`, hashed once per distinct bytes (a step checks the
+        policy in force several times: each a hash of several KiB, which gives up the GIL to
+        the threads that check signatures ahead, and waits to get it back)."""
+        found = self._digests.get(data)
+        if found is None:
+            if len(self._digests) >= self.DIGESTS:
+                self._digests.clear()
+            found = self._digests[data] = sha256(data)
+        return found
 
     def __call__(self, data: bytes) -> Policy:
-        digest = sha256(data)
+        digest = self.digest(data)
         found = self._known.get(digest)
         if found is None:
             circle = self._parse(data)
@@ -246,14 +260,19 @@ class Policies:
         return found
 
 
-def _check_position(intro: Introduction, state: NodeState | None, step: Header) -> None:
+def _check_position(
+    intro: Introduction,
+    state: NodeState | None,
+    step: Header,
+    digest: Callable[[bytes], str] = sha256,
+) -> None:
     if state is None:
         if step.seq != 1 or step.from_commit is not None or step.to_commit != intro.commit:
             raise ForkError(
                 f"the first approved transition must be seq 1 to the introduction's commit "
                 f"{intro.commit[:12]}; got seq {step.seq} to {step.to_commit[:12]}"
             )
-        if sha256(step.policy_in_force) != intro.policy_sha256:
+        if digest(step.policy_in_force) != intro.policy_sha256:
             raise PolicyError("circle.yaml of the first commit does not match the introduction")
         return
     if step.seq <= state.seq:
@@ -268,7 +287,7 @@ def _check_position(intro: Introduction, state: NodeState | None, step: Header) 
             f"seq {step.seq} starts from {str(step.from_commit)[:12]}, not the applied "
             f"{state.commit[:12]}"
         )
-    if sha256(step.policy_in_force) != state.policy_sha256:
+    if digest(step.policy_in_force) != state.policy_sha256:
         raise PolicyError("circle.yaml at the applied commit does not match the node's state")
 
 
@@ -379,9 +398,15 @@ def _signers(
         step.to_tree, in_force.sha256,
     )  # fmt: skip
     lifetime = in_force.circle.consensus.approval_lifetime
+    # The same statement bytes come several times (one member's classic and ML-DSA signatures
+    # of it, co-signers of one statement): decoded once (a refused one is decoded, and refused,
+    # each time).
+    decoded: dict[bytes, statements.Approval] = {}
     for index, item in enumerate(evidence, start=1):
         try:
-            approval = statements.decode(item.statement)
+            approval = decoded.get(item.statement)
+            if approval is None:
+                approval = decoded[item.statement] = statements.decode(item.statement)
             found = (
                 approval.circle, approval.introduction, approval.ref, approval.seq,
                 approval.from_commit, approval.to_commit, approval.to_tree,
@@ -569,7 +594,7 @@ class Verifier:
     def place(self, state: NodeState | None, step: Header) -> Policy:
         """Rules 1 and 2: the transition's place, and the policy in force, parsed only once
         its bytes are the ones the state (or the introduction) pins."""
-        _check_position(self.intro, state, step)
+        _check_position(self.intro, state, step, self.policies.digest)
         return self.policies(step.policy_in_force)
 
     def vouch(
@@ -637,7 +662,7 @@ class Verifier:
         _check_tree(in_force.circle, step)
         counted, wrong_tree = _same_tree(counted, step.tree_sha256)
         excluded += wrong_tree
-        next_state = NodeState(step.to_commit, step.seq, sha256(step.policy_to))
+        next_state = NodeState(step.to_commit, step.seq, self.policies.digest(step.policy_to))
         policy_changed = POLICY_FILE in step.changed
         evolution = policy_changed and state is not None
 
