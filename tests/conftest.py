@@ -78,6 +78,22 @@ def copy_example(destination: Path) -> Path:
     return destination
 
 
+def without_secrets(repo: Path) -> None:
+    """Take the example's sealed secret out of a copy: secrets/, the workload's `secrets:`,
+    the nodes' kemPublicKey lines and the volume's recipients (who need them), as the example
+    was before it had one (for the tests of sealing itself)."""
+    shutil.rmtree(repo / "secrets")
+    workload = repo / "workloads" / "langid.yaml"
+    text = workload.read_text(encoding="utf-8")
+    workload.write_text(text[: text.index("# The API key of its admin endpoint")], encoding="utf-8")
+    for node in (repo / "nodes").glob("*.yaml"):
+        lines = node.read_text(encoding="utf-8").splitlines(keepends=True)
+        node.write_text("".join(x for x in lines if not x.startswith("kemPublicKey: ")))
+    volume = repo / "volumes" / "model-data.yaml"
+    text = volume.read_text(encoding="utf-8")
+    volume.write_text(text[: text.index("# Shared with every admitted node")], encoding="utf-8")
+
+
 @pytest.fixture
 def example(tmp_path: Path) -> Path:
     """A private copy of example-circle-repo that a test may change."""

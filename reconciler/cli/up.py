@@ -33,6 +33,8 @@ from reconciler.node import sandbox, view
 from reconciler.store import StoreError, open_store
 
 EXAMPLE = "example-circle-repo"
+# The example service's admin endpoint, which answers only with the API key the owners hold.
+ADMIN_WORKLOAD, ADMIN_SECRET, ADMIN_PATH = "langid", "langid-api-key", "/v1/usage"
 
 
 def dir_option(function: click.decorators.FC) -> click.decorators.FC:
@@ -162,6 +164,7 @@ def down_command(folder: Path | None, purge: bool, output: str | None) -> int:
         running = [a for n in nodes if (a := agents.find(site, n))]
         killed = agents.stop(site, running, timeout=agents.GRACE + 15)
         released = agents.release_replicas(record) if record is not None else 0
+        agents.release_secrets(site, nodes)  # the values go with the replicas that had them
         if purge:
             remove_tree(site.root)
     if settings(output).json:
@@ -228,6 +231,7 @@ def _make(
         created_at=int(time.time()),
         progress_deadline=intervals[0],
         scrub_interval=intervals[1],
+        secrets=made.secrets,
     )
     site.write_record(record)
     (site.root / MAKING).unlink()
@@ -372,6 +376,20 @@ def _tell(site: Site, record: Record, seen: Snapshot | None) -> None:
             if workload.description:
                 stdout.print(f"  # {workload.name}: {workload.description}", markup=False)
             stdout.print(f"  curl -s http://{address}{workload.health_path or '/'}", markup=False)
+            if workload.name == ADMIN_WORKLOAD and ADMIN_SECRET in record.secrets:
+                stdout.print(
+                    f'  curl -s -H "Authorization: Bearer $(cat {site.secret_value(ADMIN_SECRET)})"'
+                    f" http://{address}{ADMIN_PATH}    # its admin endpoint, with the API key",
+                    markup=False,
+                )
+    if record.secrets:
+        stdout.print(
+            "\nSecrets sealed to the nodes at genesis (the values only the owners hold; "
+            "each release is a SecretReleased event):",
+            markup=False,
+        )
+        for name in record.secrets:
+            stdout.print(f"  {name}: {site.secret_value(name)}", markup=False)
     owners = record.owners[:2]
     stdout.print("\nPropose a change and co-sign it with two demo owners' keys:", markup=False)
     stdout.print(f"  cd {site.repo}", markup=False)
@@ -412,6 +430,7 @@ def _status_json(site: Site, record: Record, seen: Snapshot | None) -> dict[str,
         "repo": str(site.repo),
         "store": site.store_url,
         "owners": {name: str(site.owner_key(name)) for name in record.owners},
+        "secrets": {name: str(site.secret_value(name)) for name in record.secrets},
         "agents": agents_json,
         "converged": seen is not None and seen.converged,
         "leader": seen.leader if seen else None,

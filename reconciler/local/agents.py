@@ -8,7 +8,8 @@ reboot is never signalled.
 
 Agents stop their replicas when they stop (`--stop-workloads`); an agent killed with SIGKILL
 leaves them running, and the next agent of that node adopts them. `circle down` stops the
-agents, then kills what is left in the circle's control groups.
+agents, then kills what is left in the circle's control groups and takes away the secrets
+tmpfs such replicas had.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from reconciler.errors import InputError
 from reconciler.files import read_bounded
 from reconciler.local.make import MAX_NODES
 from reconciler.local.site import Record, Site
+from reconciler.node import secrets as secret_files
 from reconciler.node.cgroups import Cgroups
 
 UID_FIRST = 500_000  # above the agent's default range (420000-429999)
@@ -62,7 +64,7 @@ def command(site: Site, record: Record, node: str) -> list[str]:
         "--state", str(site.node_dir(node)), "--key", str(site.node_key(node)),
         "--store", site.store_url, "--ttl", str(record.ttl), "--keepalive", f"{keepalive:g}",
         "--address", "http://127.0.0.1:0", "--artifact-source", str(site.chunks),
-        "--storage-key", str(site.storage_key), "--uids", f"{first}-{first + UIDS_PER_NODE - 1}",
+        "--uids", f"{first}-{first + UIDS_PER_NODE - 1}",  # no --storage-key: volumes are shared
         "--cgroup-parent", record.cgroup_parent, "--grace", str(GRACE), "--stop-workloads",
         "--progress-deadline", f"{record.progress_deadline:g}",
         "--scrub-interval", f"{record.scrub_interval:g}",
@@ -184,6 +186,23 @@ def release_replicas(record: Record) -> int:
             with contextlib.suppress(OSError):
                 folder.rmdir()
                 released += folder != base
+    return released
+
+
+def release_secrets(site: Site, nodes: tuple[str, ...]) -> int:
+    """Unmount the secrets tmpfs left behind in each node's folder (by replicas of an agent
+    killed with SIGKILL, which no agent of that node took away since): how many. Call it once
+    their replicas are gone (`release_replicas`)."""
+    released = 0
+    for node in nodes:
+        state = site.node_dir(node)
+        for workload, slot in secret_files.leftovers(state):
+            folder = secret_files.folder_of(state, workload, slot)
+            try:
+                secret_files.unmount_secrets(folder)
+            except OSError as error:
+                raise InputError(f"{folder}: cannot take the secrets away: {error}") from None
+            released += 1
     return released
 
 

@@ -4,15 +4,19 @@ starts over):
 
 1. check the repository (`circle validate`'s rules): a circle that does not validate is refused
    with its problems;
-2. keys: one demo key per owner (members of `circle.yaml`) and one per node, never the
-   repository's own public keys;
+2. keys: one demo key per owner (members of `circle.yaml`) and one node key and one X-Wing
+   KEM key per node, never the repository's own public keys;
 3. the desired state: a copy of the repository's files with those keys written into
-   `circle.yaml` and `nodes/` (comments kept), the node set cut or grown to `--nodes`, and each
+   `circle.yaml` and `nodes/` (comments kept), the node set cut or grown to `--nodes`, every
+   secret sealed anew to those nodes with a new random value that the owners hold (DIR/keys/
+   owners/NAME.secret: the repository's own copies are sealed to keys DIR never has), and each
    volume backend moved to a folder of its own in DIR/qss; the copy is validated again;
 4. the repository: DIR/circle, one commit on main, whose genesis the demo owners approve one by
    one until the policy's own quorum is met; the introduction the nodes pin;
 5. the builds, into DIR/chunks, each checked against the digest its document locks;
-6. the volumes: a storage key, and every object a build makes put into its volume's backends.
+6. the volumes: a storage key, and every object a build makes put into its volume's backends,
+   shared with the nodes its `recipients` names (their KEM keys open it: the agents are given
+   no storage key).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import io
 import itertools
 import json
 import os
+import secrets
 import shutil
 import time
 from collections.abc import Callable
@@ -44,6 +49,10 @@ from reconciler.errors import InputError
 from reconciler.files import remove_tree
 from reconciler.local.site import MAKING, Site
 from reconciler.node.identity import NodeKey
+from reconciler.node.volumes import volume_recipients
+from reconciler.secrets import keys as kem_keys
+from reconciler.secrets import seal as sealing
+from reconciler.secrets import xwing
 
 Say = Callable[[str], None]
 MAX_NODES = 26
@@ -57,6 +66,7 @@ class Made:
     nodes: tuple[str, ...]
     owners: tuple[str, ...]
     approved_by: tuple[str, ...]
+    secrets: tuple[str, ...] = ()  # sealed anew; the owners hold each value (Site.secret_value)
 
 
 def make_circle(source: Path, site: Site, nodes: int | None, say: Say) -> Made:
@@ -76,11 +86,13 @@ def make_circle(source: Path, site: Site, nodes: int | None, say: Say) -> Made:
     say(f"keys for {len(owners)} owners and {len(wanted)} nodes")
     owner_lines = {name: _new_key(site.owner_key(name), f"{name}@circle-up") for name in owners}
     node_lines = {name: _new_key(site.node_key(name), f"{name}@circle-up") for name in wanted}
+    kem_lines = {name: _new_kem_key(site.node_key(name), f"{name}@circle-up") for name in wanted}
 
     say("the desired state, with the demo keys")
     shutil.copytree(source, site.repo, ignore=_IGNORED, symlinks=True)
     _write_owner_keys(site.repo / "circle.yaml", owner_lines)
-    _write_nodes(site.repo / "nodes", sorted(original.nodes), wanted, node_lines)
+    _write_nodes(site.repo / "nodes", sorted(original.nodes), wanted, node_lines, kem_lines)
+    sealed = seal_anew(site.repo, original, kem_lines, site.secret_value)
     _move_backends(site.repo / "volumes", site.qss, wanted)
     state = _checked(site.repo, "the demo copy")
 
@@ -106,7 +118,7 @@ def make_circle(source: Path, site: Site, nodes: int | None, say: Say) -> Made:
         say(f"volume {name}: objects into Quantum Safe Storage")
         _fill_volume(state, name, site, chunks)
     assert state.circle is not None
-    return Made(state.circle.document.id, tuple(wanted), owners, signers)
+    return Made(state.circle.document.id, tuple(wanted), owners, signers, sealed)
 
 
 def approve_by_quorum(repo_dir: Path, keys: dict[str, Path]) -> tuple[str, ...]:
@@ -168,6 +180,11 @@ def _new_key(path: Path, comment: str) -> str:
     return NodeKey.generate(path, comment).public_key_line
 
 
+def _new_kem_key(node_key: Path, comment: str) -> str:
+    """The X-Wing key beside the node key (NAME.x-wing, 0600): its `kemPublicKey` line."""
+    return kem_keys.generate(node_key, comment).public_key_line(comment)
+
+
 def _yaml() -> YAML:
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
@@ -200,7 +217,11 @@ def _write_owner_keys(policy: Path, lines: dict[str, str]) -> None:
 
 
 def _write_nodes(
-    folder: Path, existing: list[str], wanted: list[str], lines: dict[str, str]
+    folder: Path,
+    existing: list[str],
+    wanted: list[str],
+    lines: dict[str, str],
+    kem_lines: dict[str, str],
 ) -> None:
     """Keep the wanted nodes' documents (with their demo keys), remove the others, and make
     new ones like the last existing node, each in a failure domain of its own."""
@@ -215,12 +236,37 @@ def _write_nodes(
 
         def change(document: Any, name: str = name, new: bool = name not in existing) -> None:
             document["publicKey"] = lines[name]
+            document["kemPublicKey"] = kem_lines[name]
             if new:
                 document["name"] = name
                 document["failureDomain"] = f"site-{name}"
                 document["description"] = f"A node added by circle up --nodes ({name})."
 
         _edit(path, change)
+
+
+def seal_anew(
+    repo: Path, state: DesiredState, kem_lines: dict[str, str], value_file: Callable[[str], Path]
+) -> tuple[str, ...]:
+    """Seal every secret of `state` again in `repo` (secrets/NAME.yaml, its binding and
+    description kept) to the nodes whose KEM keys are `kem_lines` (node -> `x-wing ...` line),
+    each with a new random value written 0600 to `value_file(NAME)` (which must not exist):
+    the names. A repository's own sealed values are for its own nodes' keys, which a copy with
+    new node keys can never open."""
+    for name, loaded in sorted(state.secrets.items()):
+        value = secrets.token_hex(32).encode("ascii")
+        target = value_file(name)
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_atomically(target, value, mode=0o600, exclusive=True)
+        document = loaded.document
+        sealed = sealing.seal(value, sealing.Binding.of(document), kem_lines, document.description)
+        del value  # from here on, in the value file and sealed alone
+        header = [
+            f"Sealed by circle up to nodes {', '.join(sorted(kem_lines))}, with a new value that",
+            "the owners hold; released only to the workloads (and artifacts) below.",
+        ]
+        write_atomically(repo / "secrets" / f"{name}.yaml", sealing.render(sealed, header))
+    return tuple(sorted(state.secrets))
 
 
 def _move_backends(folder: Path, qss: Path, nodes: list[str]) -> None:
@@ -257,6 +303,7 @@ def _fill_volume(state: DesiredState, name: str, site: Site, chunks: ChunkStore)
     their owners hold."""
     volume = wiring.volume_store(state, name)
     key = read_key_file(site.storage_key)
+    shared_with = volume_recipients(state, name)  # its nodes read it with their KEM keys
     staging = site.root / "staging"
     for item in state.volumes[name].document.objects:
         build = state.builds.get(item.build) if item.build is not None else None
@@ -277,5 +324,8 @@ def _fill_volume(state: DesiredState, name: str, site: Site, chunks: ChunkStore)
                 f"volumes/{name}.yaml: object {item.name}: build {item.build}'s artifact has "
                 f"no one file of that name"
             )
-        volume.store.put(chosen[0], storage_key=key, k=volume.k, n=volume.n, name=item.name)
+        volume.store.put(
+            chosen[0], storage_key=key, k=volume.k, n=volume.n, name=item.name,
+            recipients=shared_with, encapsulate=xwing.encapsulate,
+        )  # fmt: skip
     remove_tree(staging)

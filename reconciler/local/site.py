@@ -4,7 +4,9 @@
     DIR/circle/              the owners' repository (the nodes' SOURCE)
     DIR/intro.json           the introduction the nodes pin
     DIR/keys/owners/NAME     demo owners' keys (NAME.pub beside each)
-    DIR/keys/nodes/NAME      node keys
+    DIR/keys/owners/S.secret the value of secret S (0600), which the owners hold: the nodes
+                             have it only sealed, in secrets/S.yaml
+    DIR/keys/nodes/NAME      node keys (NAME.x-wing beside each: the KEM key secrets open with)
     DIR/storage.key          the circle's QSS storage key
     DIR/chunks/              the builds' artifacts (the nodes' artifact source)
     DIR/qss/BACKEND/         one folder per volume backend
@@ -59,6 +61,7 @@ class Record:
     created_at: int
     progress_deadline: float = 600.0  # seconds before a waiting rolling update is Stalled
     scrub_interval: float = 30.0  # seconds between the leader's scrubs of the volumes
+    secrets: tuple[str, ...] = ()  # the secrets sealed anew, whose values DIR holds
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,6 +77,7 @@ class Record:
             "createdAt": self.created_at,
             "progressDeadline": self.progress_deadline,
             "scrubInterval": self.scrub_interval,
+            "secrets": list(self.secrets),
         }
 
 
@@ -111,6 +115,11 @@ class Site:
 
     def owner_key(self, name: str) -> Path:
         return self.root / "keys" / "owners" / name
+
+    def secret_value(self, name: str) -> Path:
+        """Where the owners' copy of secret `name`'s value is (names have no '.', so it never
+        meets an owner's NAME or NAME.pub)."""
+        return self.root / "keys" / "owners" / f"{name}.secret"
 
     def node_key(self, name: str) -> Path:
         return self.root / "keys" / "nodes" / name
@@ -151,6 +160,7 @@ class Site:
                 created_at=int(found["createdAt"]),
                 progress_deadline=float(found.get("progressDeadline", 600.0)),
                 scrub_interval=float(found.get("scrubInterval", 30.0)),
+                secrets=tuple(_text(n) for n in found.get("secrets", [])),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise InputError(

@@ -151,7 +151,7 @@ def _subprocess_env(**overrides: str) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if key not in {"MODEL_PATH", "HOST", "PORT", "PYTHONPATH"}
+        if key not in {"MODEL_PATH", "HOST", "PORT", "API_KEY_FILE", "PYTHONPATH"}
     }
     env["PYTHONPATH"] = str(INFERENCE_DIR)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
@@ -588,6 +588,105 @@ def test_metrics_count_predictions_by_language_in_prometheus_text(tmp_path: Path
         assert 'langid_predictions_total{language="de"} 2' in lines
         assert 'langid_predictions_total{language="fr"} 1' in lines
         assert call(running, "/metrics", method="POST", body=b"{}")[0] == 405
+
+
+API_KEY = "k3y-" + "9f2c41d0a7b85e63" * 4
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_usage_answers_only_with_the_api_key(tmp_path: Path, how: str) -> None:
+    key_file = tmp_path / "api-key"
+    key_file.write_text(API_KEY + "\n")
+    args = ["--model", str(COMMITTED_MODEL), "--port", "0", "--access-log"]
+    env = {}
+    if how == "option":
+        args += ["--api-key-file", str(key_file)]
+    else:
+        env["API_KEY_FILE"] = str(key_file)
+    with running_service(tmp_path, args, env) as running:
+        for text in ("Guten Morgen, wie geht es dir?", "Das Haus ist alt.", "Bonjour à tous"):
+            assert predict(running, {"text": text})[0] == 200
+        assert call(running, "/v1/usage", headers=bearer(API_KEY))[:2] == (
+            200,
+            {"predictions": {"de": 2, "fr": 1}, "total": 3},
+        )
+        for headers in (
+            {},
+            bearer(API_KEY[:-1]),
+            bearer(API_KEY + "0"),
+            bearer(""),
+            {"Authorization": f"Basic {API_KEY}"},
+            {"Authorization": API_KEY},
+            {"Authorization": "Bearer k\u00e9y"},
+        ):
+            status, document, text = call(running, "/v1/usage", headers=headers)
+            assert (status, document) == (
+                401,
+                {"error": "/v1/usage needs the API key: Authorization: Bearer KEY"},
+            ), headers
+            assert API_KEY not in text
+        assert call(running, "/v1/usage", method="POST", body=b"{}")[0] == 405
+        # The open routes stay open.
+        assert call(running, "/healthz")[0] == 200
+        assert call(running, "/v1/model")[0] == 200
+    assert API_KEY not in (tmp_path / "service-stderr.log").read_text()
+
+
+def test_a_refused_usage_request_says_how_to_authenticate(tmp_path: Path) -> None:
+    key_file = tmp_path / "api-key"
+    key_file.write_text(API_KEY)
+    args = ["--model", str(COMMITTED_MODEL), "--port", "0", "--api-key-file", str(key_file)]
+    with running_service(tmp_path, args) as running:
+        request = urllib.request.Request(running.base_url + "/v1/usage")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _OPENER.open(request, timeout=HTTP_TIMEOUT_S)
+        with refused.value as error:
+            assert error.code == 401
+            assert error.headers["WWW-Authenticate"] == 'Bearer realm="langid-admin"'
+
+
+def test_usage_is_off_without_an_api_key(service: Service) -> None:
+    status, document, _ = call(service, "/v1/usage", headers=bearer(API_KEY))
+    assert status == 404
+    assert document == {
+        "error": "/v1/usage is off: the service was started without an API key "
+        "(--api-key-file or API_KEY_FILE)"
+    }
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param(None, "cannot read API key file", id="missing-file"),
+        pytest.param(b"\n", "expected one key of printable ASCII", id="empty"),
+        pytest.param(b"two words\n", "expected one key of printable ASCII", id="space"),
+        pytest.param(b"k\xc3\xa9y", "expected one key of printable ASCII", id="not-ascii"),
+        pytest.param(b"k" * 5000, "over 4096 bytes", id="too-large"),
+    ],
+)
+def test_a_bad_api_key_file_exits_2_with_one_line_that_hides_it(
+    tmp_path: Path, content: bytes | None, message: str
+) -> None:
+    key_file = tmp_path / "api-key"
+    if content is not None:
+        key_file.write_bytes(content)
+    result = subprocess.run(
+        [sys.executable, "-m", "langid_service", "--model", str(COMMITTED_MODEL), "--port", "0",
+         "--api-key-file", str(key_file)],
+        cwd=tmp_path, env=_subprocess_env(), capture_output=True, text=True,
+        timeout=PROCESS_TIMEOUT_S, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert message in result.stderr
+    assert str(key_file) in result.stderr
+    assert "two words" not in result.stderr
+    assert "kkkk" not in result.stderr
 
 
 def test_sigterm_shuts_down_cleanly_after_one_stdout_line(tmp_path: Path) -> None:

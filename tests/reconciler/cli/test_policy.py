@@ -324,8 +324,8 @@ REFUSALS: list[tuple[str, Callable[[World, Path], list[str]], str]] = [
     (
         "unknown-rule",
         lambda w, t: ["rules", "set", "docs", "--threshold", "1"],
-        "no rule docs (rules: governance, workloads, default): to add it, give --paths and "
-        "--threshold",
+        "no rule docs (rules: governance, workloads, secrets, default): to add it, give "
+        "--paths and --threshold",
     ),
 ]
 

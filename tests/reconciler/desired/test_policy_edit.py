@@ -276,7 +276,10 @@ def test_nothing_to_change_returns_the_text_itself() -> None:
         (RotateKey("bob", ALICE), "belongs to member alice already"),
         (RotateKey("bob", DAVE, old=ssh_fingerprint(ALICE)), "bob has no key SHA256:"),
         (RotateKey("bob", DAVE, old=ALICE, keep_old=True), "cannot go with --keep-old"),
-        (SetRule("docs", threshold=1), "no rule docs (rules: governance, workloads, default)"),
+        (
+            SetRule("docs", threshold=1),
+            "no rule docs (rules: governance, workloads, secrets, default)",
+        ),
         (SetRule("default", members=("zed",)), "--members: unknown member 'zed'"),
         (
             SetRule("governance", threshold=9),

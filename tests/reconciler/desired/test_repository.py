@@ -131,7 +131,7 @@ CASES: list[tuple[str, list[tuple[str, str, str]], list[str]]] = [
         "unknown-admission-preset",
         [("circle.yaml", "presets: [baseline]", "presets: [baseline, strictest]")],
         [
-            "circle.yaml:47:23: unknown admission preset 'strictest' "
+            "circle.yaml:54:23: unknown admission preset 'strictest' "
             "(shipped: baseline, gpu-small, production)"
         ],
     ),
@@ -139,7 +139,7 @@ CASES: list[tuple[str, list[tuple[str, str, str]], list[str]]] = [
         "admission-replica-cap",
         [("workloads/langid.yaml", "  max: 4", "  max: 100")],
         [
-            "circle.yaml:47:3: circle admission rules: workloads claim 100 GPUs at full scale; "
+            "circle.yaml:54:3: circle admission rules: workloads claim 100 GPUs at full scale; "
             "the cap is 4",
             "workloads/langid.yaml:20:8: admission preset baseline: 100 replicas exceed the "
             "cap of 64",
@@ -149,7 +149,7 @@ CASES: list[tuple[str, list[tuple[str, str, str]], list[str]]] = [
         "admission-own-gpu-cap",
         [("workloads/langid.yaml", "    count: 1", "    count: 2")],
         [
-            "circle.yaml:47:3: circle admission rules: workloads claim 8 GPUs at full scale; "
+            "circle.yaml:54:3: circle admission rules: workloads claim 8 GPUs at full scale; "
             "the cap is 4",
             "workloads/langid.yaml:29:12: circle admission rules: 2 GPUs per replica exceed "
             "the cap of 1",
@@ -269,7 +269,7 @@ def test_example_circle_is_valid_from_a_real_process() -> None:
 
     assert result.code == 0, result.stdout + result.stderr
     assert result.stdout.splitlines() == [
-        f"{EXAMPLE}: circle example-ai-circle v1, 8 documents valid; 3 members, 3 rules, "
+        f"{EXAMPLE}: circle example-ai-circle v1, 9 documents valid; 3 members, 4 rules, "
         "3 nodes, 1 workload, 2 builds, 1 volume; 0 warnings"
     ]
     assert result.stderr == ""
@@ -282,11 +282,11 @@ def test_validate_json_shape(circle: Callable[..., Result]) -> None:
     assert result.code == 0
     assert report["valid"] is True
     assert report["exitCode"] == 0
-    assert report["documents"] == 8
+    assert report["documents"] == 9
     assert report["problems"] == []
     assert report["counts"] == {
         "members": 3,
-        "rules": 3,
+        "rules": 4,
         "nodes": 3,
         "workloads": 1,
         "builds": 2,

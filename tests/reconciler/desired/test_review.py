@@ -20,7 +20,7 @@ FILES = {
     if path.is_file() and "__pycache__" not in path.parts
 }
 DOCUMENTS = {path: data for path, data in FILES.items() if classify(path)[0] is PathRole.DOCUMENT}
-LANGID_DIGEST = "sha256:ade6e1b2bcd3cfa7b644c1b339dec5060c4186380ac05477377be7ce1c8fd0ef"
+LANGID_DIGEST = "sha256:e80f98d2ab2462473c07787a1e32cf642a48316e0a3ebb068d4a4b2e23375c77"
 
 
 def ssh_key(fill: int, comment: str) -> str:
@@ -57,7 +57,7 @@ CASES: list[tuple[str, tuple[Edit, ...], list[str]]] = [
     (
         "artifact-digest",
         (("workloads/langid.yaml", LANGID_DIGEST, "sha256:" + "cd34" * 16),),
-        ["workload langid: artifact digest sha256:ade6e1b2bcd3… -> sha256:cd34cd34cd34…"],
+        ["workload langid: artifact digest sha256:e80f98d2ab24… -> sha256:cd34cd34cd34…"],
     ),
     (
         "workload-resources-and-autoscale",
@@ -113,7 +113,7 @@ CASES: list[tuple[str, tuple[Edit, ...], list[str]]] = [
     ),
     (
         "rule-threshold",
-        (("circle.yaml", "threshold: 2\n    # Everything", "threshold: 3\n    # Everything"),),
+        (("circle.yaml", "threshold: 2\n    # The sealed", "threshold: 3\n    # The sealed"),),
         ["rule workloads: threshold 2 -> 3"],
     ),
     (
@@ -257,17 +257,19 @@ def test_first_commit_adds_everything() -> None:
         "member carol added (weight 1, 2 keys)",
         "rule default added (threshold 2 of all members, paths [**])",
         "rule governance added (threshold 3 of all members, paths [circle.yaml])",
+        "rule secrets added (threshold 2 of all members, paths [secrets/**])",
         "rule workloads added (threshold 2 of all members, "
         "paths [workloads/**, builds/**, src/**])",
         "node node-a added (site-ghent, cpu 4, memory 8Gi, no GPU)",
         "node node-b added (site-cairo, cpu 4, memory 8Gi, no GPU)",
         "node node-c added (site-dubai, cpu 16, memory 64Gi, 1 GPU (NVIDIA L4 24Gi))",
-        "workload langid added (artifact langid-service sha256:ade6e1b2bcd3…, 2 replicas, "
+        "workload langid added (artifact langid-service sha256:e80f98d2ab24…, 2 replicas, "
         "autoscale 2..4, cpu 500m, memory 256Mi, 1 optional GPU with at least 8Gi)",
         "build langid-model added (builder model, source src/model, lock sha256:9e15cc88f1b9…)",
         "build langid-service added (builder python-app, source src/inference, "
-        "lock sha256:ade6e1b2bcd3…)",
+        "lock sha256:e80f98d2ab24…)",
         "volume model-data added (k/n 4/6, 6 backends, 1 object)",
+        "secret langid-api-key added (for langid, sealed to node-a, node-b, node-c)",
         "file README.md added",
         "file src/model/train.py added",
     ]
@@ -296,7 +298,7 @@ def test_no_change() -> None:
 
 
 def test_short_digest() -> None:
-    assert short_digest(LANGID_DIGEST) == "sha256:ade6e1b2bcd3…"
+    assert short_digest(LANGID_DIGEST) == "sha256:e80f98d2ab24…"
     assert short_digest("ab" * 32) == "abababababab…"
     assert short_digest("sha256:abc") == "sha256:abc"
 

@@ -142,7 +142,7 @@ def test_the_leaders_assignment_for_the_applied_commit_is_accepted(scene: Scene)
         assert time.monotonic() < deadline, status
         time.sleep(0.05)
     assert status.phase is Phase.PENDING
-    assert "no source has the manifest of sha256:ade6e1b2bcd" in status.message
+    assert "no source has the manifest of sha256:e80f98d2ab2" in status.message
     reasons = [e.reason for e in events(scene.store, scene.world)]
     assert "AssignmentAccepted" in reasons
     assert "AssignmentRefused" not in reasons

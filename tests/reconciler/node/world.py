@@ -1,6 +1,7 @@
 """A real circle for the node agent's tests: the example circle with fresh owner keys and one
-node key per node (made by the `circle` command), its first commit approved by every owner, and
-the introduction its nodes pin."""
+node key per node (made by the `circle` command), its secrets sealed anew to those nodes (each
+value in KEYS/NAME.secret), its first commit approved by every owner, and the introduction its
+nodes pin."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.desired.folder import check_circle_dir
+from reconciler.local.make import seal_anew
+from reconciler.secrets import keys as kem_keys
 from tests.conftest import EXAMPLE, Result, git
 
 OWNERS = ("alice", "bob", "carol")
@@ -52,11 +56,17 @@ def make_world(
         line = (keys / f"{name}.pub").read_text().strip()
         text = re.sub(rf"ssh-ed25519 \S+ {name}@example-circle", line, text)
     (repo / "circle.yaml").write_text(text)
+    kem_lines = {}
     for name in NODES:
         assert circle("node", "keygen", str(keys / name), "-C", name).code == 0
         document = repo / "nodes" / f"{name}.yaml"
         line = (keys / f"{name}.pub").read_text().strip()
-        document.write_text(re.sub(r"publicKey: .*", f"publicKey: {line}", document.read_text()))
+        kem_lines[name] = kem_keys.public_path(keys / name).read_text().strip()
+        text = re.sub(r"^publicKey: .*", f"publicKey: {line}", document.read_text(), flags=re.M)
+        document.write_text(
+            re.sub(r"^kemPublicKey: .*", f"kemPublicKey: {kem_lines[name]}", text, flags=re.M)
+        )
+    seal_anew(repo, check_circle_dir(repo).state, kem_lines, lambda name: keys / f"{name}.secret")
     git(root, "init", "-q", "-b", "main", str(repo))
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "the circle")

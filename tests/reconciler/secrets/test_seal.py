@@ -23,7 +23,7 @@ from reconciler.secrets.errors import (
     SecretError,
     WrongRecipient,
 )
-from tests.conftest import copy_example
+from tests.conftest import copy_example, without_secrets
 
 VALUE = b"sk-live-7f3a9c-a-value-no-test-output-may-show"
 DIGEST = "sha256:" + "ab" * 32
@@ -267,6 +267,7 @@ def test_documents_that_are_not_a_secret_are_refused_with_where_and_why(
 
 def _example_with_secret(tmp_path: Path, binding: seal.Binding, nodes: tuple[str, ...]) -> Path:
     repo = copy_example(tmp_path / "circle")
+    without_secrets(repo)
     for name in nodes:
         path = repo / "nodes" / f"{name}.yaml"
         text = path.read_text()

@@ -18,7 +18,7 @@ import pytest
 from reconciler.desired.documents import parse_document
 from reconciler.desired.model import KINDS, Secret
 from reconciler.secrets import keys, seal
-from tests.conftest import Result, git
+from tests.conftest import Result, git, without_secrets
 from tests.reconciler.node.world import NODES, OWNERS, World, make_world
 
 Circle = Callable[..., Result]
@@ -28,7 +28,7 @@ DIGEST = "sha256:ade6e1b2bcd3cfa7b644c1b339dec5060c4186380ac05477377be7ce1c8fd0e
 
 @pytest.fixture
 def world(tmp_path: Path, circle: Circle) -> World:
-    return make_world(tmp_path, circle)
+    return make_world(tmp_path, circle, without_secrets)
 
 
 def publish_kem_keys(world: World, nodes: tuple[str, ...] = NODES) -> None:

@@ -1,10 +1,14 @@
 """Command line: ``python -m langid_service --model PATH --host 127.0.0.1 --port 8080``.
 
-Options fall back to the MODEL_PATH, HOST and PORT environment variables. Once the socket is
-listening, exactly one line ``listening on HOST:PORT`` goes to stdout (``--port 0`` picks a free
-port, so callers read the real one there). SIGTERM or SIGINT shut down cleanly with exit 0; a
-missing or invalid model, or a bad option, prints one line to stderr and exits 2; a port that
-cannot be bound exits 1.
+Options fall back to the MODEL_PATH, HOST, PORT and API_KEY_FILE environment variables. Once
+the socket is listening, exactly one line ``listening on HOST:PORT`` goes to stdout (``--port 0``
+picks a free port, so callers read the real one there). SIGTERM or SIGINT shut down cleanly with
+exit 0; a missing or invalid model or API key file, or a bad option, prints one line to stderr
+and exits 2; a port that cannot be bound exits 1.
+
+``--api-key-file PATH`` turns the admin endpoint (``GET /v1/usage``) on: the file holds the API
+key, one line of printable ASCII (a circle releases it at /run/secrets/NAME and names the path
+in API_KEY_FILE). The key itself is never printed, not even in an error.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from langid_service.server import LangidServer
 EXIT_OK = 0
 EXIT_CANNOT_LISTEN = 1
 EXIT_USAGE = 2
+MAX_API_KEY_BYTES = 4096
 
 
 class UsageError(Exception):
@@ -35,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         port = _parse_port(args.port)
         model = _read_model(args.model)
+        api_key = _read_api_key(args.api_key_file)
     except UsageError as exc:
         print(f"langid_service: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -45,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        server = LangidServer((args.host, port), model, access_log=args.access_log)
+        server = LangidServer((args.host, port), model, access_log=args.access_log, api_key=api_key)
     except OSError as exc:
         print(
             f"langid_service: error: cannot listen on {args.host}:{port}: {exc.strerror or exc}",
@@ -75,6 +81,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--port", default=os.environ.get("PORT", "8080"), help="TCP port, 0 for any free [$PORT]"
     )
+    parser.add_argument(
+        "--api-key-file",
+        default=os.environ.get("API_KEY_FILE") or None,
+        help="file holding the API key of GET /v1/usage [$API_KEY_FILE]",
+    )
     parser.add_argument("--access-log", action="store_true", help="log each request to stderr")
     return parser.parse_args(argv)
 
@@ -96,6 +107,28 @@ def _read_model(path: str | None) -> LangidModel:
         return load_model(data)
     except ValueError as exc:
         raise UsageError(f"invalid model {path}: {exc}") from None
+
+
+def _read_api_key(path: str | None) -> bytes | None:
+    """The API key in `path` (surrounding whitespace and a final newline dropped), or None
+    without a file. UsageError for a file that cannot be read or holds no such key; the
+    message never shows a byte of it."""
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_API_KEY_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"cannot read API key file {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_API_KEY_BYTES:
+        raise UsageError(f"API key file {path}: over {MAX_API_KEY_BYTES} bytes; expected one key")
+    key = data.strip()
+    if not key or any(byte < 0x21 or byte > 0x7E for byte in key):
+        raise UsageError(
+            f"API key file {path}: expected one key of printable ASCII without spaces "
+            f"({len(data)} bytes found)"
+        )
+    return key
 
 
 def _shut_down_on_signals(server: LangidServer) -> None:

@@ -1,9 +1,15 @@
-"""HTTP shell around the pure model: a threaded standard-library server with three routes.
+"""HTTP shell around the pure model: a threaded standard-library server with these routes.
 
     GET  /healthz      -> 200 {"status": "ok"}
     GET  /v1/model     -> 200 model metadata (format, languages, ngram, sha256, size_bytes)
     POST /v1/predict   -> 200 {"language": "de", "scores": {...}} for a body {"text": "..."}
     GET  /metrics      -> 200 Prometheus text: langid_predictions_total, by language
+    GET  /v1/usage     -> 200 {"predictions": {"de": 2, ...}, "total": 2}, for the operators
+                          only: with `Authorization: Bearer KEY` (the API key, compared in
+                          constant time), 401 otherwise; 404 when the service has no API key
+
+The API key is read once, from the file the operator names (in a circle: the sealed secret
+the node releases into the replica's sandbox), and is never logged or sent back.
 
 Every other response, errors included, is a JSON object; errors look like {"error": "..."}. Bad
 requests get 400, bodies over MAX_BODY_BYTES get 413, unknown paths 404, other methods on a
@@ -13,6 +19,7 @@ traceback ever reaches a client.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import socket
@@ -39,8 +46,11 @@ _ROUTES: dict[str, str] = {
     "/v1/model": "GET",
     "/v1/predict": "POST",
     "/metrics": "GET",
+    "/v1/usage": "GET",
 }
 _METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_BEARER = "Bearer "
+_CHALLENGE = 'Bearer realm="langid-admin"'
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +58,13 @@ logger = logging.getLogger(__name__)
 class RequestError(Exception):
     """A request the client must fix; carries the status and the message to send back."""
 
-    def __init__(self, status: HTTPStatus, message: str) -> None:
+    def __init__(
+        self, status: HTTPStatus, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
 
 
 class LangidServer(ThreadingHTTPServer):
@@ -59,11 +72,18 @@ class LangidServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], model: LangidModel, access_log: bool) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        model: LangidModel,
+        access_log: bool,
+        api_key: bytes | None = None,
+    ) -> None:
         # The family must be known before the base class creates the socket.
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.model = model
         self.access_log = access_log
+        self.api_key = api_key  # None: the admin endpoint is off
         self._counted = threading.Lock()
         self.predictions: dict[str, int] = {}  # by language
         super().__init__(address, LangidHandler)
@@ -71,6 +91,20 @@ class LangidServer(ThreadingHTTPServer):
     def count(self, language: str) -> None:
         with self._counted:
             self.predictions[language] = self.predictions.get(language, 0) + 1
+
+    def usage(self) -> dict[str, Any]:
+        """What this replica answered, by language: the admin endpoint's document."""
+        with self._counted:
+            counted = dict(sorted(self.predictions.items()))
+        return {"predictions": counted, "total": sum(counted.values())}
+
+    def authorized(self, header: str | None) -> bool:
+        """Whether an `Authorization` header carries the API key as a bearer token. The
+        comparison takes the same time wherever the two differ."""
+        if self.api_key is None or header is None or not header.startswith(_BEARER):
+            return False
+        offered = header[len(_BEARER) :].strip().encode("latin-1", "replace")
+        return hmac.compare_digest(offered, self.api_key)
 
     def metrics_text(self) -> str:
         """The Prometheus text exposition of what this replica answered."""
@@ -133,6 +167,7 @@ class LangidHandler(BaseHTTPRequestHandler):
             status, document = exc.status, {"error": exc.message}
             if status == HTTPStatus.METHOD_NOT_ALLOWED:
                 extra_headers["Allow"] = _ROUTES[path]
+            extra_headers.update(exc.headers)
         except (TimeoutError, ConnectionError):
             # The client stalled or went away mid-request; there is nobody left to answer.
             self.close_connection = True
@@ -156,9 +191,26 @@ class LangidHandler(BaseHTTPRequestHandler):
             return HTTPStatus.OK, {"status": "ok"}
         if path == "/v1/model":
             return HTTPStatus.OK, self.server.model_metadata()
+        if path == "/v1/usage":
+            return HTTPStatus.OK, self._usage()
         prediction = self.server.model.predict(self._read_text())
         self.server.count(prediction.language)
         return HTTPStatus.OK, {"language": prediction.language, "scores": prediction.scores}
+
+    def _usage(self) -> dict[str, Any]:
+        if self.server.api_key is None:
+            raise RequestError(
+                HTTPStatus.NOT_FOUND,
+                "/v1/usage is off: the service was started without an API key "
+                "(--api-key-file or API_KEY_FILE)",
+            )
+        if not self.server.authorized(self.headers.get("Authorization")):
+            raise RequestError(
+                HTTPStatus.UNAUTHORIZED,
+                "/v1/usage needs the API key: Authorization: Bearer KEY",
+                {"WWW-Authenticate": _CHALLENGE},
+            )
+        return self.server.usage()
 
     def _read_text(self) -> str:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
