@@ -7,6 +7,8 @@ next pass starts over from what is):
 1. Follow the Human Chain (`reconciler.chain.follow`): fetch SOURCE into quarantine, verify,
    move the node state along approved steps. The desired state is the applied commit's.
 2. Know itself: the admitted node whose `publicKey` is this agent's key. Not admitted: Stalled.
+   Its `mldsaPublicKey` must be the key's ML-DSA half, and present only if the key has one:
+   else every record the agent signs would be refused, and it stops (NodeKeyError).
 3. Be there: a lease (TTL `ttl`, kept alive every `keepalive` s) and a registration under it,
    signed by the node key (inventory from psutil and NVML, the commit and seq it verified).
 4. Campaign: the leader key, under the lease, if nobody holds it; its create revision is the
@@ -19,6 +21,9 @@ next pass starts over from what is):
    status, their events). The agent serves its chunk store at its address, so that peers
    fetch artifacts from each other, and its Prometheus metrics at /metrics there
    (`reconciler.node.prometheus`).
+8. Pre-stage (`reconciler.node.prestage`): hand the pass's view to a thread of its own, which
+   stages (never runs) the new artifacts of proposals a member already approved, within
+   `prestage_budget`, so that the install finds them in place when the quorum lands.
 
 A watch on the circle's prefix starts a pass at once when something changes; a pass also runs
 at every keep-alive (or fetch, if sooner) whatever happens: the periodic resync; a change in a
@@ -32,12 +37,13 @@ the replicas run on (the next agent adopts them) unless `stop_workloads` says ot
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -46,24 +52,26 @@ import pygit2
 
 from builders.chunks import ChunkError, ChunkSource, ChunkStore
 from builders.http_chunks import ChunkServer, HttpChunkSource
+from builders.materialize import sweep_staging
 from qss.durable import write_atomically
 from qss.keys import read_key_file
 from reconciler import __version__
-from reconciler.chain import follow
+from reconciler.chain import follow, node_state
 from reconciler.chain.trees import desired_at
 from reconciler.chain.values import Introduction, NodeState
 from reconciler.chain.walk import Chain, Step
-from reconciler.desired.model.types import ed25519_key_blob
+from reconciler.desired.model.types import ed25519_key_blob, mldsa65_key_blob
 from reconciler.desired.repository import DesiredState
-from reconciler.errors import ReconcilerError, Retry
-from reconciler.node import leader, sandbox
+from reconciler.errors import InputError, ReconcilerError, Retry
+from reconciler.node import leader, prestage, sandbox
 from reconciler.node.artifacts import Artifacts
 from reconciler.node.caretaker import Caretaker, volume_status
 from reconciler.node.cgroups import Cgroups
-from reconciler.node.identity import ForgedRecord, NodeKey
+from reconciler.node.identity import MLDSA_SUFFIX, ForgedRecord, NodeKey, NodeKeyError
 from reconciler.node.inventory import Inventory, gpu_device_nodes, read_inventory
 from reconciler.node.layout import Layout
 from reconciler.node.metrics import Meter, Target
+from reconciler.node.prestage import Budget, Prestager, Round
 from reconciler.node.prometheus import AgentMetrics, NodeFacts, circle_facts
 from reconciler.node.records import (
     AssignmentStatus,
@@ -94,6 +102,7 @@ from reconciler.plan import (
     Version,
 )
 from reconciler.plan.admission import Decision, Refused, admit
+from reconciler.plan.prestage import pinned
 from reconciler.secrets import keys as kem_keys
 from reconciler.store import (
     Compare,
@@ -134,6 +143,9 @@ class AgentConfig:
     stop_workloads: bool = False  # stop the replicas when the agent exits
     progress_deadline: float = 600.0  # seconds a rolling update may wait before Stalled
     scrub_interval: float = 3600.0  # seconds between the leader's scrubs of every volume
+    # What the artifacts of proposals on their way may take before their quorum lands
+    # (`reconciler.node.prestage`); 0: none.
+    prestage_budget: Budget = prestage.DEFAULT
 
 
 @dataclass
@@ -225,13 +237,27 @@ class Agent:
         self.wake = threading.Event()  # set by the runtime when a replica's status changes
         self.source_changed = threading.Event()  # set by the source watch: fetch now
         self.peers: tuple[str, ...] = ()
-        self._peers_seen: dict[str, tuple[int, str | None, str | None]] = {}
+        self._peers_seen: dict[str, tuple[int, tuple[str | None, ...], str | None]] = {}
         self._sources: dict[str, ChunkSource] = {}
         self.artifacts = Artifacts(
             config.state_dir, self._chunk_sources, say=self.say, on_chunk=self._chunk_came
         )
+        self.prestager = Prestager(
+            self.artifacts,
+            config.state_dir,
+            config.introduction,
+            config.prestage_budget,
+            say=self.say,
+            on_bytes=self.metrics.staged_bytes.set,
+        )
         storage_key = read_key_file(config.storage_key) if config.storage_key else None
-        self.volumes = Volumes(config.state_dir, storage_key, self.artifacts)
+        self.volumes = Volumes(
+            config.state_dir,
+            storage_key,
+            self.artifacts,
+            kem_key=self.kem_key,
+            node=lambda: self.name,
+        )
         self.runtime: Runtime | None = None
         self.meter = Meter(self._gpu_utilization, self.wake.set)
         self.caretaker = Caretaker(
@@ -251,7 +277,16 @@ class Agent:
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> int:
-        """Passes until `stop` is set; then revoke the lease and return 0."""
+        """Passes until `stop` is set; then revoke the lease and return 0. The node folder
+        is this agent's alone while it runs (InputError if another agent holds it); what an
+        earlier agent's killed installs left there is removed first."""
+        with hold_alone(self.config.state_dir):
+            left = sweep_staging(self.artifacts.root)
+            if left:
+                self.say(f"removed {len(left)} unfinished install(s) an earlier agent left")
+            return self._loop(stop)
+
+    def _loop(self, stop: threading.Event) -> int:
         revision = 0
         watch = None
         refs = local_refs(self.config.source)
@@ -259,6 +294,7 @@ class Agent:
         if source_watch is not None:
             source_watch.start()
         self.caretaker.start()
+        self.prestager.start()
         try:
             while not stop.is_set():
                 self.step()
@@ -287,6 +323,7 @@ class Agent:
             if source_watch is not None:
                 source_watch.stop()
             self.caretaker.stop()
+            self.prestager.stop()
             self.leave()
         return 0
 
@@ -319,6 +356,7 @@ class Agent:
                 where = self.layout.volume(scrubbed.volume, scrubbed.object_id)
                 self.store.put(where, sign_record(self.key, name, record))
             self._run(now, name, self._judge(now, name))
+            self._prestage(now)
             self.store_backoff.succeeded()
             if self.chain.invalid is not None:
                 self._condition("Stalled", "InvalidDesiredState", self.chain.invalid)
@@ -439,6 +477,7 @@ class Agent:
         mine = ed25519_key_blob(self.key.public_key_line)
         for name, loaded in sorted(desired.nodes.items()):
             if ed25519_key_blob(loaded.document.public_key) == mine:
+                self._check_mldsa_half(name, loaded.document.mldsa_public_key)
                 self.name = name
                 return name
         self.name = None
@@ -450,9 +489,37 @@ class Agent:
         )
         return None
 
-    def _keys(self) -> dict[str, str]:
+    def _check_mldsa_half(self, name: str, declared: str | None) -> None:
+        """Refuse to run as `name` unless the key's ML-DSA half is the one its document
+        declares (or neither has one): the other nodes would refuse every record it signs."""
+        have = self.key.mldsa_public_key_line
+        if (None if have is None else mldsa65_key_blob(have)) == (
+            None if declared is None else mldsa65_key_blob(declared)
+        ):
+            return
+        half = self.config.key_file.with_name(self.config.key_file.name + MLDSA_SUFFIX)
+        if have is None:
+            why = f"nodes/{name}.yaml declares an mldsaPublicKey, and this key has no {half}"
+        elif declared is None:
+            why = (
+                f"this key has an ML-DSA half ({half}), and nodes/{name}.yaml declares no "
+                "mldsaPublicKey"
+            )
+        else:
+            why = f"the ML-DSA half {half} is not the mldsaPublicKey of nodes/{name}.yaml"
+        message = (
+            f"{why}: every record this agent signed would be refused as a forgery; give the "
+            f"key that nodes/{name}.yaml names (or have its mldsaPublicKey changed)"
+        )
+        self.name = None
+        self._condition("Stalled", "NodeKeyMismatch", message)
+        raise NodeKeyError(f"{self.config.key_file}: {message}")
+
+    def _keys(self) -> tuple[dict[str, str], dict[str, str]]:
+        """The admitted nodes' keys at the applied commit: publicKey, and mldsaPublicKey of
+        the hybrid ones (both halves needed)."""
         assert self.chain.desired is not None
-        return {n: loaded.document.public_key for n, loaded in self.chain.desired.nodes.items()}
+        return leader.node_keys(self.chain.desired)
 
     # -- 3. registration and lease ----------------------------------------------------------
 
@@ -484,8 +551,9 @@ class Agent:
             heartbeat_at=self.started,  # the lease is the heartbeat: no write per keep-alive
             agent=__version__,
         )
-        value = sign_record(self.key, name, record)
-        if value != self.registered:
+        if self.registered is None or record != self.registration:
+            # Compared as records: an ML-DSA signature is randomized, the value differs each time.
+            value = sign_record(self.key, name, record)
             first = self.registered is None
             self.store.put(self.layout.node(name), value, lease=self.lease)
             self.registered, self.registration = value, record
@@ -530,7 +598,7 @@ class Agent:
             if current is None:
                 return
         try:
-            record_of = open_record(current.value, LeaderRecord, self._keys())
+            record_of = open_record(current.value, LeaderRecord, *self._keys())
         except ForgedRecord as error:
             self.say(f"leader key: {error}")
             self.leadership = None
@@ -547,7 +615,7 @@ class Agent:
         if current is None:
             return {}
         try:
-            opened = open_record(current.value, LeaderRecord, self._keys())
+            opened = open_record(current.value, LeaderRecord, *self._keys())
         except ForgedRecord:
             return {}
         return {current.create_revision: opened.signer}
@@ -559,7 +627,7 @@ class Agent:
         assert self.chain.state is not None
         assert self.chain.desired is not None
         term = self.leadership
-        seen = leader.observe(self.store, self.layout, self._keys())
+        seen = leader.observe(self.store, self.layout, *self._keys())
         for key in seen.forged:
             if key not in term.said_forged:
                 term.said_forged.add(key)
@@ -697,7 +765,7 @@ class Agent:
         newest seq of each slot)."""
         assert self.chain.desired is not None
         assert self.chain.state is not None
-        keys = self._keys()
+        keys, mldsa_keys = self._keys()
         chain = {step.commit: step.seq for step in self.chain.steps}
         leaders = self._leaders()
         repo = pygit2.Repository(str(self.config.state_dir / follow.REPOSITORY))
@@ -709,7 +777,7 @@ class Agent:
                 continue
             seen = (kv.key, kv.mod_revision)
             try:
-                opened = open_assignment(kv.value, keys)
+                opened = open_assignment(kv.value, keys, mldsa_keys)
             except ForgedRecord as error:
                 if seen not in self.decisions:
                     self.decisions[seen] = Decision(Refused.UNSIGNED, str(error))  # said once
@@ -882,19 +950,21 @@ class Agent:
     def _peer_addresses(self, name: str) -> tuple[str, ...]:
         """Where the other registered nodes serve their chunk stores (a registration is
         verified once per revision of it and of the node's approved key)."""
-        keys = self._keys()
-        known: dict[str, tuple[int, str | None, str | None]] = {}
+        keys, mldsa_keys = self._keys()
+        known: dict[str, tuple[int, tuple[str | None, ...], str | None]] = {}
         for kv in self.store.range(self.layout.nodes).kvs:
             node = self.layout.node_of(kv.key)
             if node is None or node == name:
                 continue
             seen = self._peers_seen.get(kv.key)
-            if seen is None or seen[:2] != (kv.mod_revision, keys.get(node)):
+            approved = (keys.get(node), mldsa_keys.get(node))
+            if seen is None or seen[:2] != (kv.mod_revision, approved):
                 try:
-                    address = open_record(kv.value, Registration, keys).record.address
+                    opened = open_record(kv.value, Registration, keys, mldsa_keys)
+                    address = opened.record.address
                 except ForgedRecord:
                     address = None
-                seen = (kv.mod_revision, keys.get(node), address)
+                seen = (kv.mod_revision, approved, address)
             known[kv.key] = seen
         self._peers_seen = known
         return tuple(sorted(address for *_, address in known.values() if address))
@@ -941,7 +1011,9 @@ class Agent:
             port = 80 if parts.port is None else parts.port  # 0: any free port
             host = parts.hostname or "127.0.0.1"
             pages = {"/metrics": self.metrics.page}
-            server = ChunkServer(self.artifacts.store, host, port, pages=pages)
+            server = ChunkServer(
+                self.artifacts.store, host, port, pages=pages, trees=self.artifacts.trees
+            )
             server.start()
         except (ChunkError, OSError) as error:
             self.say(f"cannot serve the chunk store at {address}: {error}")
@@ -988,6 +1060,17 @@ class Agent:
         where = self.layout.status(name, assignment.workload, assignment.slot, assignment.seq)
         self.store.put(where, value, lease=self.lease)
         self.reported[said] = status
+
+    def _prestage(self, now: float) -> None:
+        """Hand this pass's view to the pre-staging thread (it runs a round only when
+        something moved), and tell what it did since."""
+        assert self.chain.state is not None
+        assert self.chain.desired is not None
+        running = {(str(a.workload), str(a.digest)) for a in self.accepted}
+        keep = pinned(self.chain.desired) | {digest for _, digest in running}
+        self.prestager.offer(Round(self.chain.state, tuple(sorted(running)), keep, int(now)))
+        for kind, reason, subject, message in self.prestager.take_events():
+            self._event(now, kind, reason, subject, message)
 
     # -- events and status ------------------------------------------------------------------
 
@@ -1062,6 +1145,32 @@ class Agent:
             reported=tuple(self.reported.values()),
             workloads=() if desired is None else tuple(sorted(desired.workloads)),
         )
+
+
+AGENT_LOCK = "agent.lock"  # STATE/agent.lock: held (flock) by the one agent running there
+
+
+@contextlib.contextmanager
+def hold_alone(state_dir: Path) -> Iterator[None]:
+    """Hold the node folder for one agent's whole run: two agents on one folder would adopt,
+    stop and clean up each other's replicas, secrets and installs. The lock goes with the
+    process (a killed agent's is free at once); the file names the holder's pid."""
+    node_state.check_folder(state_dir)
+    descriptor = node_state.open_private(state_dir / AGENT_LOCK, os.O_RDWR | os.O_CREAT)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(descriptor, 32).decode("ascii", "replace").strip() or "unknown"
+            raise InputError(
+                f"{state_dir}: another agent runs on this node folder (pid {holder}): stop "
+                "it first, or give this one its own --state"
+            ) from None
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"{os.getpid()}\n".encode("ascii"))
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def _log(line: str) -> None:
