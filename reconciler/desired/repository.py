@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Iterator, Mapping, Set
+from collections.abc import Callable, Iterator, Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -468,59 +468,56 @@ def _check_volume_recipients(volume: Volume, state: DesiredState) -> Iterator[Fi
 
 
 def _check_node_keys(state: DesiredState) -> Iterator[Problem]:
-    owners: dict[bytes, str] = {}
-    if state.circle is not None:
-        for member in state.circle.document.members:
-            for key in member.keys:
-                if isinstance(key, SshKey):
-                    owners[ed25519_key_blob(key.key)] = member.id
-    seen: dict[bytes, str] = {}
-    for name, loaded in sorted(state.nodes.items()):
-        blob = ed25519_key_blob(loaded.document.public_key)
-        if blob in owners:
-            yield loaded.problem(
-                Finding(
-                    ("publicKey",),
-                    f"node key is also the key of member {owners[blob]}: node keys and owner "
-                    "keys must differ (a node must never be able to approve changes)",
-                    "node.key",
-                )
-            )
-        elif blob in seen:
-            yield loaded.problem(
-                Finding(
-                    ("publicKey",), f"node key is also the key of node {seen[blob]}", "node.key"
-                )
-            )
-        else:
-            seen[blob] = name
+    """A node key is no member's key (a node must never approve) and no other node's (a node
+    speaks only for itself)."""
+    yield from _distinct_node_keys(
+        state, SshKey, ed25519_key_blob, "publicKey", lambda node: node.public_key, ""
+    )
 
 
 def _check_node_mldsa_keys(state: DesiredState) -> Iterator[Problem]:
-    """The ML-DSA half of a node key is held to the Ed25519 half's rules: no member's key (a
-    node must never approve), no other node's (a node speaks only for itself)."""
+    """The ML-DSA half of a node key is held to the Ed25519 half's rules."""
+    yield from _distinct_node_keys(
+        state,
+        MlDsaKey,
+        mldsa65_key_blob,
+        "mldsaPublicKey",
+        lambda node: node.mldsa_public_key,
+        "ML-DSA ",
+    )
+
+
+def _distinct_node_keys(
+    state: DesiredState,
+    member_kind: type[SshKey] | type[MlDsaKey],
+    blob_of: Callable[[str], bytes],
+    field: str,
+    key_of: Callable[[Node], str | None],
+    kind: str,
+) -> Iterator[Problem]:
     owners: dict[bytes, str] = {}
     if state.circle is not None:
         for member in state.circle.document.members:
             for key in member.keys:
-                if isinstance(key, MlDsaKey):
-                    owners[mldsa65_key_blob(key.key)] = member.id
+                if isinstance(key, member_kind):
+                    owners[blob_of(key.key)] = member.id
     seen: dict[bytes, str] = {}
     for name, loaded in sorted(state.nodes.items()):
-        if loaded.document.mldsa_public_key is None:
+        line = key_of(loaded.document)
+        if line is None:
             continue
-        blob = mldsa65_key_blob(loaded.document.mldsa_public_key)
+        blob = blob_of(line)
         if blob in owners:
             message = (
-                f"ML-DSA key is also the key of member {owners[blob]}: node keys and owner "
-                "keys must differ (a node must never be able to approve changes)"
+                f"{kind or 'node '}key is also the key of member {owners[blob]}: node keys and "
+                "owner keys must differ (a node must never be able to approve changes)"
             )
         elif blob in seen:
-            message = f"ML-DSA key is also the ML-DSA key of node {seen[blob]}"
+            message = f"{kind or 'node '}key is also the {kind}key of node {seen[blob]}"
         else:
             seen[blob] = name
             continue
-        yield loaded.problem(Finding(("mldsaPublicKey",), message, "node.key"))
+        yield loaded.problem(Finding((field,), message, "node.key"))
 
 
 def kem_key_digest(node: Node) -> str | None:

@@ -151,20 +151,7 @@ class Artifacts:
                         self.on_taken(taken)
                     return Installed(path, manifest)
             try:
-                materialize(
-                    artifact_id,
-                    data,
-                    sources=[self.store, *sources],
-                    store=self.store,
-                    artifacts_root=self.root,
-                    switch=False,
-                    on_problem=self.say,
-                    on_chunk=self.on_chunk,
-                    seals=self.seals,
-                    boot_id=self.boot_id(),
-                    durable=False,
-                    serving=self.trees,
-                )
+                self._install(artifact_id, data, sources)
             except BuildError as error:
                 raise ArtifactUnavailable(f"artifact {artifact_id[:19]}: {error}") from error
             return Installed(path, manifest, tampered)
@@ -186,26 +173,37 @@ class Artifacts:
             record = StagedTree(artifact_id, sum(e.size for e in manifest.files()), now)
             self._write_staged(record)  # first: a crash half-way leaves it to evict
             try:
-                materialize(
-                    artifact_id,
-                    data,
-                    sources=[self.store, *sources],
-                    store=self.store,
-                    artifacts_root=self.root,
-                    switch=False,
-                    on_problem=self.say,
-                    on_chunk=self.on_chunk,
-                    seals=self.seals,
-                    boot_id=self.boot_id(),
-                    durable=False,
-                    deadline=deadline,
-                    serving=self.trees,
-                )
+                self._install(artifact_id, data, sources, deadline)
             except BuildError as error:
                 if not path.is_dir():
                     self._forget_staged(artifact_id)
                 raise ArtifactUnavailable(f"artifact {artifact_id[:19]}: {error}") from error
             return record
+
+    def _install(
+        self,
+        artifact_id: str,
+        data: bytes,
+        sources: Sequence[ChunkSource],
+        deadline: float | None = None,
+    ) -> None:
+        """Materialize the tree as a node does: sealed, not flushed (durability is
+        verification), not made `current`, its chunks served to peers as they land."""
+        materialize(
+            artifact_id,
+            data,
+            sources=[self.store, *sources],
+            store=self.store,
+            artifacts_root=self.root,
+            switch=False,
+            on_problem=self.say,
+            on_chunk=self.on_chunk,
+            seals=self.seals,
+            boot_id=self.boot_id(),
+            durable=False,
+            deadline=deadline,
+            serving=self.trees,
+        )
 
     def evict(self, artifact_id: str) -> StagedTree | None:
         """Remove a pre-staged tree that no assignment took (the tree out of its place with
