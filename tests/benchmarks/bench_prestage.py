@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import re
 import shutil
 import sys
 import tempfile
@@ -49,32 +48,9 @@ from reconciler.node.artifacts import Artifacts
 from reconciler.node.prestage import Budget, Prestager, Round
 from tests.benchmarks.bench_rapid_start import change_weights, write_model
 from tests.conftest import git, run_circle_process
-from tests.reconciler.node.world import World, make_world
+from tests.reconciler.node.world import World, make_world, pin_sleeper
 
 MiB = 1024 * 1024
-WORKLOAD = """\
-apiVersion: circle/v1
-kind: Workload
-name: langid
-artifact:
-  build: langid-service
-  digest: {digest}
-command: [/bin/sh, -c, "exec sleep 3600"]
-replicas: 2
-placement:
-  minFailureDomains: 2
-resources:
-  cpu: 100m
-  memory: 64Mi
-"""
-
-
-def pin(repo: Path, digest: str) -> None:
-    """The workload (and its build's lock) at `digest`."""
-    (repo / "workloads" / "langid.yaml").write_text(WORKLOAD.format(digest=digest))
-    build = repo / "builds" / "langid-service.yaml"
-    found = r"digest: sha256:[0-9a-f]{64}"
-    build.write_text(re.sub(found, f"digest: {digest}", build.read_text(), count=1))
 
 
 def approve(world: World, who: str) -> None:
@@ -132,7 +108,7 @@ def main() -> None:
         def minimal(repo: Path) -> None:
             for folder in ("volumes", "secrets"):
                 shutil.rmtree(repo / folder, ignore_errors=True)
-            pin(repo, v1)
+            pin_sleeper(repo, v1)
 
         print(
             f"model: {args.size_mib} MiB, v2 changes its header and 1% of its weights; one "
@@ -156,7 +132,7 @@ def main() -> None:
                 if holds:
                     artifacts.ensure(v1)
                 every.append(artifacts)
-            pin(world.circle, v2)
+            pin_sleeper(world.circle, v2)
             git(world.circle, "commit", "-q", "-am", "langid: v2")
             approve(world, "alice")
             notes = []

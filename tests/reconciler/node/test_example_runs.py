@@ -7,7 +7,6 @@ flipped in one node's installed artifact is refused, repaired and the replica re
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import time
 import urllib.request
@@ -23,7 +22,14 @@ from reconciler import wiring
 from reconciler.desired.folder import check_circle_dir
 from tests.conftest import Result, run_circle_process
 from tests.reconciler.node.runtime_world import needs_sandbox
-from tests.reconciler.node.world import NODES, World, make_world, release, run_agent
+from tests.reconciler.node.world import (
+    NODES,
+    World,
+    make_world,
+    release,
+    run_agent,
+    stop_agents,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -133,13 +139,5 @@ def test_the_example_service_runs_in_sandboxes_answers_and_heals(
         assert tampered[0]["node"] == victim
         assert "model.py" in tampered[0]["message"]
     finally:
-        for process in agents.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in agents.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=30)
+        stop_agents(agents.values())
         release(world)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
-import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,6 +35,7 @@ from tests.reconciler.node.world import (
     make_world,
     release,
     run_agent,
+    stop_agents,
     uid_range,
 )
 
@@ -245,12 +244,4 @@ def test_hybrid_and_classic_nodes_work_together_and_a_half_signed_value_is_forge
         assert "node-a" not in {n.registration.node for n in after.nodes}
         assert after.forged >= 1
     finally:
-        for process in agents.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in agents.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=30)
+        stop_agents(agents.values())

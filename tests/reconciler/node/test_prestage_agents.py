@@ -9,7 +9,6 @@ before it runs."""
 
 from __future__ import annotations
 
-import re
 import secrets
 import shutil
 import signal
@@ -31,26 +30,11 @@ from reconciler.store import open_store
 from tests.builders.test_rapid_start import flip_bit
 from tests.conftest import Result, git
 from tests.reconciler.node.runtime_world import needs_sandbox
-from tests.reconciler.node.world import World, make_world, release, run_agent
+from tests.reconciler.node.world import World, make_world, pin_sleeper, release, run_agent
 
 pytestmark = pytest.mark.slow
 
 AGENTS = ("node-a", "node-b")
-WORKLOAD = """\
-apiVersion: circle/v1
-kind: Workload
-name: langid
-artifact:
-  build: langid-service
-  digest: {digest}
-command: [/bin/sh, -c, "exec sleep 3600"]
-replicas: 2
-placement:
-  minFailureDomains: 2
-resources:
-  cpu: 100m
-  memory: 64Mi
-"""
 
 
 def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
@@ -97,17 +81,9 @@ def artifact(root: Path, store: ChunkStore, payload: bytes) -> str:
     return manifest.artifact_id
 
 
-def pin(repo: Path, digest: str) -> None:
-    """The workload (and its build's lock) at `digest`."""
-    (repo / "workloads" / "langid.yaml").write_text(WORKLOAD.format(digest=digest))
-    build = repo / "builds" / "langid-service.yaml"
-    found = r"digest: sha256:[0-9a-f]{64}"
-    build.write_text(re.sub(found, f"digest: {digest}", build.read_text(), count=1))
-
-
 def propose(world: World, digest: str) -> None:
     """The workload at `digest`, committed on main: approved by nobody yet."""
-    pin(world.circle, digest)
+    pin_sleeper(world.circle, digest)
     git(world.circle, "commit", "-q", "-am", f"langid at {digest[:19]}")
 
 
@@ -129,7 +105,7 @@ def test_a_node_stages_a_proposal_on_one_approval_and_switches_on_the_quorum(
     def minimal(repo: Path) -> None:
         for folder in ("volumes", "secrets"):
             shutil.rmtree(repo / folder, ignore_errors=True)
-        pin(repo, v1)
+        pin_sleeper(repo, v1)
 
     world = make_world(tmp_path, circle, minimal)
     agents = [

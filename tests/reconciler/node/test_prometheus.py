@@ -48,7 +48,14 @@ from tests.browser import promtool_check_metrics
 from tests.conftest import EXAMPLE, Result
 from tests.reconciler.node.fake_nvml import GIB, FakeGpu, FakeNvml
 from tests.reconciler.node.runtime_world import needs_sandbox
-from tests.reconciler.node.world import NODES, World, make_world, release, run_agent
+from tests.reconciler.node.world import (
+    NODES,
+    World,
+    make_world,
+    release,
+    run_agent,
+    stop_agents,
+)
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 GPU = GpuUuid("GPU-6f1c0c3e-2b1d-4c8e-9a51-0d8c2b7e1a40")
@@ -506,15 +513,7 @@ def test_every_agent_exports_what_a_person_would_check(
 
         wait_until(moved, 60)
     finally:
-        for process in agents.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in agents.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=30)
+        stop_agents(agents.values())
         release(world)
 
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,3 +120,43 @@ def run_agent(world: World, name: str, *extra: str) -> subprocess.Popen[str]:
     ]  # fmt: skip
     with (world.root / f"{name}.log").open("w") as log:  # the child keeps its own copy
         return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True)
+
+
+SLEEPER = """\
+apiVersion: circle/v1
+kind: Workload
+name: langid
+artifact:
+  build: langid-service
+  digest: {digest}
+command: [/bin/sh, -c, "exec sleep 3600"]
+replicas: 2
+placement:
+  minFailureDomains: 2
+resources:
+  cpu: 100m
+  memory: 64Mi
+"""
+
+
+def pin_sleeper(repo: Path, digest: str) -> None:
+    """The example's workload as a process that sleeps, at artifact `digest` (and its build's
+    lock at it too)."""
+    (repo / "workloads" / "langid.yaml").write_text(SLEEPER.format(digest=digest))
+    build = repo / "builds" / "langid-service.yaml"
+    found = r"digest: sha256:[0-9a-f]{64}"
+    build.write_text(re.sub(found, f"digest: {digest}", build.read_text(), count=1))
+
+
+def stop_agents(agents: Iterable[subprocess.Popen[str]]) -> None:
+    """SIGTERM to every agent still running, then wait for each (killed after 30 s)."""
+    agents = list(agents)
+    for process in agents:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in agents:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
