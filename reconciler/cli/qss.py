@@ -297,7 +297,13 @@ def keygen(keyfile: Path, force: bool, output: str | None) -> int:
 
 @group.command("put")
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option("--key", "keyfile", type=click.Path(path_type=Path), required=True)
+@click.option(
+    "--key",
+    "keyfile",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The circle's storage key file (it opens the data key).",
+)
 @click.option("-k", "k", type=int, help="Shares needed to read (default: the volume's, or 4).")
 @click.option("-n", "n", type=int, help="Shares written (default: the volume's, or 6).")
 @click.option("--name", help="The object's name (default: the file name).")
@@ -593,7 +599,13 @@ def scrub(
 
 @group.command("share")
 @click.argument("object_id")
-@click.option("--key", "keyfile", type=click.Path(path_type=Path), required=True)
+@click.option(
+    "--key",
+    "keyfile",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The circle's storage key file (it opens the data key).",
+)
 @recipient_option(
     "Share it with NAME, whose X-Wing key KEY is an `x-wing ...` line or a file holding one "
     "(NODE.x-wing.pub). Repeat it. With --volume and no --recipient: the volume's recipients."
