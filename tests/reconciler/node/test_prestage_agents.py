@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import signal
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +28,14 @@ from reconciler.store import open_store
 from tests.builders.test_rapid_start import flip_bit
 from tests.conftest import Result, git
 from tests.reconciler.node.runtime_world import needs_sandbox
-from tests.reconciler.node.world import World, make_world, pin_sleeper, release, run_agent
+from tests.reconciler.node.world import (
+    World,
+    make_world,
+    pin_sleeper,
+    release,
+    run_agent,
+    stop_agents,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -148,13 +153,5 @@ def test_a_node_stages_a_proposal_on_one_approval_and_switches_on_the_quorum(
             if name in ready(world, v3):
                 assert staged.read_bytes() == original  # rebuilt from verified chunks
     finally:
-        for agent in agents:
-            if agent.poll() is None:
-                agent.send_signal(signal.SIGTERM)
-        for agent in agents:
-            try:
-                agent.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait(timeout=30)
+        stop_agents(agents)
         release(world)
