@@ -53,10 +53,11 @@ from reconciler.cli.render import (
 from reconciler.desired.folder import check_circle_dir
 from reconciler.desired.model.types import format_bytes
 from reconciler.errors import CheckFailed, InputError
-from reconciler.files import read_bounded, read_private
+from reconciler.files import read_bounded
 from reconciler.node.volumes import volume_recipients
+from reconciler.secrets import keys as kem_keys
 from reconciler.secrets import xwing
-from reconciler.secrets.errors import KemError, KemKeyError
+from reconciler.secrets.errors import KemError
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_K = 4
@@ -116,17 +117,6 @@ def parse_recipients(specs: Sequence[str], implied: Sequence[Recipient] = ()) ->
     if len(set(names)) != len(names):
         raise InputError(f"--recipient names a recipient twice: {', '.join(sorted(names))}")
     return given + [r for r in implied if r.name not in set(names)]
-
-
-def read_kem_key(path: Path) -> xwing.XWingPrivateKey:
-    """The X-Wing private key file at `path` (KEY.x-wing: 0600, this uid's, not a link)."""
-    data = read_private(path, MAX_KEY_LINE, "KEM key", KemKeyError)
-    if len(data) > MAX_KEY_LINE:
-        raise KemKeyError(f"{path}: over {MAX_KEY_LINE} bytes; not an X-Wing key")
-    try:
-        return xwing.decode_private_key(data)
-    except KemError as error:
-        raise KemKeyError(f"{path}: {error}") from None
 
 
 def recipient_key(name: str, key: xwing.XWingPrivateKey) -> RecipientKey:
@@ -402,7 +392,7 @@ def get(
         recipient = None
         if kem_key is not None and as_name is not None:
             check_recipient_name(as_name)
-            recipient = recipient_key(as_name, read_kem_key(kem_key))
+            recipient = recipient_key(as_name, kem_keys.read(kem_key))
         target = where.open()
         resolved = target.store.resolve(object_id)
         manifest = target.store.find_manifest(resolved)

@@ -60,7 +60,11 @@ def exists(node_key: Path) -> bool:
 def load(node_key: Path) -> xwing.XWingPrivateKey:
     """The X-Wing key beside the node key at `node_key`: a regular file of this uid's that no
     one else may read. KemKeyError otherwise, never a byte of the key in the message."""
-    path = private_path(node_key)
+    return read(private_path(node_key))
+
+
+def read(path: Path) -> xwing.XWingPrivateKey:
+    """The X-Wing private key file at `path`, held to the rules of `load`."""
     data = read_private(path, MAX_KEY_BYTES, "KEM key", KemKeyError)
     if len(data) > MAX_KEY_BYTES:
         raise KemKeyError(f"{path}: over {MAX_KEY_BYTES} bytes; not an X-Wing key")
