@@ -48,6 +48,7 @@ import os
 import re
 import stat
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Generator, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -92,6 +93,7 @@ _SLOT = re.compile(r"0|[1-9][0-9]{0,15}")
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _CHUNK = 256 * 1024
+_RELOOKS = 100  # looks at a folder a rotation is renaming in, before giving up on it
 
 K = TypeVar("K", bound=Hashable)
 
@@ -376,6 +378,17 @@ class _Follower:
         files = self._open_files()
         followed = self._file
         if followed is not None:
+            # Not among them, yet still linked: a rotation was renaming while the folder was
+            # read (a gap in the numbers), so look again; unlinked: rotated out, all are newer.
+            for _ in range(_RELOOKS):
+                if any(inode == followed.inode for inode, _ in files):
+                    break
+                if os.fstat(followed.fd).st_nlink == 0:
+                    break
+                for _, fd in files:
+                    os.close(fd)
+                time.sleep(0.001)
+                files = self._open_files()
             after = [index for index, (inode, _) in enumerate(files) if inode == followed.inode]
             for _, fd in files[: after[0] + 1] if after else []:
                 os.close(fd)
