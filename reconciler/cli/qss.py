@@ -265,6 +265,15 @@ def recipient_option(help_text: str) -> Callable[[F], F]:
     )
 
 
+storage_key_option = click.option(
+    "--key",
+    "keyfile",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The circle's storage key file (it opens the data key).",
+)
+
+
 @click.group("qss")
 def group() -> None:
     """Quantum Safe Storage: encrypted, erasure-coded, dispersed, self-repairing objects."""
@@ -287,13 +296,7 @@ def keygen(keyfile: Path, force: bool, output: str | None) -> int:
 
 @group.command("put")
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option(
-    "--key",
-    "keyfile",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="The circle's storage key file (it opens the data key).",
-)
+@storage_key_option
 @click.option("-k", "k", type=int, help="Shares needed to read (default: the volume's, or 4).")
 @click.option("-n", "n", type=int, help="Shares written (default: the volume's, or 6).")
 @click.option("--name", help="The object's name (default: the file name).")
@@ -589,13 +592,7 @@ def scrub(
 
 @group.command("share")
 @click.argument("object_id")
-@click.option(
-    "--key",
-    "keyfile",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="The circle's storage key file (it opens the data key).",
-)
+@storage_key_option
 @recipient_option(
     "Share it with NAME, whose X-Wing key KEY is an `x-wing ...` line or a file holding one "
     "(NODE.x-wing.pub). Repeat it. With --volume and no --recipient: the volume's recipients."
