@@ -181,15 +181,9 @@ class Writer:
             if self._staging_fd < 0 or not written or size > limit:
                 return None
             path, offset = written[0]
-            parent, name = posixpath.split(path)
-            try:
-                parent_fd = open_dir(self._staging_fd, parent)
-                try:
-                    fd = os.open(name, READ_FLAGS, dir_fd=parent_fd)
-                finally:
-                    os.close(parent_fd)
-            except OSError:
-                return None
+        fd = self._open_landing(path)
+        if fd is None:
+            return None
         try:
             data = os.pread(fd, size, offset)
         except OSError:
@@ -206,6 +200,22 @@ class Writer:
         if self._lander is None:
             raise MaterializeError(f"chunk {chunk.sha256} arrived before the tree was laid out")
         self._lander.put(chunk, data)
+
+    def _open_landing(self, path: str) -> int | None:
+        """The staging tree's file `path` opened for reading, from a thread other than the
+        writer's; None once the tree is written (or the file cannot be opened)."""
+        parent, name = posixpath.split(path)
+        with self._lock:  # the caller closes the staging folder once `write` returns
+            if self._staging_fd < 0:
+                return None
+            try:
+                parent_fd = open_dir(self._staging_fd, parent)
+                try:
+                    return os.open(name, READ_FLAGS, dir_fd=parent_fd)
+                finally:
+                    os.close(parent_fd)
+            except OSError:
+                return None
 
     def _land(self, chunk: Chunk, data: bytes) -> None:
         """In the landing thread: `data` at every place of the tree that needs it."""
@@ -268,11 +278,11 @@ class Writer:
         try:
             os.fchmod(fd, MODES[entry.mode])  # exact, whatever the umask
         except OSError as error:
+            os.close(fd)
             raise MaterializeError(
                 f"cannot set the mode of {entry.path!r}: {error.strerror}"
             ) from error
-        finally:
-            os.close(fd)
+        os.close(fd)
         if linking:  # the link could not be made: its chunks are written instead
             self._fetch_instead(plan, [(offset, chunk) for offset, chunk in _offsets(entry)])
 
