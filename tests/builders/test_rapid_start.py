@@ -189,7 +189,7 @@ def test_v2_reuses_v1_in_the_kernel_and_fetches_only_its_new_chunk(
     assert assembly.fetched == SIZE  # the one new chunk, nothing else
     assert assembly.linked_files == 1  # the tokenizer: no byte copied
     reused = assembly.reused
-    assert reused.cloned + reused.copied + reused.written == len(MODEL_V1) - SIZE
+    assert reused.total == len(MODEL_V1) - SIZE
     assert reused.written == 0  # the kernel moved them (or shared their blocks)
     assert assembly.direct == SIZE  # hashed on arrival, written straight into the tree
     assert assembly.from_store == 0
@@ -224,7 +224,7 @@ def test_a_bit_flipped_in_v1_since_its_install_never_leaks_into_v2(
     assert (first / path).read_bytes() == edited  # the edited v1 is left as it is
     assembly = node.assemblies[-1]
     if path == "model/weights.bin":
-        assert assembly.reused.cloned + assembly.reused.copied + assembly.reused.written == 0
+        assert assembly.reused.total == 0
     else:
         assert assembly.linked_files == 0
 
@@ -335,7 +335,7 @@ def test_nothing_sealed_in_another_boot_is_reused(node: Node, peer: ChunkServer)
 
     assembly = node.assemblies[-1]
     assert assembly.linked_files == 0
-    assert assembly.reused.cloned + assembly.reused.copied + assembly.reused.written == 0
+    assert assembly.reused.total == 0
     # v1's chunks went into its tree, not the store: fetched again, hashed on arrival.
     assert assembly.direct == len(MODEL_V2) + len(TOKENIZER)
     verify_tree(second, v2().manifest)
