@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from builders import kernel_copy
 from builders.chunks import MAX_CHUNK, ChunkMissing, ChunkSource, ChunkStore
 from builders.http_chunks import ChunkServer, HttpChunkSource
 from builders.manifest import ArtifactManifest, Chunk, Chunking, Entry, EntryType
@@ -29,6 +30,7 @@ from builders.materialize import (
 )
 from builders.seal import read_seal, tree_facts, write_seal
 from builders.sealed_trees import SealedTrees
+from tests.builders.test_kernel_copy import takes_direct_writes
 from tests.builders.test_materialize import Artifact, snapshot
 from tests.qss.peers import Peer, returns, trickle
 
@@ -167,6 +169,19 @@ def node(tmp_path: Path) -> Node:
     return Node(tmp_path / "node")
 
 
+@pytest.fixture(params=["page-cache", "direct"])
+def copying(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """How reused ranges that are not reflinked get written: through the page cache, or past
+    it (`O_DIRECT`, what `builders.kernel_copy` picks where it measures that faster), its
+    sizes made small enough for these models' runs."""
+    support = kernel_copy._Support()
+    monkeypatch.setattr(kernel_copy, "_SUPPORT", support)
+    monkeypatch.setattr(kernel_copy, "_MIN_DIRECT", 2 * SIZE)
+    monkeypatch.setattr(kernel_copy, "_DIRECT_BUFFER", 4 * SIZE)
+    support.direct[os.stat(tmp_path).st_dev] = request.param == "direct"
+    return str(request.param)
+
+
 def flip_bit(path: Path, offset: int) -> None:
     with open(path, "r+b") as handle:
         handle.seek(offset)
@@ -179,7 +194,7 @@ def flip_bit(path: Path, offset: int) -> None:
 
 
 def test_v2_reuses_v1_in_the_kernel_and_fetches_only_its_new_chunk(
-    node: Node, peer: ChunkServer
+    node: Node, peer: ChunkServer, copying: str, tmp_path: Path
 ) -> None:
     with HttpChunkSource(peer.url) as source:
         first = node.run(v1(), source)
@@ -191,6 +206,10 @@ def test_v2_reuses_v1_in_the_kernel_and_fetches_only_its_new_chunk(
     reused = assembly.reused
     assert reused.total == len(MODEL_V1) - SIZE
     assert reused.written == 0  # the kernel moved them (or shared their blocks)
+    if copying == "page-cache":
+        assert reused.direct == 0
+    elif takes_direct_writes(tmp_path):
+        assert reused.direct == len(MODEL_V1) - SIZE  # both runs: page-aligned throughout
     assert assembly.direct == SIZE  # hashed on arrival, written straight into the tree
     assert assembly.from_store == 0
     tokenizer = "model/tokenizer.json"
@@ -208,7 +227,7 @@ def test_v2_reuses_v1_in_the_kernel_and_fetches_only_its_new_chunk(
     ids=["in-a-reused-range", "in-a-file-to-link"],
 )
 def test_a_bit_flipped_in_v1_since_its_install_never_leaks_into_v2(
-    node: Node, peer: ChunkServer, path: str, offset: int, store: str
+    node: Node, peer: ChunkServer, path: str, offset: int, store: str, copying: str
 ) -> None:
     with HttpChunkSource(peer.url) as source:
         first = node.run(v1(), source)
@@ -230,7 +249,7 @@ def test_a_bit_flipped_in_v1_since_its_install_never_leaks_into_v2(
 
 
 def test_one_flipped_bit_in_a_reused_range_of_the_installed_v2_is_found(
-    node: Node, peer: ChunkServer
+    node: Node, peer: ChunkServer, copying: str
 ) -> None:
     with HttpChunkSource(peer.url) as source:
         node.run(v1(), source)
