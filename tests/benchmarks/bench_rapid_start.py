@@ -117,30 +117,35 @@ class Counting:
         return self.source.has(digest)
 
 
-def serve(root: str, count: int, rate: float, channel: Connection) -> None:
-    """In the peers' process: `count` throttled chunk servers of the store at `root`."""
+def serve(root: str, rate: float, channel: Connection) -> None:
+    """In a peer's process: a throttled chunk server of the store at `root`."""
     store = ChunkStore(Path(root), create=False)
-    servers = [ChunkServer(store, rate_limit=rate).start() for _ in range(count)]
-    channel.send([server.url for server in servers])
-    channel.recv()  # until the benchmark is done with them
-    for server in servers:
-        server.stop()
+    server = ChunkServer(store, rate_limit=rate).start()
+    channel.send(server.url)
+    channel.recv()  # until the benchmark is done with it
+    server.stop()
 
 
 @contextlib.contextmanager
 def peers(store: Path, count: int, rate: float) -> Iterator[list[str]]:
-    """The URLs of `count` peers serving `store`, run in a process of their own: other
-    machines in a deployment, they must not share the node's interpreter (its GIL)."""
-    ours, theirs = multiprocessing.Pipe()
-    process = multiprocessing.get_context("spawn").Process(
-        target=serve, args=(str(store), count, rate, theirs), daemon=True
-    )
-    process.start()
+    """The URLs of `count` peers serving `store`, each in a process of its own: other
+    machines in a deployment, they share neither the node's interpreter (its GIL) nor each
+    other's."""
+    context = multiprocessing.get_context("spawn")
+    channels, processes = [], []
     try:
-        yield ours.recv()
+        for _ in range(count):
+            ours, theirs = context.Pipe()
+            process = context.Process(target=serve, args=(str(store), rate, theirs), daemon=True)
+            process.start()
+            channels.append(ours)
+            processes.append(process)
+        yield [channel.recv() for channel in channels]
     finally:
-        ours.send(None)
-        process.join(30)
+        for channel in channels:
+            channel.send(None)
+        for process in processes:
+            process.join(30)
 
 
 def node_materialize(
