@@ -204,16 +204,11 @@ class Writer:
     def _open_landing(self, path: str) -> int | None:
         """The staging tree's file `path` opened for reading, from a thread other than the
         writer's; None once the tree is written (or the file cannot be opened)."""
-        parent, name = posixpath.split(path)
         with self._lock:  # the caller closes the staging folder once `write` returns
             if self._staging_fd < 0:
                 return None
             try:
-                parent_fd = open_dir(self._staging_fd, parent)
-                try:
-                    return os.open(name, READ_FLAGS, dir_fd=parent_fd)
-                finally:
-                    os.close(parent_fd)
+                return self._open_staged(path, READ_FLAGS)
             except OSError:
                 return None
 
@@ -432,15 +427,20 @@ class Writer:
 
     def _open(self, path: str) -> int:
         """The staging tree's file `path`, opened for writing (from the landing thread)."""
-        parent, name = posixpath.split(path)
         try:
-            parent_fd = open_dir(self._staging_fd, parent)
-            try:
-                return os.open(name, WRITE_FLAGS, dir_fd=parent_fd)
-            finally:
-                os.close(parent_fd)
+            return self._open_staged(path, WRITE_FLAGS)
         except OSError as error:
             raise MaterializeError(f"cannot open file {path!r}: {error.strerror}") from error
+
+    def _open_staged(self, path: str, flags: int) -> int:
+        """The staging tree's file `path` opened with `flags`, by descriptor from the staging
+        folder down (no symlink followed); OSError as the system says."""
+        parent, name = posixpath.split(path)
+        parent_fd = open_dir(self._staging_fd, parent)
+        try:
+            return os.open(name, flags, dir_fd=parent_fd)
+        finally:
+            os.close(parent_fd)
 
     def _write_at(self, fd: int, entry: Entry, offset: int, chunk: Chunk, data: bytes) -> None:
         try:
