@@ -28,7 +28,11 @@ from dataclasses import dataclass
 
 # _IOW(0x94, 13, struct file_clone_range { s64 src_fd; u64 src_offset, src_length, dest_offset })
 FICLONERANGE = 0x4020940D
+# This call falls back; of these, the device never does what was asked (recorded, not asked
+# again): the others come from the pair of files or the range (EXDEV, a source cut short).
 _NOT_HERE = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EPERM}
+_NEVER_HERE = {errno.EOPNOTSUPP, errno.ENOTTY, errno.ENOSYS}
+_NO_DIRECT = {errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTTY, errno.ENOSYS}  # O_DIRECT refused
 _BLOCK = 1024 * 1024
 _DIRECT_BUFFER = 16 * 1024 * 1024  # what one direct write moves
 _PROBE = 16 * 1024 * 1024  # each way, the first time a device gets a long copy
@@ -70,6 +74,15 @@ class _Support:
 _SUPPORT = _Support()
 
 
+def _after_fork() -> None:
+    """In a forked child: a lock another thread held at the fork would never be let go."""
+    global _SUPPORT
+    _SUPPORT = _Support()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 def copy_range(
     source_fd: int,
     source_offset: int,
@@ -98,8 +111,9 @@ def copy_range(
             except OSError as error:
                 if error.errno not in _NOT_HERE:
                     raise
-                with _SUPPORT.lock:
-                    _SUPPORT.no_clone.add(device)
+                if error.errno in _NEVER_HERE:
+                    with _SUPPORT.lock:
+                        _SUPPORT.no_clone.add(device)
             else:
                 counts.cloned += middle
                 _copy(source_fd, source_offset, target_fd, target_offset, head, device, counts)
@@ -121,7 +135,7 @@ def copy_range(
     if direct is None:
         direct = known
     probe = direct is None and middle >= 2 * _PROBE
-    if known is False or direct is False or middle < _MIN_DIRECT or not (direct or probe):
+    if not (direct or probe) or middle < _MIN_DIRECT:
         _copy(source_fd, source_offset, target_fd, target_offset, length, device, counts)
         return counts
     # The partial pages at both ends through the page cache, the middle as is fastest.
@@ -165,8 +179,9 @@ def _probe(
     )
     past = time.perf_counter() - started
     counts.direct += moved
-    with _SUPPORT.lock:
-        _SUPPORT.direct[device] = moved == _PROBE and past < cached
+    with _SUPPORT.lock:  # a refusal recorded meanwhile (another thread) stands
+        if _SUPPORT.direct.get(device) is not False:
+            _SUPPORT.direct[device] = moved == _PROBE and past < cached
     return _PROBE + moved
 
 
@@ -178,11 +193,12 @@ def _write_direct(
     were. Fewer where the target cannot take direct writes (then its device never gets them
     again) or took fewer: the caller copies the rest."""
     device = os.fstat(target_fd).st_dev
+    buffers = [_take_buffer(), _take_buffer()]
     try:  # a second opening of the same file (never a path lookup), for direct writes alone
         direct_fd = os.open(f"/proc/self/fd/{target_fd}", os.O_WRONLY | os.O_DIRECT)
-    except OSError:
-        with _SUPPORT.lock:
-            _SUPPORT.direct[device] = False
+    except OSError as error:  # refused by the filesystem, or for now (no /proc, EMFILE)
+        _give_back(buffers)
+        _refused(device, error)
         return 0
 
     def write(piece: memoryview, offset: int) -> int:
@@ -191,11 +207,9 @@ def _write_direct(
         except OSError as error:
             if error.errno not in _NOT_HERE:
                 raise
-            with _SUPPORT.lock:
-                _SUPPORT.direct[device] = False
+            _refused(device, error)
             return 0
 
-    buffers = [_take_buffer(), _take_buffer()]
     done = read = 0  # written, and read (ahead of it by the buffer in flight)
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="direct-write") as writer:
@@ -216,9 +230,14 @@ def _write_direct(
                 done += in_flight.result()
     finally:
         os.close(direct_fd)
-        with _SUPPORT.lock:
-            _SUPPORT.buffers.extend(buffers)
+        _give_back(buffers)
     return done - done % mmap.PAGESIZE
+
+
+def _refused(device: int, error: OSError) -> None:
+    if error.errno in _NO_DIRECT:  # the filesystem does not take direct writes
+        with _SUPPORT.lock:
+            _SUPPORT.direct[device] = False
 
 
 def _read_into(source_fd: int, piece: memoryview, offset: int) -> None:
@@ -235,6 +254,11 @@ def _take_buffer() -> mmap.mmap:
         if _SUPPORT.buffers:
             return _SUPPORT.buffers.pop()
     return _new_buffer()
+
+
+def _give_back(buffers: list[mmap.mmap]) -> None:
+    with _SUPPORT.lock:
+        _SUPPORT.buffers.extend(buffers)
 
 
 def _copy(
@@ -255,8 +279,9 @@ def _copy(
         except OSError as error:
             if error.errno not in _NOT_HERE:
                 raise
-            with _SUPPORT.lock:
-                _SUPPORT.no_copy.add(device)
+            if error.errno in _NEVER_HERE:
+                with _SUPPORT.lock:
+                    _SUPPORT.no_copy.add(device)
             break
         if moved == 0:  # the source ended early: it is not what the caller said it was
             raise OSError(errno.EIO, "the source file ended before the range")
@@ -276,6 +301,7 @@ def _copy(
 
 
 def _new_buffer() -> mmap.mmap:
-    buffer = mmap.mmap(-1, _DIRECT_BUFFER)
+    # Private: a child forked while it is in use gets its own copy, not the same pages.
+    buffer = mmap.mmap(-1, _DIRECT_BUFFER, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     memoryview(buffer)[:: mmap.PAGESIZE] = bytes(_DIRECT_BUFFER // mmap.PAGESIZE)  # touched
     return buffer

@@ -268,3 +268,39 @@ def test_direct_writes_leave_a_neighbour_writing_the_same_file_alone(
     assert found[:start] == new_bytes[:start]
     assert found[start:end] == source_bytes[start:end]
     assert found[end:] == new_bytes[end:size]
+
+
+def test_a_bad_pair_of_files_does_not_turn_reflinks_off(
+    reflink_root: Path, tmp_path: Path, small_direct: kernel_copy._Support
+) -> None:
+    """A source cut short, or on another filesystem, makes that one copy fall back (or fail);
+    the next copy on the same filesystem still shares blocks."""
+    place = Path(tempfile.mkdtemp(prefix="kernel-copy-", dir=reflink_root))
+    try:
+        data = os.urandom(64 * BLOCK)
+        (place / "short").write_bytes(data[: 8 * BLOCK])
+        (tmp_path / "elsewhere").write_bytes(data)  # another filesystem: EXDEV
+        (place / "source").write_bytes(data)
+        target = os.open(place / "target", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            for name in (place / "short", tmp_path / "elsewhere"):
+                source = os.open(name, os.O_RDONLY)
+                try:
+                    if name.name == "short":
+                        with pytest.raises(OSError, match="ended before the range"):
+                            copy_range(source, 0, target, 0, len(data))
+                    else:
+                        assert copy_range(source, 0, target, 0, len(data)).total == len(data)
+                finally:
+                    os.close(source)
+            source = os.open(place / "source", os.O_RDONLY)
+            try:
+                counts = copy_range(source, 0, target, 0, len(data))
+            finally:
+                os.close(source)
+        finally:
+            os.close(target)
+        assert counts.cloned == len(data)
+        assert (place / "target").read_bytes() == data
+    finally:
+        shutil.rmtree(place)
