@@ -273,11 +273,11 @@ class Writer:
         try:
             os.fchmod(fd, MODES[entry.mode])  # exact, whatever the umask
         except OSError as error:
-            os.close(fd)
             raise MaterializeError(
                 f"cannot set the mode of {entry.path!r}: {error.strerror}"
             ) from error
-        os.close(fd)
+        finally:
+            os.close(fd)
         if linking:  # the link could not be made: its chunks are written instead
             self._fetch_instead(plan, [(offset, chunk) for offset, chunk in _offsets(entry)])
 

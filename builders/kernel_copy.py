@@ -3,8 +3,8 @@ a reflink (`FICLONERANGE`: the blocks are shared, copy-on-write) where the files
 them and the range is block-aligned in both files, else `copy_file_range` (the kernel copies,
 page cache to page cache), else, where neither works, read and write.
 
-Without reflinks, a long range's block-aligned middle may instead be written past the page
-cache (`O_DIRECT`, from the source's cached pages through one reused buffer): where new
+Without reflinks, a long range's page-aligned middle may instead be written past the page
+cache (`O_DIRECT`, from the source's cached pages through two reused buffers): where new
 pages of memory are dear (a VM whose host backs guest memory on first touch and takes back
 what the guest frees) and the disk is fast, a gigabyte so costs a fraction of a second
 against seconds into the page cache; where the disk is slow (an SD card at the edge), the
@@ -60,8 +60,8 @@ class CopyCounts:
 
 
 class _Support:
-    """Which devices refused reflinks or copy_file_range, so each is tried once per device,
-    and for which the probe found direct writes faster (True) or not (False)."""
+    """Which devices cannot do reflinks or copy_file_range (not asked again), and for which
+    direct writes were measured faster (True) or slower or refused (False)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -190,8 +190,8 @@ def _write_direct(
 ) -> int:
     """Up to `length` bytes (a multiple of the page size, at a page-aligned `target_offset`)
     written past the page cache, each buffer read while the one before is written; how many
-    were. Fewer where the target cannot take direct writes (then its device never gets them
-    again) or took fewer: the caller copies the rest."""
+    were. Fewer where the target refused them (a filesystem without direct writes is then
+    not asked again) or took fewer: the caller copies the rest."""
     device = os.fstat(target_fd).st_dev
     buffers = [_take_buffer(), _take_buffer()]
     try:  # a second opening of the same file (never a path lookup), for direct writes alone
