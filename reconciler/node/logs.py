@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from reconciler.node.logfile import (
+    _NEXT,
     _RECORD,
     CURRENT,
     MAX_LINE,
@@ -411,14 +412,45 @@ class _Follower:
                     os.close(fd)
 
     def _open_files(self) -> list[tuple[int, int]]:
-        """(inode, fd) of the log files, oldest first. The current file is opened first, then
-        .1, .2, ...: a rotation meanwhile moves files the way this looks, so each is found, maybe
-        twice (kept at its older place: that is where it went)."""
-        numbers = sorted(
+        """(inode, fd) of the log files, oldest first, read while no rotation ran: the same
+        current file before and after, and no next file being made. A rotation that renames
+        meanwhile can hide a file from the listing (an entry renamed during a readdir may be
+        returned under neither name) or move it past the names listed, so the folder is read
+        again, up to _RELOOKS times (a next file left by a failed rotation makes them all; the
+        last reading is used then)."""
+        for attempt in range(_RELOOKS):
+            before = self._rotation()
+            opened = self._scan()
+            if (after := self._rotation()) == before and after[1] is None:
+                return opened
+            if attempt == _RELOOKS - 1:
+                break
+            for _, fd in opened:
+                os.close(fd)
+            time.sleep(0.001)
+        return opened
+
+    def _rotation(self) -> tuple[int | None, int | None]:
+        """The inodes of the current file and of the next one (None: none there)."""
+        found: list[int | None] = []
+        for name in (CURRENT, _NEXT):
+            try:
+                found.append(os.stat(name, dir_fd=self._folder, follow_symlinks=False).st_ino)
+            except OSError:
+                found.append(None)
+        return found[0], found[1]
+
+    def _scan(self) -> list[tuple[int, int]]:
+        """One reading of the folder. The current file is opened first, then .1, .2, ... (each
+        number listed and the one above it, where a rotation may have moved it): a rotation
+        meanwhile moves files the way this looks, so each is found, maybe twice (kept at its
+        older place: that is where it went)."""
+        listed = {
             int(found.group(1))
             for name in os.listdir(self._folder)
             if (found := _ROTATED.fullmatch(name))
-        )
+        }
+        numbers = sorted(listed | {number + 1 for number in listed} | {1})
         opened: list[tuple[int, int]] = []
         for name in [CURRENT, *(f"{CURRENT}.{number}" for number in numbers)]:
             try:

@@ -461,6 +461,24 @@ def test_follow_continues_across_rotations(
     assert follower.skipped.records == 0
 
 
+@pytest.mark.slow
+def test_follow_keeps_up_with_a_writer_that_rotates_as_it_reads(
+    tmp_path: Path, following: Callable[..., Following]
+) -> None:
+    """Rotations while the follower reads the folder (a readdir during renames may miss a
+    file, or see it before it moves on): each line still comes once, in order."""
+    folder = tmp_path / "log"
+    log = writer(folder, max_bytes=200, max_files=1000)  # none dropped: each line is there
+    follower = following(folder)
+    total = 1200  # about 300 rotations, each renaming every file up one
+    numbered(log, total)
+    follower.wait_for(total)
+    log.close()
+    follower.end()
+    assert follower.texts() == [f"line {n:04d}" for n in range(total)]
+    assert follower.skipped.records == 0
+
+
 def test_follow_waits_for_a_record_still_being_written(
     tmp_path: Path, following: Callable[..., Following]
 ) -> None:
